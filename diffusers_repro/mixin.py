@@ -1,0 +1,547 @@
+"""``ReproducibleMixin``: seeds, determinism and provenance around any diffusers pipeline's ``__call__``.
+
+The mixin adds behaviour around diffusers and forks none of it: ``__init__`` keeps the vanilla signature (diffusers
+discovers components from it), ``__call__`` binds the vanilla signature plus ``seed``, ``deterministic`` and
+``batch_invariant``, and hands the call to the vanilla ``__call__`` with one CPU generator per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from .batching import one_image_at_a_time
+from .determinism import full_determinism
+from .provenance import (
+    Provenance,
+    environment_fingerprint,
+    file_digest,
+    image_digest,
+    jsonable,
+    state_dict_digest,
+    tensor_digest,
+)
+from .seeding import draw_random_seed, per_image_seeds, validate_seed
+
+__all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
+
+# Arguments that never change pixels, or that are recorded elsewhere (the generator becomes the seed).
+_NOT_RECORDED = frozenset(
+    {"generator", "return_dict", "callback", "callback_steps", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
+)
+_PROMPT_KEYS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
+_DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".gguf")
+
+# Weights digests, computed once per component object: loading from files fills it from the files' digests, a
+# component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed.
+_COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
+    """The diffusers pipeline class a Repro class (or instance's class) wraps; itself for a vanilla class."""
+    for base in cls.__mro__:
+        if issubclass(base, DiffusionPipeline) and not issubclass(base, ReproducibleMixin):
+            return base
+    raise TypeError(f"{cls.__name__} is not a diffusers DiffusionPipeline subclass")
+
+
+def _qualified_class(obj: Any) -> str:
+    module = type(obj).__module__.split(".")[0]
+    return f"{module}.{type(obj).__name__}"
+
+
+def _component_record(component: Any) -> dict[str, Any]:
+    record = _COMPONENT_DIGESTS.get(component) if _is_weakrefable(component) else None
+    if record is None:
+        record = _digest_in_memory(component)
+        if _is_weakrefable(component):
+            _COMPONENT_DIGESTS[component] = record
+    return {"class": _qualified_class(component), **record}
+
+
+def _is_weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _digest_in_memory(component: Any) -> dict[str, Any]:
+    if isinstance(component, torch.nn.Module):
+        return {"weights_digest": state_dict_digest(component), "digest_of": "tensors"}
+    if hasattr(component, "get_vocab"):
+        vocab = json.dumps(component.get_vocab(), sort_keys=True, ensure_ascii=False).encode()
+        return {"weights_digest": "sha256:" + hashlib.sha256(vocab).hexdigest(), "digest_of": "vocabulary"}
+    config = getattr(component, "config", None) or getattr(component, "to_dict", lambda: None)()
+    text = json.dumps(jsonable(dict(config) if config else {}), sort_keys=True).encode()
+    return {"weights_digest": "sha256:" + hashlib.sha256(text).hexdigest(), "digest_of": "config"}
+
+
+def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[str, Any] | None:
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (all_files or p.name.endswith(_WEIGHT_SUFFIXES)))
+    if variant and not all_files:
+        files = [p for p in files if f".{variant}." in p.name] or files
+    if not files:
+        return None
+    combined = hashlib.sha256()
+    for path in files:
+        combined.update(f"{path.name}={file_digest(path)}\n".encode())
+    return {
+        "weights_digest": "sha256:" + combined.hexdigest(),
+        "digest_of": "files",
+        "files": [p.name for p in files],
+    }
+
+
+def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+    """Where ``from_pretrained`` read the pipeline from, and the source record (repo id or path, revision)."""
+    if os.path.isdir(name_or_path):
+        folder = Path(name_or_path).resolve()
+        return folder, {"type": "local", "path": str(folder), "repo_id": None, "revision": None}
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(
+        name_or_path, "model_index.json", cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
+    )
+    if isinstance(cached, str):
+        folder = Path(cached).parent
+        return folder, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": folder.name}
+    return None, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": kwargs.get("revision")}
+
+
+class ReproducibleMixin:
+    """Makes a diffusers pipeline reproducible by construction: seeds, full determinism and provenance per image.
+
+    Put it first among the bases of a pipeline class: ``class ReproDDIMPipeline(ReproducibleMixin, DDIMPipeline)``.
+    The class then accepts, on top of every vanilla argument:
+
+    Args:
+        seed (`int` or `list[int]`, *optional*):
+            ``s`` gives image ``i`` of the call the seed ``s + i``; a list gives one seed per image. Each image gets
+            its own ``torch.Generator("cpu")``, so the starting noise is the same on any device. Without seed and
+            generator a random seed is drawn (torch's global RNG is left alone) and recorded.
+        deterministic (`bool`, *optional*, defaults to `False`):
+            Runs the call inside ``full_determinism()``.
+
+    Every output gets ``provenance``: a list with one `Provenance` per image, in image order. With
+    ``return_dict=False`` the vanilla tuple is returned unchanged and the records are in ``pipe.last_provenance``.
+
+    Example:
+
+    ```py
+    >>> from diffusers import DDPMPipeline
+    >>> from diffusers_repro import ReproducibleMixin
+    >>> class ReproDDPMPipeline(ReproducibleMixin, DDPMPipeline):
+    ...     pass
+    ```
+    """
+
+    _repro_vanilla_class: type[DiffusionPipeline] | None = None
+    _repro_call_parameters: Any = None
+    _repro_source: dict[str, Any] | None = None
+    last_provenance: list[Provenance] | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not issubclass(cls, DiffusionPipeline):
+            raise TypeError(f"{cls.__name__}: ReproducibleMixin must be combined with a diffusers DiffusionPipeline")
+        vanilla = vanilla_pipeline_class(cls)
+        vanilla_call = vanilla.__call__
+        signature = inspect.signature(vanilla_call)
+        if "generator" not in signature.parameters:
+            raise TypeError(
+                f"{vanilla.__name__}.__call__ takes no `generator` argument, so ReproducibleMixin cannot seed it per "
+                "image; only pipelines whose __call__ accepts generator= can be made reproducible"
+            )
+        cls._repro_vanilla_class = vanilla
+        cls._repro_call_parameters = signature.parameters
+        cls.__call__ = _build_call(vanilla, signature)
+
+    # ---------------------------------------------------------------------------------------------------- loading
+
+    def register_modules(self, **kwargs):
+        super().register_modules(**kwargs)
+        for module in kwargs.values():
+            # Modules built in code start in train mode (dropout on, different bits than the same weights loaded
+            # from disk); from_pretrained returns eval mode. Every component is put in eval mode.
+            if isinstance(module, torch.nn.Module):
+                module.eval()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not isinstance(pipe, ReproducibleMixin):
+            return pipe
+        name = os.fspath(pretrained_model_name_or_path)
+        folder, source = _snapshot_folder(name, kwargs)
+        pipe._repro_source = source
+        if folder is not None:
+            for component_name, component in pipe.components.items():
+                if component is None or component_name in kwargs or not _is_weakrefable(component):
+                    continue  # a component passed in by the caller is digested from its tensors
+                is_model = isinstance(component, torch.nn.Module)
+                record = _digest_folder(folder / component_name, kwargs.get("variant"), all_files=not is_model)
+                if record is not None:
+                    _COMPONENT_DIGESTS[component] = record
+        return pipe
+
+    def to_json_string(self) -> str:
+        # save_pretrained writes the class name into model_index.json: keep the vanilla name so that plain
+        # diffusers can load every folder we save.
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = vanilla_pipeline_class(type(self)).__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    # ---------------------------------------------------------------------------------------------------- batches
+
+    def _repro_effective_batch(self, arguments: dict[str, Any]) -> tuple[int, int, str]:
+        """(images in the call, prompts in the call, how the count came about) from the bound call arguments."""
+        parameters = self._repro_call_parameters
+        if "prompt" in parameters or "prompt_embeds" in parameters:
+            prompt = arguments.get("prompt")
+            embeds = arguments.get("prompt_embeds")
+            if isinstance(prompt, str):
+                prompts, what = 1, "1 prompt"
+            elif isinstance(prompt, (list, tuple)):
+                prompts, what = len(prompt), f"{len(prompt)} prompts"
+            elif isinstance(embeds, torch.Tensor):
+                prompts, what = embeds.shape[0], f"prompt_embeds with {embeds.shape[0]} rows"
+            else:
+                prompts, what = 1, "1 prompt"
+            per_prompt = arguments.get("num_images_per_prompt")
+            per_prompt = 1 if per_prompt is None else per_prompt
+            _check_positive("num_images_per_prompt", per_prompt)
+            return prompts * per_prompt, prompts, f"{what} x num_images_per_prompt={per_prompt}"
+        if "batch_size" in parameters:
+            batch_size = arguments.get("batch_size")
+            _check_positive("batch_size", batch_size)
+            return batch_size, batch_size, f"batch_size={batch_size}"
+        return 1, 1, "1 image"
+
+    def _repro_image_arguments(
+        self, arguments: dict[str, Any], index: int, num_images: int, num_prompts: int
+    ) -> dict[str, Any]:
+        """The recorded call arguments of image ``index``: its own prompt, rows of batched tensors, the rest."""
+        per_prompt = max(num_images // max(num_prompts, 1), 1)
+        recorded = {}
+        for name, value in arguments.items():
+            if name in _NOT_RECORDED:
+                continue
+            if name in _PROMPT_KEYS and isinstance(value, (list, tuple)) and len(value) == num_prompts:
+                value = value[index // per_prompt]
+            elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] in (num_images, num_prompts):
+                row = index if value.shape[0] == num_images else index // per_prompt
+                value = value[row : row + 1]
+            recorded[name] = jsonable(value)
+        return recorded
+
+    def _repro_denoiser(self) -> torch.nn.Module | None:
+        for name in _DENOISER_NAMES:
+            module = getattr(self, name, None)
+            if isinstance(module, torch.nn.Module):
+                return module
+        return None
+
+    def _repro_model_record(self) -> dict[str, Any]:
+        components = {}
+        for name, component in self.components.items():
+            if component is None or _is_scheduler(component):
+                continue
+            components[name] = _component_record(component)
+        source = self._repro_source or {"type": "in-memory", "path": None, "repo_id": None, "revision": None}
+        return {**source, "name_or_path": self.config.get("_name_or_path"), "components": components}
+
+    # ---------------------------------------------------------------------------------------------------- calls
+
+    def _repro_call(
+        self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool
+    ) -> Any:
+        vanilla = self._repro_vanilla_class
+        if not isinstance(deterministic, bool):
+            raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
+        if not isinstance(batch_invariant, bool):
+            raise TypeError(f"batch_invariant must be a bool, got {batch_invariant!r}")
+        arguments = _arguments_with_defaults(bound)
+        user_generator = arguments.get("generator")
+        if seed is not None and user_generator is not None:
+            raise ValueError(
+                "pass either seed or generator, not both: seed makes one CPU generator per image itself"
+            )
+        num_images, num_prompts, how = self._repro_effective_batch(arguments)
+
+        if user_generator is None:
+            seed_source = "random" if seed is None else "seed"
+            base = draw_random_seed() if seed is None else validate_seed(seed)
+            seeds = per_image_seeds(base, num_images, how)
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            bound.arguments["generator"] = generators
+            generator_record = None
+        else:
+            seed_source = "generator"
+            seeds, generator_record = _describe_generators(user_generator, num_images)
+
+        noise = _NoiseProbe(user_generator, seeds)
+        determinism = full_determinism() if deterministic else contextlib.nullcontext()
+        one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
+        with determinism, one_at_a_time, noise.watch(self._repro_denoiser()):
+            environment = environment_fingerprint(self._execution_device, _dtype_of(self._repro_denoiser()))
+            output = vanilla.__call__(*bound.args, **bound.kwargs)
+
+        images = _output_images(output, arguments.get("return_dict", True))
+        recipe_common = {
+            "pipeline_class": vanilla.__name__,
+            "model": self._repro_model_record(),
+            "scheduler": _scheduler_record(getattr(self, "scheduler", None)),
+        }
+        records = []
+        for index in range(num_images):
+            recipe = {
+                **recipe_common,
+                "call": self._repro_image_arguments(arguments, index, num_images, num_prompts),
+                "batch": {
+                    "size": num_images,
+                    "index": index,
+                    "seeds": list(seeds),
+                    "description": how,
+                    "batch_invariant": batch_invariant,
+                },
+            }
+            if generator_record is not None:
+                recipe["generator"] = generator_record[index]
+            result = {
+                "noise_digest": noise.digest(index),
+                "noise": noise.description(),
+                "output_digest": image_digest(images[index]) if images is not None else None,
+                "output_type": arguments.get("output_type"),
+            }
+            records.append(
+                Provenance(
+                    seed=seeds[index],
+                    seed_source=seed_source,
+                    recipe=recipe,
+                    environment=environment,
+                    result=result,
+                )
+            )
+        self.last_provenance = records
+        if arguments.get("return_dict", True) and not isinstance(output, tuple):
+            output.__class__ = _repro_output_class(type(output))
+            output.provenance = records
+        return output
+
+
+def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
+    """A ``__call__`` whose signature is the vanilla one plus ``seed`` and ``deterministic``."""
+    extra = [
+        inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="int | list[int] | None"),
+        inspect.Parameter("deterministic", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
+        inspect.Parameter("batch_invariant", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
+    ]
+    parameters = list(signature.parameters.values())
+    existing = {p.name for p in parameters}
+    clash = [p.name for p in extra if p.name in existing]
+    if clash:
+        raise TypeError(f"{vanilla.__name__}.__call__ already has parameter(s) {clash}; cannot add them")
+    var_keyword = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    rest = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    full_signature = signature.replace(parameters=rest + extra + var_keyword)
+
+    @functools.wraps(vanilla.__call__)
+    def __call__(self, *args, seed=None, deterministic=False, batch_invariant=False, **kwargs):
+        # Bind before any work: a wrong argument fails exactly as it would in vanilla diffusers.
+        bound = signature.bind(self, *args, **kwargs)
+        return self._repro_call(bound, seed, deterministic, batch_invariant)
+
+    __call__.__signature__ = full_signature
+    __call__.__doc__ = (vanilla.__call__.__doc__ or "") + _CALL_DOC_SUFFIX
+    return __call__
+
+
+_CALL_DOC_SUFFIX = """
+        Reproducibility arguments (diffusers-repro):
+            seed (`int` or `list[int]`, *optional*):
+                ``s`` gives image ``i`` the seed ``s + i``; a list gives one seed per image. Each image gets its own
+                CPU ``torch.Generator``. Mutually exclusive with ``generator``. Without both, a random seed is drawn
+                and recorded.
+            deterministic (`bool`, *optional*, defaults to `False`):
+                Runs the call inside ``diffusers_repro.full_determinism()``.
+            batch_invariant (`bool`, *optional*, defaults to `False`):
+                Evaluates the models one image at a time, so that every image is bitwise equal to generating it
+                alone (slower).
+
+        The output carries ``provenance``: one ``diffusers_repro.Provenance`` per image, in image order.
+"""
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _arguments_with_defaults(bound: inspect.BoundArguments) -> dict[str, Any]:
+    copy = inspect.BoundArguments(bound.signature, dict(bound.arguments))
+    copy.apply_defaults()
+    arguments = dict(copy.arguments)
+    arguments.pop("self", None)
+    for parameter in bound.signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(parameter.name, {}) or {})
+    return arguments
+
+
+def _is_scheduler(component: Any) -> bool:
+    return hasattr(component, "set_timesteps") and hasattr(component, "step")
+
+
+def _scheduler_record(scheduler: Any) -> dict[str, Any] | None:
+    if scheduler is None:
+        return None
+    # Keys with a leading underscore are diffusers' bookkeeping (which values were defaults), not settings.
+    config = {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
+    return {"class": type(scheduler).__name__, "config": jsonable(config)}
+
+
+def _dtype_of(module: torch.nn.Module | None) -> torch.dtype | None:
+    if module is None:
+        return None
+    return getattr(module, "dtype", None) or next(module.parameters()).dtype
+
+
+def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | None], list[dict[str, Any]]]:
+    """What can be known of user generators: device, initial seed, and whether that seed is certain."""
+    generators = generator if isinstance(generator, (list, tuple)) else [generator] * num_images
+    seeds, records = [], []
+    for index, gen in enumerate(generators):
+        initial = gen.initial_seed()
+        fresh = torch.Generator(gen.device).manual_seed(initial)
+        certain = torch.equal(fresh.get_state(), gen.get_state())
+        shared = not isinstance(generator, (list, tuple)) and num_images > 1
+        note = (
+            "one generator was shared by the whole batch: this image's noise depends on its batch index"
+            if shared
+            else (
+                "generator was fresh at the start of the call: the seed is certain"
+                if certain
+                else "generator had been used before the call: its initial seed alone does not regenerate the image"
+            )
+        )
+        seeds.append(initial)
+        records.append(
+            {
+                "device": str(gen.device),
+                "initial_seed": initial,
+                "seed_certain": bool(certain and not shared),
+                "shared_by_batch": shared,
+                "index": index,
+                "note": note,
+            }
+        )
+    return seeds, records
+
+
+class _NoiseProbe:
+    """Learns the shape and dtype of the denoiser's input, then digests each image's first noise draw.
+
+    The starting noise of image ``i`` is the first Gaussian draw of its generator in the latent shape; it is
+    recomputed from the generator as it stood at the start of the call, which costs one small ``randn`` per image.
+    """
+
+    def __init__(self, user_generator: Any, seeds: list[int | None]):
+        self.seeds = seeds
+        self.shape: tuple[int, ...] | None = None
+        self.dtype: torch.dtype | None = None
+        self.shared: tuple[torch.Generator, torch.Tensor] | None = None
+        self.states: list[tuple[torch.device, torch.Tensor]] | None = None
+        if isinstance(user_generator, (list, tuple)):
+            self.states = [(g.device, g.get_state()) for g in user_generator]
+        elif user_generator is not None:
+            self.shared = (user_generator.device, user_generator.get_state())
+        self._batch_noise: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def watch(self, denoiser: torch.nn.Module | None) -> Iterator[None]:
+        if denoiser is None:
+            yield
+            return
+
+        def hook(module, args, kwargs):
+            if self.shape is None:
+                sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+                if isinstance(sample, torch.Tensor):
+                    self.shape, self.dtype = tuple(sample.shape[1:]), sample.dtype
+
+        handle = denoiser.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def description(self) -> dict[str, Any] | None:
+        if self.shape is None:
+            return None
+        return {"shape": list(self.shape), "dtype": str(self.dtype), "draw": "first randn of the image's generator"}
+
+    def digest(self, index: int) -> str | None:
+        if self.shape is None:
+            return None
+        if self.shared is not None:
+            if self._batch_noise is None:
+                device, state = self.shared
+                generator = torch.Generator(device).set_state(state)
+                batch = (len(self.seeds), *self.shape)
+                self._batch_noise = torch.randn(batch, generator=generator, device=device, dtype=self.dtype)
+            return tensor_digest(self._batch_noise[index : index + 1])
+        if self.states is not None:
+            device, state = self.states[index]
+            generator = torch.Generator(device).set_state(state)
+        else:
+            device, generator = torch.device("cpu"), torch.Generator("cpu").manual_seed(self.seeds[index])
+        noise = torch.randn((1, *self.shape), generator=generator, device=device, dtype=self.dtype)
+        return tensor_digest(noise)
+
+
+class ReproOutputMixin:
+    """Added to a diffusers output class: ``provenance`` (one record per image) and ``save(directory)``."""
+
+    provenance: list[Provenance]
+
+    def save(self, directory: str | os.PathLike) -> list[Path]:
+        """Writes every image with its own provenance record into ``directory`` and returns the paths.
+
+        File names carry the image index and seed. See `diffusers_repro.save_image` for the file format.
+        """
+        from .files import save_outputs
+
+        return save_outputs(self.images, self.provenance, directory)
+
+
+@functools.lru_cache(maxsize=None)
+def _repro_output_class(output_class: type) -> type:
+    # A subclass keeps isinstance() checks against diffusers' output classes true while adding save(); it is
+    # published in this module under its name so that outputs pickle.
+    name = f"Repro{output_class.__name__}"
+    subclass = type(name, (ReproOutputMixin, output_class), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = subclass
+    return subclass
+
+
+def _output_images(output: Any, return_dict: bool) -> Any:
+    images = output.images if return_dict and hasattr(output, "images") else output[0]
+    if isinstance(images, (torch.Tensor,)) or type(images).__name__ == "ndarray":
+        return [images[i] for i in range(images.shape[0])]
+    return images
