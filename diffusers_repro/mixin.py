@@ -98,14 +98,9 @@ def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[s
         files = [p for p in files if f".{variant}." in p.name] or files
     if not files:
         return None
-    combined = hashlib.sha256()
-    for path in files:
-        combined.update(f"{path.name}={file_digest(path)}\n".encode())
-    return {
-        "weights_digest": "sha256:" + combined.hexdigest(),
-        "digest_of": "files",
-        "files": [p.name for p in files],
-    }
+    file_digests = {path.name: file_digest(path) for path in files}
+    combined = hashlib.sha256("".join(f"{name}={digest}\n" for name, digest in file_digests.items()).encode())
+    return {"weights_digest": "sha256:" + combined.hexdigest(), "digest_of": "files", "files": file_digests}
 
 
 def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
