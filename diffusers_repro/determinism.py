@@ -26,20 +26,26 @@ class DeterminismWarning(UserWarning):
     """Emitted when full determinism cannot take full effect (for example CUDA was initialized too early)."""
 
 
-def _fp32_precision_targets() -> list[tuple[Any, str]]:
-    # torch >= 2.9 keeps TF32 settings as `fp32_precision` strings next to the older `allow_tf32` booleans; setting
-    # a boolean rewrites the string, so restoring exactly means restoring the strings where they exist.
-    targets = []
-    for owner in (
-        getattr(torch.backends, "cuda", None) and torch.backends.cuda.matmul,
-        torch.backends.cudnn,
+def _tf32_targets() -> list[Any]:
+    # torch >= 2.9 has per-backend `fp32_precision` strings beside the legacy `allow_tf32` booleans, and refuses to
+    # read state set through a mix of the two APIs. On such a torch we only use the strings; older torch only has
+    # the booleans.
+    owners = [
+        torch.backends.cuda.matmul,
         getattr(torch.backends.cudnn, "conv", None),
         getattr(torch.backends.cudnn, "rnn", None),
-        torch.backends,
-    ):
-        if owner is not None and hasattr(owner, "fp32_precision"):
-            targets.append((owner, "fp32_precision"))
-    return targets
+    ]
+    if all(owner is not None and hasattr(owner, "fp32_precision") for owner in owners):
+        return owners
+    return []
+
+
+def _read(getter: Any) -> Any:
+    try:
+        return getter()
+    except RuntimeError:
+        # torch raises when legacy and new TF32 APIs were mixed by someone; report that rather than fail.
+        return "mixed"
 
 
 def determinism_status() -> dict[str, Any]:
@@ -47,8 +53,9 @@ def determinism_status() -> dict[str, Any]:
 
     Returns:
         `dict`: ``cublas_workspace_config`` (`None` when unset), ``deterministic_algorithms``,
-        ``deterministic_algorithms_warn_only``, ``cudnn_deterministic``, ``cudnn_benchmark``, ``matmul_allow_tf32``,
-        ``cudnn_allow_tf32``, ``float32_matmul_precision`` and ``full_determinism`` (all of them in force).
+        ``deterministic_algorithms_warn_only``, ``cudnn_deterministic``, ``cudnn_benchmark``, ``tf32_disabled``,
+        ``tf32_precision`` (the per-backend precision strings, on torch versions that have them),
+        ``matmul_allow_tf32``, ``cudnn_allow_tf32`` and ``full_determinism`` (all of them in force).
 
     Example:
 
@@ -60,16 +67,23 @@ def determinism_status() -> dict[str, Any]:
     True
     ```
     """
+    targets = _tf32_targets()
     status = {
         "cublas_workspace_config": os.environ.get(CUBLAS_WORKSPACE_CONFIG),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "matmul_allow_tf32": _read(lambda: bool(torch.backends.cuda.matmul.allow_tf32)),
+        "cudnn_allow_tf32": _read(lambda: bool(torch.backends.cudnn.allow_tf32)),
     }
+    if targets:
+        names = ("cuda_matmul", "cudnn_conv", "cudnn_rnn")
+        status["tf32_precision"] = {name: owner.fp32_precision for name, owner in zip(names, targets)}
+        status["tf32_disabled"] = all(value == "ieee" for value in status["tf32_precision"].values())
+    else:
+        status["tf32_precision"] = None
+        status["tf32_disabled"] = status["matmul_allow_tf32"] is False and status["cudnn_allow_tf32"] is False
     workspace = status["cublas_workspace_config"]
     status["full_determinism"] = bool(
         workspace is not None
@@ -78,8 +92,7 @@ def determinism_status() -> dict[str, Any]:
         and not status["deterministic_algorithms_warn_only"]
         and status["cudnn_deterministic"]
         and not status["cudnn_benchmark"]
-        and not status["matmul_allow_tf32"]
-        and not status["cudnn_allow_tf32"]
+        and status["tf32_disabled"]
     )
     return status
 
@@ -123,11 +136,10 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "fp32_precision": [(owner, name, getattr(owner, name)) for owner, name in _fp32_precision_targets()],
+            "tf32": [(owner, owner.fp32_precision) for owner in _tf32_targets()],
         }
+        if not saved["tf32"]:
+            saved["legacy_tf32"] = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         self._saved.append(saved)
         try:
             current = saved["env"]
@@ -144,8 +156,12 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
             torch.use_deterministic_algorithms(True, warn_only=self.warn_only)
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+            if saved["tf32"]:
+                for owner, _ in saved["tf32"]:
+                    owner.fp32_precision = "ieee"
+            else:
+                torch.backends.cuda.matmul.allow_tf32 = False
+                torch.backends.cudnn.allow_tf32 = False
         except BaseException:
             self._restore(self._saved.pop())
             raise
@@ -164,9 +180,7 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
         torch.use_deterministic_algorithms(saved["algorithms"], warn_only=saved["warn_only"])
         torch.backends.cudnn.deterministic = saved["cudnn_deterministic"]
         torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
-        torch.backends.cuda.matmul.allow_tf32 = saved["matmul_allow_tf32"]
-        torch.backends.cudnn.allow_tf32 = saved["cudnn_allow_tf32"]
-        torch.set_float32_matmul_precision(saved["float32_matmul_precision"])
-        # The precision strings go last: the boolean setters above rewrite them.
-        for owner, name, value in saved["fp32_precision"]:
-            setattr(owner, name, value)
+        for owner, value in saved["tf32"]:
+            owner.fp32_precision = value
+        if "legacy_tf32" in saved:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved["legacy_tf32"]

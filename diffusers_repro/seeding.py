@@ -11,6 +11,7 @@ import numbers
 import secrets
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 MAX_SEED = 2**64 - 1
@@ -29,8 +30,8 @@ def _short(value: object, limit: int = 60) -> str:
 
 def _check_one_seed(value: object, what: str) -> int:
     # bool is an int subclass, and numpy's bool is not: both are rejected explicitly, since seed=True is a mistake.
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        raise TypeError(f"{what} must be an int between 0 and {MAX_SEED}, got the bool {value!r}")
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an int between 0 and {MAX_SEED}, got the bool {bool(value)}")
     if not isinstance(value, numbers.Integral):
         raise TypeError(
             f"{what} must be an int between 0 and {MAX_SEED}, got {_short(value)} of type {type(value).__name__}"
@@ -71,13 +72,13 @@ def validate_seed(seed: object) -> int | list[int] | None:
         raise TypeError(f"seed must be an int or a list of ints, got the string {_short(seed)}")
     if isinstance(seed, torch.Tensor):
         raise TypeError(f"seed must be an int or a list of ints, got a tensor {_short(seed)}; pass seed.tolist()")
-    if isinstance(seed, Sequence) or type(seed).__name__ == "ndarray":
+    if isinstance(seed, (Sequence, np.ndarray)):
         values = list(seed)
         if not values:
             raise ValueError("seed must be an int or a non-empty list of ints, got an empty list")
         checked = []
         for index, value in enumerate(values):
-            if isinstance(value, (list, tuple)) or type(value).__name__ == "ndarray":
+            if isinstance(value, (list, tuple, np.ndarray)):
                 raise TypeError(f"seed must be a flat list of ints, but seed[{index}] is a nested {_short(value)}")
             checked.append(_check_one_seed(value, f"seed[{index}]"))
         return checked
