@@ -51,7 +51,7 @@ def _combine(parts: list[Any]) -> Any:
         fields = {field.name: _combine([getattr(p, field.name) for p in parts]) for field in dataclasses.fields(first)}
         return type(first)(**fields)
     if isinstance(first, tuple):
-        return tuple(_combine(list(items)) for items in zip(*parts))
+        return tuple(_combine(list(items)) for items in zip(*parts, strict=True))
     if isinstance(first, list):
         return [_combine(list(items)) for items in zip(*parts)]
     if hasattr(first, "parameters") and isinstance(first.parameters, torch.Tensor):

@@ -79,7 +79,7 @@ def determinism_status() -> dict[str, Any]:
     }
     if targets:
         names = ("cuda_matmul", "cudnn_conv", "cudnn_rnn")
-        status["tf32_precision"] = {name: owner.fp32_precision for name, owner in zip(names, targets)}
+        status["tf32_precision"] = {name: owner.fp32_precision for name, owner in zip(names, targets, strict=True)}
         status["tf32_disabled"] = all(value == "ieee" for value in status["tf32_precision"].values())
     else:
         status["tf32_precision"] = None

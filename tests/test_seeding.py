@@ -41,7 +41,11 @@ def test_largest_seed_is_accepted():
         ([1, 2.5], TypeError, "seed[1] must be an int between 0 and 18446744073709551615, got 2.5 of type float"),
         ([1, None], TypeError, "seed[1] must be an int between 0 and 18446744073709551615, got None of type NoneType"),
         ([1, -3], ValueError, "seed[1] must be between 0 and 18446744073709551615, got the negative value -3"),
-        (torch.tensor(3), TypeError, "seed must be an int or a list of ints, got a tensor tensor(3); pass seed.tolist()"),
+        (
+            torch.tensor(3),
+            TypeError,
+            "seed must be an int or a list of ints, got a tensor tensor(3); pass seed.tolist()",
+        ),
     ],
 )
 def test_bad_seed_errors_name_seed_value_and_expectation(seed, error, message):
