@@ -53,7 +53,7 @@ def _combine(parts: list[Any]) -> Any:
     if isinstance(first, tuple):
         return tuple(_combine(list(items)) for items in zip(*parts, strict=True))
     if isinstance(first, list):
-        return [_combine(list(items)) for items in zip(*parts)]
+        return [_combine(list(items)) for items in zip(*parts, strict=True)]
     if hasattr(first, "parameters") and isinstance(first.parameters, torch.Tensor):
         # A diagonal Gaussian (the VAE's latent distribution) is defined by its stacked mean and log-variance.
         return type(first)(torch.cat([p.parameters for p in parts], dim=0))
