@@ -1,0 +1,108 @@
+"""What a reproducible call costs: the Repro call with ``seed=`` against vanilla diffusers with the equivalent
+generator list, over the very same components, interleaved in one run on the CPU.
+
+Two configurations:
+- ``sd-small``: a small-but-real SD config (about 1 s per call): prints the median time ratio (target <= 1.02);
+- ``sd``: the embedded tiny config: prints the added milliseconds per call (target <= 5 ms).
+
+Run: ``.venv/bin/python benchmarks/bench_call_overhead.py`` (writes ``benchmarks/results/call_overhead.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from diffusers_repro import ReproStableDiffusionPipeline
+from diffusers_repro.provenance import environment_fingerprint
+from diffusers_repro.tiny import build_tiny_pipeline
+
+CONFIGS = {
+    # kind, call arguments, rounds
+    "sd-small": ({"prompt": ["a fox in the snow", "a bear"], "num_inference_steps": 10, "output_type": "np"}, 15),
+    "sd": ({"prompt": ["a fox in the snow", "a bear"], "num_inference_steps": 4, "output_type": "np"}, 60),
+}
+
+
+def measure(kind: str, call: dict, rounds: int) -> dict:
+    plain = build_tiny_pipeline(kind)
+    plain.set_progress_bar_config(disable=True)
+    repro = ReproStableDiffusionPipeline(**plain.components)
+    repro.set_progress_bar_config(disable=True)
+    num_images = len(call["prompt"])
+
+    def run_vanilla(seed: int) -> float:
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+        start = time.perf_counter()
+        plain(**call, generator=generators)
+        return time.perf_counter() - start
+
+    def run_repro(seed: int) -> float:
+        start = time.perf_counter()
+        repro(**call, seed=seed)
+        return time.perf_counter() - start
+
+    for seed in range(2):  # warm-up: first calls pay for allocations and lazy digests
+        run_vanilla(seed), run_repro(seed)
+    vanilla_times, repro_times = [], []
+    for seed in range(rounds):
+        # Alternate the order so that drift in machine load hits both sides alike.
+        if seed % 2:
+            vanilla_times.append(run_vanilla(seed))
+            repro_times.append(run_repro(seed))
+        else:
+            repro_times.append(run_repro(seed))
+            vanilla_times.append(run_vanilla(seed))
+    ratios = [r / v for r, v in zip(repro_times, vanilla_times, strict=True)]
+    return {
+        "kind": kind,
+        "rounds": rounds,
+        "images_per_call": num_images,
+        "steps": call["num_inference_steps"],
+        "vanilla_median_s": statistics.median(vanilla_times),
+        "repro_median_s": statistics.median(repro_times),
+        "median_ratio": statistics.median(ratios),
+        "added_ms_median": 1000 * (statistics.median(repro_times) - statistics.median(vanilla_times)),
+        "added_ms_paired_median": 1000
+        * statistics.median([r - v for r, v in zip(repro_times, vanilla_times, strict=True)]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default: per config)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "call_overhead.json")
+    args = parser.parse_args()
+
+    results = []
+    for kind in args.kinds:
+        call, rounds = CONFIGS[kind]
+        result = measure(kind, call, args.rounds or rounds)
+        results.append(result)
+        print(
+            f"{kind:9s} vanilla {result['vanilla_median_s'] * 1000:8.1f} ms  repro {result['repro_median_s'] * 1000:8.1f} ms"
+            f"  median ratio {result['median_ratio']:.4f}  added {result['added_ms_paired_median']:+.2f} ms/call"
+        )
+    env = environment_fingerprint()
+    report = {
+        "benchmark": "call_overhead",
+        "torch_num_threads": torch.get_num_threads(),
+        "versions": env["versions"],
+        "processor": env["processor"],
+        "results": results,
+        "targets": {"sd-small median_ratio": "<= 1.02", "sd added_ms": "<= 5"},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Every example script runs and says what it promises."""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name, monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return capsys.readouterr().out
+
+
+@pytest.fixture(autouse=True)
+def private_tiny_cache(tiny_cache, monkeypatch):
+    monkeypatch.setenv("DIFFUSERS_REPRO_CACHE", str(tiny_cache))
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cpu_generation_prints_the_same_value_twice(monkeypatch, capsys):
+    first = run_example("cpu_generation.py", monkeypatch, capsys)
+    second = run_example("cpu_generation.py", monkeypatch, capsys)
+    assert "output digest sha256:" in first and first == second
+
+
+def test_gpu_with_cpu_noise_falls_back_to_cpu(monkeypatch, capsys):
+    out = run_example("gpu_with_cpu_noise.py", monkeypatch, capsys)
+    assert re.search(r"cpu\s+seed 42 noise sha256:", out) and "seed 43" in out
+
+
+def test_deterministic_algorithms_distance_zero(monkeypatch, capsys):
+    out = run_example("deterministic_algorithms.py", monkeypatch, capsys)
+    assert "L_inf distance between the two runs = 0.0" in out
+    assert "deterministic algorithms after the call: False" in out
+
+
+def test_batch_grid_saves_one_grid(monkeypatch, capsys, tmp_path):
+    out = run_example("batch_grid.py", monkeypatch, capsys, "--out", str(tmp_path / "grid.png"))
+    from PIL import Image
+
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.size[0] == 2 * grid.size[1]
+    assert [int(s) for s in re.findall(r"^seed (\d+)", out, flags=re.M)] == [0, 1, 2, 3, 0, 0, 0, 0]
