@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from diffusers_repro import ReproStableDiffusionPipeline
 from diffusers_repro.provenance import environment_fingerprint
@@ -87,7 +86,8 @@ def main() -> None:
         result = measure(kind, call, args.rounds or rounds)
         results.append(result)
         print(
-            f"{kind:9s} vanilla {result['vanilla_median_s'] * 1000:8.1f} ms  repro {result['repro_median_s'] * 1000:8.1f} ms"
+            f"{kind:9s} vanilla {result['vanilla_median_s'] * 1000:8.1f} ms"
+            f"  repro {result['repro_median_s'] * 1000:8.1f} ms"
             f"  median ratio {result['median_ratio']:.4f}  added {result['added_ms_paired_median']:+.2f} ms/call"
         )
     env = environment_fingerprint()

@@ -25,7 +25,8 @@ def main() -> None:
         cpu.set_progress_bar_config(disable=True)
         reference = cpu(["a fox", "a bear"], seed=42, num_inference_steps=4, output_type="np")
         same_noise = [
-            a.result["noise_digest"] == b.result["noise_digest"] for a, b in zip(out.provenance, reference.provenance)
+            a.result["noise_digest"] == b.result["noise_digest"]
+            for a, b in zip(out.provenance, reference.provenance, strict=True)
         ]
         print(f"same starting noise as the CPU: {all(same_noise)}")
         print(f"max abs diff of the images vs the CPU: {abs(out.images - reference.images).max():.3g}")
