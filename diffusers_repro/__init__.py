@@ -6,6 +6,7 @@ Same seed, same pixels; every image carries the recipe that made it.
 __version__ = "0.1.0"
 
 from .determinism import full_determinism
+from .factory import ReproDiffusionPipeline, reproducible
 from .mixin import ReproducibleMixin
 from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
 from .provenance import Provenance, ProvenanceError
@@ -14,8 +15,10 @@ __all__ = [
     "Provenance",
     "ProvenanceError",
     "ReproDDIMPipeline",
+    "ReproDiffusionPipeline",
     "ReproStableDiffusionPipeline",
     "ReproducibleMixin",
     "__version__",
     "full_determinism",
+    "reproducible",
 ]

@@ -3,6 +3,16 @@
 The mixin adds behaviour around diffusers and forks none of it: ``__init__`` keeps the vanilla signature (diffusers
 discovers components from it), ``__call__`` binds the vanilla signature plus ``seed``, ``deterministic`` and
 ``batch_invariant``, and hands the call to the vanilla ``__call__`` with one CPU generator per image.
+
+Around the vanilla call it also:
+
+- runs the call inside a forked torch global RNG seeded from the call's seeds, so randomness that escapes the
+  generators (a scheduler calling ``torch.randn`` without ``generator``) is a function of the seeds, and records
+  whether anything drew from it (``recipe.batch.global_rng_used``);
+- seeds the Brownian-tree noise sampler of SDE schedulers (``DPMSolverSDEScheduler``) per image from the image seeds
+  when the scheduler leaves ``noise_sampler_seed`` unset (vanilla diffusers would draw it from the global RNG);
+- records LoRA adapters (names, weights digests, scales, fusions) and digests a component's tensors again once a
+  LoRA fusion changed them.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
@@ -32,21 +43,53 @@ from .provenance import (
     state_dict_digest,
     tensor_digest,
 )
+from .randomness import forked_global_rng, global_rng_seed
 from .seeding import draw_random_seed, per_image_seeds, validate_seed
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
 # Arguments that never change pixels, or that are recorded elsewhere (the generator becomes the seed).
 _NOT_RECORDED = frozenset(
-    {"generator", "return_dict", "callback", "callback_steps", "callback_on_step_end", "callback_on_step_end_tensor_inputs"}
+    {
+        "generator",
+        "return_dict",
+        "callback",
+        "callback_steps",
+        "callback_on_step_end",
+        "callback_on_step_end_tensor_inputs",
+    }
 )
 _PROMPT_KEYS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
+# Input images that diffusers tiles to the call's images (``torch.cat([image] * (n // r))``): image i uses row i % r.
+_INPUT_IMAGES = ("image", "mask_image")
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".gguf")
+# Size conditioning that SDXL-style pipelines default to (height, width) when left unset.
+_SIZE_CONDITIONING = ("original_size", "target_size")
+# Pipeline methods that add, remove, rescale, fuse or unfuse LoRA adapters; the Repro class wraps the ones the vanilla
+# class has, to log them and to drop cached digests of the components they changed.
+_LORA_METHODS = (
+    "load_lora_weights",
+    "set_adapters",
+    "delete_adapters",
+    "fuse_lora",
+    "unfuse_lora",
+    "unload_lora_weights",
+    "enable_lora",
+    "disable_lora",
+)
+
+# Pipelines whose models take inputs that `one_image_at_a_time` cannot split per image yet, and why.
+_BATCH_INVARIANT_UNSUPPORTED = {
+    "UnCLIPPipeline": "its text_proj model takes per-image rows and classifier-free guidance rows together",
+}
 
 # Weights digests, computed once per component object: loading from files fills it from the files' digests, a
-# component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed.
+# component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed. A LoRA
+# fusion (or unfusion) changes a component's tensors, and drops its entry so that the tensors are digested again.
 _COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+# Digests of LoRA adapter tensors: component -> {adapter name -> record}; dropped by every LoRA operation.
+_ADAPTER_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
@@ -81,6 +124,8 @@ def _is_weakrefable(obj: Any) -> bool:
 
 def _digest_in_memory(component: Any) -> dict[str, Any]:
     if isinstance(component, torch.nn.Module):
+        if _has_adapters(component):
+            return _base_weights_record(component)
         return {"weights_digest": state_dict_digest(component), "digest_of": "tensors"}
     if hasattr(component, "get_vocab"):
         vocab = json.dumps(component.get_vocab(), sort_keys=True, ensure_ascii=False).encode()
@@ -119,11 +164,148 @@ def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | 
     return None, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": kwargs.get("revision")}
 
 
+# ---------------------------------------------------------------------------------------------------------- LoRA
+
+
+def _tensors_digest(items: Any) -> str:
+    """Digest of named tensors in the layout of `provenance.state_dict_digest` (sorted names, dtype, shape, bytes)."""
+    hasher = hashlib.sha256()
+    for name, tensor in sorted(items, key=lambda item: item[0]):
+        tensor = tensor.detach().to("cpu").contiguous()
+        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        hasher.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return "sha256:" + hasher.hexdigest()
+
+
+def _has_adapters(module: Any) -> bool:
+    # diffusers' ModelMixin and transformers' PreTrainedModel both keep `peft_config` once an adapter is injected.
+    return isinstance(module, torch.nn.Module) and bool(getattr(module, "peft_config", None))
+
+
+def _lora_layers(module: torch.nn.Module) -> list[Any]:
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # without peft, diffusers cannot load LoRA adapters at all
+        return []
+    return [layer for layer in module.modules() if isinstance(layer, BaseTunerLayer)]
+
+
+def _is_adapter_key(name: str) -> bool:
+    return any(part.startswith("lora_") for part in name.split("."))
+
+
+def _base_weights_record(module: torch.nn.Module) -> dict[str, Any]:
+    """The digest of a module's own weights, with injected LoRA adapters left out.
+
+    peft renames a wrapped weight ``to_q.weight`` to ``to_q.base_layer.weight`` and adds ``lora_A``/``lora_B``
+    tensors: undoing the renaming and leaving the adapters out gives the digest the module had before the injection,
+    as long as no adapter was fused into it. A fused adapter changes the base weights, and so the digest.
+    """
+    items = [
+        (name.replace(".base_layer.", ".").removesuffix(".base_layer"), tensor)
+        for name, tensor in module.state_dict().items()
+        if not _is_adapter_key(name)
+    ]
+    record = {"weights_digest": _tensors_digest(items), "digest_of": "tensors"}
+    fused = sorted({name for layer in _lora_layers(module) for name in layer.merged_adapters})
+    if fused:
+        record["fused_adapters"] = fused
+        record["note"] = "LoRA adapter(s) fused into the weights in memory: the digest is of the fused tensors"
+    return record
+
+
+def _adapter_record(component: torch.nn.Module, adapter: str) -> dict[str, Any]:
+    """Digest, rank and alpha of one adapter's tensors in one component; computed once per LoRA operation."""
+    cache = _ADAPTER_DIGESTS.setdefault(component, {})
+    record = cache.get(adapter)
+    if record is None:
+        marker = f".{adapter}."
+        items = [(n, t) for n, t in component.state_dict().items() if _is_adapter_key(n) and marker in f"{n}."]
+        config = component.peft_config.get(adapter)
+        record = {
+            "weights_digest": _tensors_digest(items),
+            "tensors": len(items),
+            "rank": getattr(config, "r", None),
+            "lora_alpha": getattr(config, "lora_alpha", None),
+            "use_dora": getattr(config, "use_dora", None),
+            "target_modules": jsonable(sorted(getattr(config, "target_modules", None) or [])),
+        }
+        cache[adapter] = record
+    return dict(record)
+
+
+def _lora_state(pipe: Any) -> dict[str, dict[str, Any]]:
+    """Per component with adapters: the component, its adapter names and the adapters fused into it."""
+    state = {}
+    for name, component in pipe.components.items():
+        if _has_adapters(component):
+            layers = _lora_layers(component)
+            state[name] = {
+                "component": component,
+                "adapters": list(component.peft_config),
+                "merged": sorted({adapter for layer in layers for adapter in layer.merged_adapters}),
+            }
+    return state
+
+
+def _lora_file(path: str, weight_name: str | None) -> str | None:
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        return None
+    if weight_name:
+        candidate = os.path.join(path, weight_name)
+        return candidate if os.path.isfile(candidate) else None
+    names = sorted(name for name in os.listdir(path) if name.endswith((".safetensors", ".bin")))
+    preferred = [name for name in names if name.startswith("pytorch_lora_weights.")]
+    chosen = preferred or names
+    return os.path.join(path, chosen[0]) if len(chosen) == 1 else None
+
+
+def _lora_source(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Where ``load_lora_weights`` read an adapter from: a state dict's digest, or a file path and its digest."""
+    source = arguments.get("pretrained_model_name_or_path_or_dict")
+    kwargs = {**arguments.get("kwargs", {})}
+    weight_name = kwargs.get("weight_name")
+    if isinstance(source, dict):
+        tensors = [(str(k), v) for k, v in source.items() if isinstance(v, torch.Tensor)]
+        return {"type": "state_dict", "weights_digest": _tensors_digest(tensors), "tensors": len(tensors)}
+    path = os.fspath(source)
+    local = _lora_file(path, weight_name)
+    if local is not None:
+        return {"type": "local", "path": str(Path(local).resolve()), "file_digest": file_digest(local)}
+    record = {"type": "hub", "repo_id": path, "weight_name": weight_name, "revision": kwargs.get("revision")}
+    if weight_name:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(
+            path, weight_name, cache_dir=kwargs.get("cache_dir"), revision=record["revision"]
+        )
+        if isinstance(cached, str):
+            record.update(revision=Path(cached).parent.name, file_digest=file_digest(cached))
+    return record
+
+
+def _tracking_lora(name: str, method: Callable) -> Callable:
+    """Wraps a vanilla LoRA method: logs the operation and drops the digests it made stale."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        before = _lora_state(self)
+        result = method(self, *args, **kwargs)
+        self._repro_lora_changed(name, signature.bind(self, *args, **kwargs), before)
+        return result
+
+    return wrapper
+
+
 class ReproducibleMixin:
     """Makes a diffusers pipeline reproducible by construction: seeds, full determinism and provenance per image.
 
-    Put it first among the bases of a pipeline class: ``class ReproDDIMPipeline(ReproducibleMixin, DDIMPipeline)``.
-    The class then accepts, on top of every vanilla argument:
+    Put it first among the bases of a pipeline class: ``class ReproDDIMPipeline(ReproducibleMixin, DDIMPipeline)``,
+    or let `diffusers_repro.reproducible` make (and cache) that class for any pipeline. The class then accepts, on top
+    of every vanilla argument:
 
     Args:
         seed (`int` or `list[int]`, *optional*):
@@ -132,16 +314,22 @@ class ReproducibleMixin:
             generator a random seed is drawn (torch's global RNG is left alone) and recorded.
         deterministic (`bool`, *optional*, defaults to `False`):
             Runs the call inside ``full_determinism()``.
+        batch_invariant (`bool`, *optional*, defaults to `False`):
+            Evaluates the models one image at a time, so that every image is bitwise equal to generating it alone.
 
     Every output gets ``provenance``: a list with one `Provenance` per image, in image order. With
     ``return_dict=False`` the vanilla tuple is returned unchanged and the records are in ``pipe.last_provenance``.
+
+    The call runs inside a forked torch global RNG seeded from the call's seeds, so code that ignores ``generator``
+    still gives the same bits for the same seeds; torch's global RNG is restored exactly afterwards, and the records
+    say whether anything drew from it (``recipe.batch.global_rng_used``).
 
     Example:
 
     ```py
     >>> from diffusers import DDPMPipeline
     >>> from diffusers_repro import ReproducibleMixin
-    >>> class ReproDDPMPipeline(ReproducibleMixin, DDPMPipeline):
+    >>> class MyReproDDPMPipeline(ReproducibleMixin, DDPMPipeline):
     ...     pass
     ```
     """
@@ -149,6 +337,8 @@ class ReproducibleMixin:
     _repro_vanilla_class: type[DiffusionPipeline] | None = None
     _repro_call_parameters: Any = None
     _repro_source: dict[str, Any] | None = None
+    _repro_lora_operations: tuple[dict[str, Any], ...] = ()
+    _repro_adapter_weights: dict[str, Any] | None = None
     last_provenance: list[Provenance] | None = None
 
     def __init_subclass__(cls, **kwargs):
@@ -160,12 +350,17 @@ class ReproducibleMixin:
         signature = inspect.signature(vanilla_call)
         if "generator" not in signature.parameters:
             raise TypeError(
-                f"{vanilla.__name__}.__call__ takes no `generator` argument, so ReproducibleMixin cannot seed it per "
-                "image; only pipelines whose __call__ accepts generator= can be made reproducible"
+                f"{vanilla.__module__}.{vanilla.__name__}.__call__ takes no `generator` argument (its parameters are "
+                f"{_parameter_list(signature)}), so ReproducibleMixin cannot seed it per image; only pipelines whose "
+                "__call__ accepts generator= can be made reproducible"
             )
         cls._repro_vanilla_class = vanilla
         cls._repro_call_parameters = signature.parameters
         cls.__call__ = _build_call(vanilla, signature)
+        for name in _LORA_METHODS:
+            method = getattr(vanilla, name, None)
+            if inspect.isfunction(method) and name not in cls.__dict__:
+                setattr(cls, name, _tracking_lora(name, method))
 
     # ---------------------------------------------------------------------------------------------------- loading
 
@@ -180,20 +375,34 @@ class ReproducibleMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if not isinstance(pipe, ReproducibleMixin):
-            return pipe
+        if isinstance(pipe, ReproducibleMixin):
+            pipe._repro_record_source(pretrained_model_name_or_path, kwargs)
+        return pipe
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs):
+        pipe = super().from_pipe(pipeline, **kwargs)
+        if isinstance(pipe, ReproducibleMixin):
+            # The components are shared: they keep their digests, and the source and LoRA history stay true of them.
+            pipe._repro_source = getattr(pipeline, "_repro_source", None)
+            pipe._repro_lora_operations = tuple(getattr(pipeline, "_repro_lora_operations", ()))
+            pipe._repro_adapter_weights = dict(getattr(pipeline, "_repro_adapter_weights", None) or {})
+        return pipe
+
+    def _repro_record_source(self, pretrained_model_name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> None:
+        """Records where ``from_pretrained`` read the pipeline and fills the components' digests from its files."""
         name = os.fspath(pretrained_model_name_or_path)
         folder, source = _snapshot_folder(name, kwargs)
-        pipe._repro_source = source
-        if folder is not None:
-            for component_name, component in pipe.components.items():
-                if component is None or component_name in kwargs or not _is_weakrefable(component):
-                    continue  # a component passed in by the caller is digested from its tensors
-                is_model = isinstance(component, torch.nn.Module)
-                record = _digest_folder(folder / component_name, kwargs.get("variant"), all_files=not is_model)
-                if record is not None:
-                    _COMPONENT_DIGESTS[component] = record
-        return pipe
+        self._repro_source = source
+        if folder is None:
+            return
+        for component_name, component in self.components.items():
+            if component is None or component_name in kwargs or not _is_weakrefable(component):
+                continue  # a component passed in by the caller is digested from its tensors
+            is_model = isinstance(component, torch.nn.Module)
+            record = _digest_folder(folder / component_name, kwargs.get("variant"), all_files=not is_model)
+            if record is not None:
+                _COMPONENT_DIGESTS[component] = record
 
     def to_json_string(self) -> str:
         # save_pretrained writes the class name into model_index.json: keep the vanilla name so that plain
@@ -201,6 +410,93 @@ class ReproducibleMixin:
         config = json.loads(super().to_json_string())
         config["_class_name"] = vanilla_pipeline_class(type(self)).__name__
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    # ---------------------------------------------------------------------------------------------------- LoRA
+
+    def _repro_lora_changed(self, name: str, bound: inspect.BoundArguments, before: dict[str, Any]) -> None:
+        """Called after a wrapped LoRA method: drop stale digests, log the operation."""
+        after = _lora_state(self)
+        for component_name in {*before, *after}:
+            old, new = before.get(component_name, {}), after.get(component_name, {})
+            component = old.get("component", new.get("component"))
+            _ADAPTER_DIGESTS.pop(component, None)
+            merged_before, merged_after = old.get("merged", []), new.get("merged", [])
+            # Fusing or unfusing rewrites the base weights; unloading keeps whatever was fused into them. Either way
+            # the cached digest (maybe of the files loaded) no longer describes the tensors: digest them again.
+            if merged_before != merged_after or (name == "unload_lora_weights" and merged_before):
+                _COMPONENT_DIGESTS.pop(component, None)
+        # Defaults included: the log must say what fuse_lora() did (lora_scale, components), not only what was passed.
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop("self", None)
+        operation: dict[str, Any] = {"op": name}
+        weights = dict(self._repro_adapter_weights or {})
+        if name == "load_lora_weights":
+            names_before = {a for state in before.values() for a in state["adapters"]}
+            loaded = sorted({a for state in after.values() for a in state["adapters"]} - names_before)
+            operation.update(
+                adapter_name=arguments.get("adapter_name"),
+                adapter_names=loaded,
+                source=_lora_source(arguments),
+                hotswap=bool(arguments.get("hotswap", False)),
+                kwargs=jsonable(arguments.get("kwargs") or {}),
+            )
+            weights.update({adapter: 1.0 for adapter in loaded})
+        else:
+            operation.update({k: jsonable(v) for k, v in arguments.items()})
+        if name == "set_adapters":
+            names = arguments.get("adapter_names")
+            names = [names] if isinstance(names, str) else list(names)
+            values = arguments.get("adapter_weights")
+            values = [values] * len(names) if not isinstance(values, (list, tuple)) else list(values)
+            weights.update(
+                {adapter: jsonable(1.0 if v is None else v) for adapter, v in zip(names, values, strict=True)}
+            )
+        remaining = {a for state in after.values() for a in state["adapters"]}
+        self._repro_adapter_weights = {a: w for a, w in weights.items() if a in remaining}
+        self._repro_lora_operations = (*self._repro_lora_operations, operation)
+
+    def _repro_lora_record(self) -> dict[str, Any] | None:
+        """Adapters as they are now (digests, rank, scales, fusion), and the LoRA operations that led there."""
+        state = _lora_state(self)
+        if not state and not self._repro_lora_operations:
+            return None
+        weights = self._repro_adapter_weights or {}
+        sources = {}
+        for operation in self._repro_lora_operations:
+            if operation["op"] == "load_lora_weights":
+                sources.update({adapter: operation["source"] for adapter in operation["adapter_names"]})
+        adapters: dict[str, Any] = {}
+        active: list[str] = []
+        enabled = True
+        for component_name, component_state in state.items():
+            component = component_state["component"]
+            layers = _lora_layers(component)
+            scalings: dict[str, set[float]] = {}
+            for layer in layers:
+                enabled = enabled and not getattr(layer, "disable_adapters", False)
+                for adapter in layer.active_adapters:
+                    if adapter not in active:
+                        active.append(adapter)
+                for adapter, value in getattr(layer, "scaling", {}).items():
+                    scalings.setdefault(adapter, set()).add(float(value))
+            for adapter in component_state["adapters"]:
+                entry = adapters.setdefault(
+                    adapter,
+                    {"weight": weights.get(adapter, 1.0), "source": sources.get(adapter), "components": {}},
+                )
+                entry["components"][component_name] = {
+                    **_adapter_record(component, adapter),
+                    # Effective multipliers of the adapter's layers: lora_alpha / rank x the set_adapters weight.
+                    "scaling": sorted(scalings.get(adapter, ())),
+                    "fused": adapter in component_state["merged"],
+                }
+        return {
+            "active_adapters": active,
+            "enabled": enabled,
+            "adapters": adapters,
+            "operations": [dict(operation) for operation in self._repro_lora_operations],
+        }
 
     # ---------------------------------------------------------------------------------------------------- batches
 
@@ -210,12 +506,17 @@ class ReproducibleMixin:
         if "prompt" in parameters or "prompt_embeds" in parameters:
             prompt = arguments.get("prompt")
             embeds = arguments.get("prompt_embeds")
+            text_model_output = arguments.get("text_model_output")
             if isinstance(prompt, str):
                 prompts, what = 1, "1 prompt"
             elif isinstance(prompt, (list, tuple)):
                 prompts, what = len(prompt), f"{len(prompt)} prompts"
             elif isinstance(embeds, torch.Tensor):
                 prompts, what = embeds.shape[0], f"prompt_embeds with {embeds.shape[0]} rows"
+            elif text_model_output is not None and isinstance(text_model_output[0], torch.Tensor):
+                # UnCLIP counts its prompts from the text encoder output when no prompt is given.
+                rows = text_model_output[0].shape[0]
+                prompts, what = rows, f"text_model_output with {rows} rows"
             else:
                 prompts, what = 1, "1 prompt"
             per_prompt = arguments.get("num_images_per_prompt")
@@ -237,13 +538,50 @@ class ReproducibleMixin:
         for name, value in arguments.items():
             if name in _NOT_RECORDED:
                 continue
-            if name in _PROMPT_KEYS and isinstance(value, (list, tuple)) and len(value) == num_prompts:
+            if name in _INPUT_IMAGES:
+                value = _input_image_row(value, index, num_images)
+            elif name in _PROMPT_KEYS and isinstance(value, (list, tuple)) and len(value) == num_prompts:
                 value = value[index // per_prompt]
             elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] in (num_images, num_prompts):
                 row = index if value.shape[0] == num_images else index // per_prompt
                 value = value[row : row + 1]
             recorded[name] = jsonable(value)
         return recorded
+
+    def _repro_resolved_defaults(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Sizes left unset that the pipeline fills in itself: height/width, and SDXL's size conditioning.
+
+        Recording the values used keeps a record self-contained: the defaults depend on the model's config, and
+        passing them explicitly gives the same images.
+        """
+        parameters = self._repro_call_parameters
+        resolved: dict[str, Any] = {}
+        height, width = arguments.get("height"), arguments.get("width")
+        if "height" in parameters and "width" in parameters and height is None and width is None:
+            # Only when both are unset: SD replaces both when either is missing, SDXL each one on its own.
+            default = self._repro_default_size()
+            if default is not None:
+                height, width = default
+                resolved.update(height=height, width=width)
+        if isinstance(height, int) and isinstance(width, int):
+            for name in _SIZE_CONDITIONING:
+                if name in parameters and arguments.get(name) is None:
+                    resolved[name] = [height, width]
+        return resolved
+
+    def _repro_default_size(self) -> tuple[int, int] | None:
+        scale = getattr(self, "vae_scale_factor", None)
+        sample = getattr(self, "default_sample_size", None)
+        denoiser = self._repro_denoiser()
+        if sample is None and denoiser is not None:
+            sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+        if not isinstance(scale, int) or isinstance(scale, bool):
+            return None
+        if isinstance(sample, int):
+            return sample * scale, sample * scale
+        if isinstance(sample, (list, tuple)) and len(sample) == 2 and all(isinstance(s, int) for s in sample):
+            return sample[0] * scale, sample[1] * scale
+        return None
 
     def _repro_denoiser(self) -> torch.nn.Module | None:
         for name in _DENOISER_NAMES:
@@ -252,6 +590,20 @@ class ReproducibleMixin:
                 return module
         return None
 
+    def _repro_schedulers(self) -> dict[str, Any]:
+        return {name: c for name, c in self.components.items() if c is not None and _is_scheduler(c)}
+
+    def _repro_devices(self, execution_device: torch.device | str) -> set[torch.device]:
+        """The devices the call computes on, for forking their global RNGs (only CUDA ones are forked besides CPU)."""
+        devices = {torch.device(execution_device)}
+        if not torch.cuda.is_available():
+            return devices  # asking every component for its device costs ~2 ms a call, for nothing
+        for component in self.components.values():
+            device = getattr(component, "device", None) if isinstance(component, torch.nn.Module) else None
+            if isinstance(device, torch.device):
+                devices.add(device)
+        return devices
+
     def _repro_model_record(self) -> dict[str, Any]:
         components = {}
         for name, component in self.components.items():
@@ -259,13 +611,47 @@ class ReproducibleMixin:
                 continue
             components[name] = _component_record(component)
         source = self._repro_source or {"type": "in-memory", "path": None, "repo_id": None, "revision": None}
-        return {**source, "name_or_path": self.config.get("_name_or_path"), "components": components}
+        record = {**source, "name_or_path": jsonable(self.config.get("_name_or_path")), "components": components}
+        lora = self._repro_lora_record()
+        if lora is not None:
+            record["lora"] = lora
+        return record
+
+    @contextlib.contextmanager
+    def _repro_noise_samplers(self, seeds: list[int | None], per_image: bool) -> Iterator[dict[str, dict]]:
+        """Seeds the Brownian-tree noise sampler of SDE schedulers per image, for the duration of the call.
+
+        ``DPMSolverSDEScheduler`` builds a torchsde Brownian tree from ``noise_sampler_seed``; left unset, the seed
+        is drawn from torch's global RNG, so seeded vanilla calls differ run to run. diffusers' tree accepts a list of
+        seeds (one tree per batch row): each image gets a tree with its own seed as entropy, so its noise depends on
+        its seed alone. A seed set on the scheduler by the user is kept.
+        """
+        plan: dict[str, dict] = {}
+        seeded = []
+        try:
+            for name, scheduler in self._repro_schedulers().items():
+                if not hasattr(scheduler, "noise_sampler_seed"):
+                    continue
+                configured = scheduler.noise_sampler_seed
+                if configured is None and per_image:
+                    scheduler.noise_sampler_seed = list(seeds)
+                    scheduler.noise_sampler = None
+                    seeded.append(scheduler)
+                    plan[name] = {"seeded_by": "diffusers-repro", "seeds": list(seeds)}
+                elif configured is None:
+                    plan[name] = {"seeded_by": "global RNG"}
+                else:
+                    plan[name] = {"seeded_by": "scheduler", "configured": configured}
+            yield plan
+        finally:
+            for scheduler in seeded:
+                # Put the scheduler back as found, and drop the tree built from our seeds.
+                scheduler.noise_sampler_seed = None
+                scheduler.noise_sampler = None
 
     # ---------------------------------------------------------------------------------------------------- calls
 
-    def _repro_call(
-        self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool
-    ) -> Any:
+    def _repro_call(self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool) -> Any:
         vanilla = self._repro_vanilla_class
         if not isinstance(deterministic, bool):
             raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
@@ -274,10 +660,14 @@ class ReproducibleMixin:
         arguments = _arguments_with_defaults(bound)
         user_generator = arguments.get("generator")
         if seed is not None and user_generator is not None:
-            raise ValueError(
-                "pass either seed or generator, not both: seed makes one CPU generator per image itself"
-            )
+            raise ValueError("pass either seed or generator, not both: seed makes one CPU generator per image itself")
         num_images, num_prompts, how = self._repro_effective_batch(arguments)
+        unsupported = _BATCH_INVARIANT_UNSUPPORTED.get(vanilla.__name__)
+        if batch_invariant and num_images > 1 and unsupported:
+            raise ValueError(
+                f"batch_invariant=True is not supported for {vanilla.__name__} with {num_images} images ({how}): "
+                f"{unsupported}; make one image per call (seed=[s]) to get batch-independent bits"
+            )
 
         if user_generator is None:
             seed_source = "random" if seed is None else "seed"
@@ -289,38 +679,84 @@ class ReproducibleMixin:
         else:
             seed_source = "generator"
             seeds, generator_record = _describe_generators(user_generator, num_images)
+        # Each image has its own generator unless one generator is shared by the whole batch.
+        per_image = user_generator is None or isinstance(user_generator, (list, tuple))
 
         noise = _NoiseProbe(user_generator, seeds)
         determinism = full_determinism() if deterministic else contextlib.nullcontext()
         one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
-        with determinism, one_at_a_time, noise.watch(self._repro_denoiser()):
-            environment = environment_fingerprint(self._execution_device, _dtype_of(self._repro_denoiser()))
+        # diffusers walks every module to find the execution device: once per call is enough.
+        execution_device = self._execution_device
+        global_rng = forked_global_rng(global_rng_seed(seeds), self._repro_devices(execution_device))
+        with (
+            determinism,
+            one_at_a_time,
+            noise.watch(self._repro_denoiser()),
+            global_rng as randomness,
+            self._repro_noise_samplers(seeds, per_image) as noise_samplers,
+        ):
+            environment = environment_fingerprint(execution_device, _dtype_of(self._repro_denoiser()))
             output = vanilla.__call__(*bound.args, **bound.kwargs)
 
         images = _output_images(output, arguments.get("return_dict", True))
+        schedulers = {name: _scheduler_record(s) for name, s in self._repro_schedulers().items()}
         recipe_common = {
             "pipeline_class": vanilla.__name__,
             "model": self._repro_model_record(),
-            "scheduler": _scheduler_record(getattr(self, "scheduler", None)),
         }
+        resolved = self._repro_resolved_defaults(arguments)
+        user_latents = arguments.get("latents")
+        user_latents = user_latents if isinstance(user_latents, torch.Tensor) else None
         records = []
         for index in range(num_images):
+            per_image_schedulers = {
+                name: _with_noise_sampler(record, noise_samplers.get(name), index, num_images)
+                for name, record in schedulers.items()
+            }
+            call = self._repro_image_arguments(arguments, index, num_images, num_prompts)
+            call.update(jsonable(resolved))
+            batch = {
+                "size": num_images,
+                "index": index,
+                "seeds": list(seeds),
+                "description": how,
+                "batch_invariant": batch_invariant,
+                "global_rng_seed": randomness.seed,
+                "global_rng_used": randomness.used,
+            }
+            if randomness.used:
+                batch["global_rng_used_on"] = list(randomness.used_on)
+                batch["note"] = (
+                    "the call drew from torch's global RNG (code that ignores `generator`); it ran inside a forked "
+                    "global RNG seeded from all the call's seeds, so this image depends on its whole batch: "
+                    "regenerate it with the same seeds, in the same order"
+                )
             recipe = {
                 **recipe_common,
-                "call": self._repro_image_arguments(arguments, index, num_images, num_prompts),
-                "batch": {
-                    "size": num_images,
-                    "index": index,
-                    "seeds": list(seeds),
-                    "description": how,
-                    "batch_invariant": batch_invariant,
-                },
+                # None for pipelines without a component named "scheduler" (UnCLIP): see recipe.schedulers.
+                "scheduler": per_image_schedulers.get("scheduler"),
+                "call": call,
+                "defaults_resolved": sorted(resolved),
+                "requires_inputs": _required_inputs(call),
+                "batch": batch,
             }
+            if any(name != "scheduler" for name in per_image_schedulers):
+                recipe["schedulers"] = per_image_schedulers
             if generator_record is not None:
                 recipe["generator"] = generator_record[index]
+            if user_latents is not None:
+                rows = user_latents[index : index + 1] if user_latents.shape[0] == num_images else user_latents
+                noise_digest = tensor_digest(rows)
+                noise_description = {
+                    "shape": list(rows.shape[1:]),
+                    "dtype": str(rows.dtype),
+                    "draw": "latents passed by the caller (recipe.call.latents)",
+                }
+            else:
+                noise_digest, noise_description = noise.digest(index), noise.description()
             result = {
-                "noise_digest": noise.digest(index),
-                "noise": noise.description(),
+                "noise_digest": noise_digest,
+                "noise": noise_description,
                 "output_digest": image_digest(images[index]) if images is not None else None,
                 "output_type": arguments.get("output_type"),
             }
@@ -381,6 +817,76 @@ _CALL_DOC_SUFFIX = """
 
         The output carries ``provenance``: one ``diffusers_repro.Provenance`` per image, in image order.
 """
+
+
+def _parameter_list(signature: inspect.Signature) -> str:
+    names = [name for name in signature.parameters if name != "self"]
+    return ", ".join(names) if names else "none"
+
+
+def _input_image_row(value: Any, index: int, num_images: int) -> Any:
+    """The input image that image ``index`` of the call starts from.
+
+    diffusers tiles ``r`` input images to the ``n`` images of the call (``torch.cat([image] * (n // r))``), so image
+    ``i`` starts from input ``i % r``; a single image (PIL, or a 3-dimensional array or tensor) serves every image.
+    """
+    if isinstance(value, (list, tuple)) and value and num_images % len(value) == 0:
+        return [value[index % len(value)]]
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 4 and num_images % value.shape[0] == 0:
+        row = index % value.shape[0]
+        return value[row : row + 1]
+    return value
+
+
+def _holds_data(value: Any) -> bool:
+    if isinstance(value, dict):
+        return bool({"tensor_digest", "array_digest", "image_digest"} & set(value)) or any(
+            _holds_data(item) for item in value.values()
+        )
+    if isinstance(value, list):
+        return any(_holds_data(item) for item in value)
+    return False
+
+
+def _required_inputs(call: dict[str, Any]) -> list[str]:
+    """Call arguments recorded as digests (tensors, arrays, images): a replay needs the data itself."""
+    return sorted(name for name, value in call.items() if _holds_data(value))
+
+
+def _with_noise_sampler(
+    record: dict[str, Any] | None, plan: dict[str, Any] | None, index: int, num_images: int
+) -> dict[str, Any] | None:
+    """This image's copy of a scheduler record, with how its SDE noise sampler was seeded."""
+    if record is None or plan is None:
+        return record
+    if plan["seeded_by"] == "diffusers-repro":
+        sampler = {
+            "seed": plan["seeds"][index],
+            "seeded_by": "diffusers-repro",
+            "note": "noise_sampler_seed was unset (vanilla diffusers would draw it from torch's global RNG): each "
+            "image got its own Brownian tree with the image's seed as entropy",
+        }
+    elif plan["seeded_by"] == "global RNG":
+        sampler = {
+            "seed": None,
+            "seeded_by": "global RNG",
+            "note": "noise_sampler_seed was unset and one generator served the whole batch: the Brownian tree's seed "
+            "came from the forked global RNG (recipe.batch.global_rng_seed), so this image depends on its batch",
+        }
+    else:
+        configured = plan["configured"]
+        per_row = isinstance(configured, (list, tuple)) and len(configured) == num_images
+        sampler = {
+            "seed": jsonable(configured[index] if per_row else configured),
+            "seeded_by": "scheduler",
+            "note": "noise_sampler_seed set on the scheduler"
+            + (
+                ""
+                if per_row or num_images == 1
+                else ": one Brownian tree for the whole batch, so this image depends on its batch"
+            ),
+        }
+    return {**record, "noise_sampler": sampler}
 
 
 def _check_positive(name: str, value: Any) -> None:
@@ -525,7 +1031,7 @@ class ReproOutputMixin:
         return save_outputs(self.images, self.provenance, directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _repro_output_class(output_class: type) -> type:
     # A subclass keeps isinstance() checks against diffusers' output classes true while adding save(); it is
     # published in this module under its name so that outputs pickle.

@@ -1,4 +1,10 @@
-"""The named Repro pipelines: vanilla diffusers classes with ``ReproducibleMixin`` in front."""
+"""The named Repro pipelines: vanilla diffusers classes with ``ReproducibleMixin`` in front.
+
+These two are spelled out because they are the most used; every other diffusers pipeline whose ``__call__`` takes
+``generator`` gets its Repro class from `diffusers_repro.reproducible` (``reproducible(DDPMPipeline)``), and
+``reproducible(StableDiffusionPipeline)`` is `ReproStableDiffusionPipeline` itself. `ReproDiffusionPipeline` loads any
+saved pipeline as its Repro class.
+"""
 
 from __future__ import annotations
 
