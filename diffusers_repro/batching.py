@@ -32,7 +32,14 @@ def _batch_size(args: tuple, kwargs: dict) -> int | None:
 
 def _take(value: Any, batch: int, rows: torch.Tensor) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.index_select(0, rows.to(value.device)) if value.ndim > 0 and value.shape[0] == batch else value
+        if value.ndim == 0 or value.shape[0] != batch:
+            return value
+        taken = value.index_select(0, rows.to(value.device))
+        if value.ndim == 4 and not value.is_contiguous() and value.is_contiguous(memory_format=torch.channels_last):
+            # index_select returns NCHW; a channels_last input (the VAE encoder's latents) must stay channels_last,
+            # or the next convolution picks other kernels and the bits change (~1e-6).
+            taken = taken.contiguous(memory_format=torch.channels_last)
+        return taken
     if isinstance(value, dict):
         return type(value)((key, _take(item, batch, rows)) for key, item in value.items())
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
@@ -61,7 +68,7 @@ def _combine(parts: list[Any]) -> Any:
 
 
 def _groups(batch: int, num_images: int, is_denoiser: bool) -> list[list[int]]:
-    if is_denoiser and num_images > 1 and batch == 2 * num_images:
+    if is_denoiser and batch == 2 * num_images:
         return [[index, num_images + index] for index in range(num_images)]
     return [[index] for index in range(batch)]
 
