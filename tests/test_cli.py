@@ -1,0 +1,328 @@
+"""The ``diffusers-repro`` command line: every command, its help, its output and its exit codes.
+
+Commands run in-process through ``main()`` (fast: no interpreter start, no re-import); one test starts a real
+``python -m diffusers_repro`` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import PIL.PngImagePlugin
+import pytest
+import torch
+
+from diffusers_repro.cli import main, parse_seeds
+from diffusers_repro.files import read_image_file, read_provenance
+
+COMMANDS = ("generate", "verify", "inspect", "env", "diff", "demo")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("diffusers-repro: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_sd_path):
+    """2 prompts x 2 seeds generated once for the whole module, 2 steps, 1 thread."""
+    out = tmp_path_factory.mktemp("cli") / "grid"
+    code = main(
+        ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--prompt", "a bear", "--seeds", "0,1"]
+        + ["--steps", "2", "--threads", "1", "--no-progress", "--out", str(out)]
+    )
+    assert code == 0
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Help and user errors
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: diffusers-repro {command}")
+
+
+def test_top_level_help_lists_every_command(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in out
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,42") == [0, 1, 2, 3, 42]
+    assert parse_seeds("7") == [7]
+    assert parse_seeds(" 1 , 3-4 ") == [1, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["generate", "--prompt", "a", "--seeds", "5-3", "--out", "x"], ["--seeds '5-3'", "ends before it starts"]),
+        (["generate", "--prompt", "a", "--seeds", "1,x", "--out", "x"], ["--seeds '1,x'", "'x' is not a seed"]),
+        (["generate", "--prompt", "a", "--seeds", "1,0-2", "--out", "x"], ["the seed 1 appears more than once"]),
+        (["generate", "--prompt", "a", "--seeds", f"{2**64}", "--out", "x"], ["past the largest seed"]),
+        (["generate", "--prompt", "a", "--seed", "-1", "--out", "x"], ["--seed", "'-1'"]),
+        (["generate", "--prompt", "a", "--seed", "1.5", "--out", "x"], ["--seed", "'1.5'"]),
+        (["generate", "--prompt", "a", "--seed", "1", "--seeds", "2", "--out", "x"], ["not allowed with"]),
+        (["generate", "--prompt", "a", "--seeds", "1", "--num-images", "2", "--out", "x"], ["--num-images"]),
+        (["generate", "--prompt", "a", "--steps", "0", "--out", "x"], ["--steps", "positive integer"]),
+        (["generate", "--prompt", "a"], ["--out"]),
+        (["generate", "--prompt", "a", "--scheduler", "NoSuchScheduler", "--out", "x"], ["'NoSuchScheduler'"]),
+        (["generate", "--prompt", "a", "--device", "toaster", "--out", "x"], ["--device 'toaster'"]),
+        (["generate", "--prompt", "a", "--dtype", "float64", "--out", "x"], ["--dtype", "float64"]),
+        (["generate", "--prompts-file", "no-such-prompts.txt", "--out", "x"], ["no-such-prompts.txt", "no such file"]),
+        (["generate", "--model", "./no/such/model", "--prompt", "a", "--out", "x"], ["./no/such/model"]),
+        (["verify", "no-such-image.png"], ["no-such-image.png", "no such file"]),
+        (["inspect", "no-such-image.png"], ["no-such-image.png"]),
+        (["diff", "no-such-a.png", "no-such-b.png"], ["no-such-a.png"]),
+        (["verify", "--tolerance", "3", "x.png"], ["--tolerance"]),
+        (["teleport"], ["invalid choice", "teleport"]),
+        ([], ["a command is required"]),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(capsys, monkeypatch, tmp_path, argv, fragments):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert_user_error(code, err, *fragments)
+
+
+def test_unreadable_images_are_user_errors(capsys, tmp_path):
+    not_png = tmp_path / "notes.png"
+    not_png.write_text("hello")
+    plain = tmp_path / "plain.png"
+    PIL.Image.new("RGB", (4, 4)).save(plain)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "inspect", not_png)
+    assert_user_error(code, err, "notes.png", "not a PNG")
+    code, _, err = run(capsys, "verify", plain)
+    assert_user_error(code, err, "plain.png", "no 'diffusers-repro' text chunk")
+    code, _, err = run(capsys, "verify", empty)
+    assert_user_error(code, err, "folder without PNG files")
+
+
+def test_prompt_is_required_for_a_text_to_image_model(capsys, tmp_path, tiny_sd_path):
+    code, _, err = run(capsys, "generate", "--model", tiny_sd_path, "--out", tmp_path / "out")
+    assert_user_error(code, err, "--prompt")
+
+
+def test_unexpected_failures_exit_1_without_traceback(capsys, monkeypatch):
+    import diffusers_repro.cli as cli
+
+    def broken(args):
+        raise RuntimeError("the disk is on fire")
+
+    monkeypatch.setattr(cli, "_env", broken)
+    code, _, err = run(capsys, "env")
+    assert code == 1
+    assert err.strip() == (
+        "diffusers-repro: error: RuntimeError: the disk is on fire (run with --traceback for details)"
+    )
+    code, _, err = run(capsys, "env", "--traceback")
+    assert code == 1 and "Traceback" in err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# generate
+
+
+def test_generate_writes_images_manifest_and_settings(grid):
+    names = ["job000000-seed0.png", "job000001-seed1.png", "job000002-seed0.png", "job000003-seed1.png"]
+    assert sorted(path.name for path in grid.iterdir()) == sorted([*names, "manifest.jsonl", "run.json"])
+    lines = [json.loads(line) for line in (grid / "manifest.jsonl").read_text().splitlines()]
+    assert [line["file"] for line in lines] == names
+    assert [(line["job"], line["prompt"], line["seed"]) for line in lines] == [
+        (0, "a fox", 0),
+        (1, "a fox", 1),
+        (2, "a bear", 0),
+        (3, "a bear", 1),
+    ]
+    for line in lines:
+        assert list(line) == ["job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest"]
+        image_file = read_image_file(grid / line["file"])
+        assert line["pixel_digest"] == line["output_digest"] == image_file.pixel_digest
+        assert line["noise_digest"] == image_file.provenance.result["noise_digest"]
+        assert image_file.provenance.call_arguments["num_inference_steps"] == 2
+        assert image_file.provenance.environment["torch_num_threads"] == 1
+    settings = json.loads((grid / "run.json").read_text())["settings"]
+    assert settings["prompts"] == ["a fox", "a bear"] and settings["seeds"] == [0, 1]
+
+
+def test_generate_seed_and_num_images_and_prompts_file(capsys, tmp_path, tiny_sd_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a fox\n\n  a bear  \n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, out_text, _ = run(
+        capsys, "generate", "--model", tiny_sd_path, "--prompts-file", prompts, "--seed", "5", "--num-images", "2",
+        "--steps", "2", "--threads", "1", "--scheduler", "EulerDiscreteScheduler", "--height", "32", "--width", "32",
+        "--no-progress", "--out", out,
+    )  # fmt: skip
+    assert code == 0
+    assert "4 images" in out_text
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(line["prompt"], line["seed"]) for line in lines] == [
+        ("a fox", 5),
+        ("a fox", 6),
+        ("a bear", 5),
+        ("a bear", 6),
+    ]
+    image_file = read_image_file(out / lines[0]["file"])
+    assert image_file.image.size == (32, 32)
+    assert image_file.provenance.recipe["scheduler"]["class"] == "EulerDiscreteScheduler"
+
+
+def test_generate_refuses_changed_settings_then_overwrites(capsys, tmp_path, tiny_sd_path):
+    common = ["generate", "--model", tiny_sd_path, "--prompt", "a fox", "--threads", "1", "--no-progress"]
+    out = tmp_path / "out"
+    assert run(capsys, *common, "--steps", "2", "--out", out)[0] == 0
+    code, _, err = run(capsys, *common, "--steps", "3", "--out", out)
+    assert_user_error(code, err, "other settings", "call.num_inference_steps: 2 -> 3", "--overwrite")
+    code, out_text, _ = run(capsys, *common, "--steps", "3", "--out", out, "--overwrite")
+    assert code == 0 and "1 generated" in out_text
+    assert read_provenance(out / "job000000-seed0.png").call_arguments["num_inference_steps"] == 3
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# verify
+
+
+def _tamper(path, delta: int) -> None:
+    """Changes one pixel by ``delta`` (8-bit steps), keeping every text chunk."""
+    with PIL.Image.open(path) as image:
+        image.load()
+        pixels = np.asarray(image).copy()
+        info = PIL.PngImagePlugin.PngInfo()
+        for key, value in image.text.items():
+            info.add_itxt(key, value)
+    pixels[3, 5, 1] = (int(pixels[3, 5, 1]) + delta) % 256
+    PIL.Image.fromarray(pixels).save(path, pnginfo=info)
+
+
+def test_verify_passes_then_catches_a_changed_pixel(capsys, grid, tmp_path):
+    code, out, _ = run(capsys, "verify", grid)
+    assert code == 0, out
+    assert out.count(": bitwise") == 4
+    assert out.strip().splitlines()[-1] == "4 image(s): 4 bitwise, 0 close, 0 different; OK"
+
+    tampered = tmp_path / "tampered.png"
+    tampered.write_bytes((grid / "job000001-seed1.png").read_bytes())
+    _tamper(tampered, delta=1)
+    code, out, _ = run(capsys, "verify", tampered, grid / "job000000-seed0.png")
+    assert code == 1
+    assert "tampered.png: close" in out
+    assert "1 bitwise, 1 close, 0 different; FAILED: 1 image(s) do not reproduce bitwise" in out
+
+    # One 8-bit step is within a tolerance of 2/255; a large change is not.
+    assert run(capsys, "verify", "--tolerance", "2/255", tampered)[0] == 0
+    _tamper(tampered, delta=100)
+    code, out, _ = run(capsys, "verify", "--tolerance", "2/255", tampered)
+    assert code == 1 and "tampered.png: different" in out
+
+
+def test_verify_json(capsys, grid):
+    code, out, _ = run(capsys, "verify", "--json", grid / "job000002-seed0.png")
+    assert code == 0
+    image, summary = (json.loads(line) for line in out.strip().splitlines())
+    assert image["verdict"] == "bitwise" and image["accepted"] is True
+    assert summary == {"summary": {"images": 1, "bitwise": 1, "close": 0, "different": 0, "failed": 0, "ok": True}}
+
+
+def test_verify_uses_the_recorded_thread_count(capsys, grid):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run(capsys, "verify", grid)[0] == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inspect, env, diff
+
+
+def test_inspect_summary_and_json(capsys, grid):
+    path = grid / "job000002-seed0.png"
+    code, out, _ = run(capsys, "inspect", path)
+    assert code == 0
+    assert "prompt:          'a bear'" in out
+    assert "seed:            0 (from seed)" in out
+    assert "steps:           2" in out
+    assert "size:            64x64" in out
+    assert "1 torch thread(s)" in out
+    assert "pixels:          intact" in out
+    code, out, _ = run(capsys, "inspect", "--json", path)
+    assert code == 0
+    assert json.loads(out) == read_provenance(path).to_dict()
+
+
+def test_env_json(capsys):
+    code, out, _ = run(capsys, "env", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["environment"]["device"] == "cpu"
+    assert report["environment"]["torch_num_threads"] == torch.get_num_threads()
+    assert report["full_determinism_possible"] is True
+    assert report["environment"]["determinism"]["full_determinism"] is False  # left as found
+    code, out, _ = run(capsys, "env")
+    assert code == 0 and "full determinism:  possible here" in out
+
+
+def test_diff(capsys, grid):
+    a, b = grid / "job000000-seed0.png", grid / "job000001-seed1.png"
+    code, out, _ = run(capsys, "diff", a, b)
+    assert code == 1
+    assert "  seed: 0 -> 1" in out
+    assert "result.output_digest" in out
+    assert "recipe.call.prompt" not in out  # same prompt
+    code, out, _ = run(capsys, "diff", "--json", a, grid / "job000002-seed0.png")
+    fields = {item["field"]: (item["recorded"], item["current"]) for item in json.loads(out)}
+    assert code == 1 and fields["recipe.call.prompt"] == ("a fox", "a bear")
+    code, out, _ = run(capsys, "diff", a, a)
+    assert code == 0 and "identical" in out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A real process: python -m diffusers_repro demo
+
+
+def test_demo_in_a_subprocess(tmp_path, tiny_cache):
+    env = {**os.environ, "DIFFUSERS_REPRO_CACHE": str(tiny_cache), "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "diffusers_repro", "demo", "--out", str(tmp_path / "demo"), "--steps", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "4/4 images bitwise identical across the two runs" in completed.stdout
+    assert "4/4 images reproduce bitwise" in completed.stdout
+    assert completed.stdout.count(": bitwise") == 4
+    assert sorted(p.name for p in (tmp_path / "demo" / "run-1").glob("*.png")) == [
+        "job000000-seed0.png",
+        "job000001-seed1.png",
+        "job000002-seed0.png",
+        "job000003-seed1.png",
+    ]
