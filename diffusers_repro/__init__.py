@@ -1,24 +1,73 @@
 """diffusers-repro: reproducible Hugging Face diffusers generation.
 
 Same seed, same pixels; every image carries the recipe that made it.
+
+The public names are imported on first use, so that ``diffusers-repro --help`` and ``inspect`` do not pay for
+importing diffusers and transformers.
 """
+
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
 
-from .determinism import full_determinism
-from .factory import ReproDiffusionPipeline, reproducible
-from .mixin import ReproducibleMixin
-from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
-from .provenance import Provenance, ProvenanceError
+# public name -> module that defines it
+_EXPORTS = {
+    "full_determinism": "determinism",
+    "ReproDiffusionPipeline": "factory",
+    "reproducible": "factory",
+    "ReproducibleMixin": "mixin",
+    "ReproDDIMPipeline": "pipelines",
+    "ReproStableDiffusionPipeline": "pipelines",
+    "Provenance": "provenance",
+    "ProvenanceError": "provenance",
+    "ImageProvenanceError": "files",
+    "read_provenance": "files",
+    "save_image": "files",
+    "Reproduction": "replay",
+    "ReproductionError": "replay",
+    "reproduce": "replay",
+    "SettingsMismatchError": "distributed",
+}
 
 __all__ = [
+    "__version__",
+    "ImageProvenanceError",
     "Provenance",
     "ProvenanceError",
     "ReproDDIMPipeline",
     "ReproDiffusionPipeline",
     "ReproStableDiffusionPipeline",
     "ReproducibleMixin",
-    "__version__",
+    "Reproduction",
+    "ReproductionError",
+    "SettingsMismatchError",
     "full_determinism",
+    "read_provenance",
+    "reproduce",
     "reproducible",
+    "save_image",
 ]
+
+if _typing.TYPE_CHECKING:
+    from .determinism import full_determinism
+    from .distributed import SettingsMismatchError
+    from .factory import ReproDiffusionPipeline, reproducible
+    from .files import ImageProvenanceError, read_provenance, save_image
+    from .mixin import ReproducibleMixin
+    from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
+    from .provenance import Provenance, ProvenanceError
+    from .replay import Reproduction, ReproductionError, reproduce
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffusers_repro' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({name for name in globals() if not name.startswith("_")} | set(__all__))
