@@ -1,0 +1,675 @@
+"""Image files that carry their recipe: PNG text chunks with the provenance record and an infotext.
+
+A PNG written by `save_image` holds three text chunks besides its pixels:
+
+- ``diffusers-repro`` (iTXt, UTF-8, uncompressed): the full provenance record, exactly ``provenance.to_json()``.
+- ``diffusers-repro-pixels`` (iTXt): a small JSON object about the pixels in this file: ``pixel_digest`` (the
+  `image_digest` of the 8-bit image written), ``converted_from`` and ``conversion``. The record's
+  ``result.output_digest`` is a digest of what the pipeline returned: for ``output_type="pil"`` it equals the pixel
+  digest, but for ``"np"`` and ``"pt"`` outputs it is a digest of float values that an 8-bit PNG cannot hold. The
+  pixel digest lets a reader check the file's own pixels (tampering, re-encoding) without touching the caller's
+  record, which is written unchanged.
+- ``parameters`` (tEXt, or iTXt when the text is not latin-1): an infotext in the format Stable Diffusion web UIs
+  and image sites read and show (see `format_infotext`).
+
+Writes are atomic: the file is written to a hidden temporary file in the same folder, flushed to disk and renamed
+over the target, so a crash leaves either the old file or the complete new one, never a partial image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.PngImagePlugin
+import torch
+
+from .provenance import Provenance, ProvenanceError, image_digest, jsonable
+
+__all__ = [
+    "INFOTEXT_KEY",
+    "PIXELS_KEY",
+    "PROVENANCE_KEY",
+    "ImageProvenanceError",
+    "ProvenanceImage",
+    "format_infotext",
+    "parse_infotext",
+    "pixel_digest",
+    "read_image_file",
+    "read_pixels",
+    "read_provenance",
+    "save_image",
+    "save_outputs",
+    "to_pil_image",
+]
+
+PROVENANCE_KEY = "diffusers-repro"
+"""PNG text chunk key of the full provenance record (JSON)."""
+
+PIXELS_KEY = "diffusers-repro-pixels"
+"""PNG text chunk key of the pixel record (JSON with ``pixel_digest``)."""
+
+INFOTEXT_KEY = "parameters"
+"""PNG text chunk key that Stable Diffusion web UIs read their generation parameters from."""
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_FLOAT_CONVERSION = "round(clip(x, 0, 1) * 255) to uint8, as diffusers' numpy_to_pil"
+_FILE_NUMBER = re.compile(r"^(\d{5,})-")
+# The components the mixin takes for the denoiser, in its order: the first one recorded gives the Model hash.
+_DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
+
+
+class ImageProvenanceError(ProvenanceError):
+    """An image file does not carry a readable provenance record: not a PNG, no record chunk, broken JSON, ...
+
+    A `ValueError` subclass (through `ProvenanceError`). The message names the file and the problem; ``path`` holds
+    the file.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+@dataclasses.dataclass
+class ProvenanceImage:
+    """An image file read back: its record, its pixels and what the file says about them.
+
+    Args:
+        path (`pathlib.Path`): The file.
+        provenance (`Provenance`): The record in the ``diffusers-repro`` chunk.
+        image (`PIL.Image.Image`): The file's pixels, loaded (the file is closed).
+        pixel_digest (`str`): The digest of the pixels as they are in the file now (see `pixel_digest`).
+        stored_pixel_digest (`str` or `None`): The pixel digest written with the file (`None` when the file has no
+            ``diffusers-repro-pixels`` chunk).
+        infotext (`str` or `None`): The ``parameters`` chunk.
+    """
+
+    path: Path
+    provenance: Provenance
+    image: PIL.Image.Image
+    pixel_digest: str
+    stored_pixel_digest: str | None
+    infotext: str | None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The pixels as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale)."""
+        return np.asarray(self.image)
+
+    @property
+    def pixels_intact(self) -> bool | None:
+        """Whether the pixels still match the digest written with them (`None` when none was written)."""
+        if self.stored_pixel_digest is None:
+            return None
+        return self.pixel_digest == self.stored_pixel_digest
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pixels
+
+
+def to_pil_image(image: Any) -> PIL.Image.Image:
+    """Converts one pipeline output image to an 8-bit PIL image, the way diffusers does for ``output_type="pil"``.
+
+    Args:
+        image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
+            A PIL image (returned as is); a numpy array ``(H, W, C)`` or ``(H, W)`` as ``output_type="np"`` returns
+            (float in ``[0, 1]``, or ``uint8``); a tensor ``(C, H, W)`` or ``(H, W)`` as ``output_type="pt"`` returns
+            (float in ``[0, 1]``). Float values become ``round(clip(x, 0, 1) * 255)``, so an ``"np"`` output gives
+            exactly the pixels the same call with ``output_type="pil"`` returns. One channel gives mode ``"L"``,
+            three ``"RGB"``, four ``"RGBA"``.
+
+    Example:
+
+    ```py
+    >>> import numpy as np
+    >>> from diffusers_repro.files import to_pil_image
+    >>> to_pil_image(np.full((4, 6, 3), 0.5, dtype=np.float32)).getpixel((0, 0))
+    (128, 128, 128)
+    ```
+    """
+    if isinstance(image, PIL.Image.Image):
+        return image
+    if isinstance(image, torch.Tensor):
+        if image.ndim == 3:
+            if image.shape[0] not in (1, 3, 4):
+                raise ValueError(
+                    f"image is a tensor of shape {tuple(image.shape)}; expected one image (C, H, W) with 1, 3 or 4 "
+                    "channels first, as output_type='pt' returns"
+                )
+            image = image.permute(1, 2, 0)
+        elif image.ndim != 2:
+            raise ValueError(
+                f"image is a tensor of shape {tuple(image.shape)}; expected one image (C, H, W) or (H, W); save a "
+                "batch with save_outputs"
+            )
+        image = image.detach().to("cpu")
+        image = image.float().numpy() if image.is_floating_point() else image.numpy()
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"image is an array of shape {image.shape}; expected one image (H, W, C) with 1, 3 or 4 channels, or "
+            "(H, W); save a batch with save_outputs"
+        )
+    if np.issubdtype(image.dtype, np.floating):
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise TypeError(f"image array has dtype {image.dtype}; expected floats in [0, 1] or uint8")
+    # A uint8 array of shape (H, W), (H, W, 3) or (H, W, 4) gives mode "L", "RGB" or "RGBA".
+    return PIL.Image.fromarray(np.ascontiguousarray(image))
+
+
+def _converted_from(image: Any) -> tuple[str, str | None]:
+    if isinstance(image, PIL.Image.Image):
+        return "pil", None
+    if isinstance(image, torch.Tensor):
+        return f"torch {str(image.dtype).removeprefix('torch.')} {tuple(image.shape)}", (
+            _FLOAT_CONVERSION if image.is_floating_point() else None
+        )
+    array = np.asarray(image)
+    floating = np.issubdtype(array.dtype, np.floating)
+    return f"numpy {array.dtype} {array.shape}", _FLOAT_CONVERSION if floating else None
+
+
+def pixel_digest(image: Any) -> str:
+    """Digest of the 8-bit pixels `save_image` writes for ``image`` (see `to_pil_image`).
+
+    For a PIL image it equals `diffusers_repro.provenance.image_digest`, so for ``output_type="pil"`` it is the
+    record's ``output_digest``.
+
+    Example:
+
+    ```py
+    >>> import numpy as np
+    >>> from diffusers_repro.files import pixel_digest, to_pil_image
+    >>> image = np.zeros((2, 2, 3), dtype=np.float32)
+    >>> pixel_digest(image) == pixel_digest(to_pil_image(image))
+    True
+    ```
+    """
+    return image_digest(to_pil_image(image))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Infotext
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    # The reader splits on ", " and ": "; values that could be mistaken for those (or for a quoted value) are JSON
+    # strings, as the web UIs write them.
+    if any(char in text for char in ",:\n\r") or text.startswith('"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _denoiser_hash(components: dict[str, Any]) -> str | None:
+    for name in _DENOISER_NAMES:
+        component = components.get(name)
+        if not isinstance(component, dict):
+            continue
+        files = component.get("files") or {}
+        digest = next(iter(files.values())) if len(files) == 1 else component.get("weights_digest")
+        if isinstance(digest, str) and digest.startswith("sha256:"):
+            return digest.removeprefix("sha256:")[:10]
+    return None
+
+
+def _model_name(model: dict[str, Any]) -> str | None:
+    if model.get("repo_id"):
+        return model["repo_id"]
+    path = model.get("path") or model.get("name_or_path")
+    return Path(str(path)).name if path else None
+
+
+def _infotext_fields(provenance: Provenance, size: tuple[int, int] | None) -> dict[str, Any]:
+    from . import __version__
+
+    call = provenance.call_arguments
+    recipe = provenance.recipe
+    scheduler = recipe.get("scheduler") or {}
+    if size is None and call.get("width") is not None and call.get("height") is not None:
+        size = (call["width"], call["height"])
+    fields = {
+        "Steps": call.get("num_inference_steps"),
+        "Sampler": scheduler.get("class"),
+        "CFG scale": call.get("guidance_scale"),
+        "Seed": provenance.seed,
+        "Size": f"{size[0]}x{size[1]}" if size is not None else None,
+        "Model hash": _denoiser_hash((recipe.get("model") or {}).get("components") or {}),
+        "Model": _model_name(recipe.get("model") or {}),
+        "Version": f"diffusers-repro {__version__}",
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def format_infotext(provenance: Provenance, size: tuple[int, int] | None = None) -> str:
+    """The ``parameters`` text of an image, in the format Stable Diffusion web UIs and image sites read.
+
+    Line 1 is the prompt (left out when the pipeline takes none, as ``DDIMPipeline``), then ``Negative prompt: ...``
+    when there is one, then one line of ``Key: value`` pairs: ``Steps``, ``Sampler`` (the scheduler class),
+    ``CFG scale``, ``Seed``, ``Size`` (``WIDTHxHEIGHT``), ``Model hash``, ``Model``, ``Version``; a pair is left out
+    when the record has no value for it. A value containing ``,``, ``:`` or a newline is written as a JSON string.
+
+    ``Model hash`` is the first 10 hex digits of the sha256 of the denoiser's (UNet's) weights file. When the
+    denoiser was not loaded from a single file (built in code, or sharded), it is the first 10 hex digits of the
+    component's ``weights_digest`` instead (a digest of its tensors or of its files' digests), which still tells
+    models apart but does not match the sha256 of any one file.
+
+    The infotext is a summary for other tools; the ``diffusers-repro`` record is what `reproduce` reads.
+
+    Args:
+        provenance (`Provenance`): The image's record.
+        size (`tuple[int, int]`, *optional*): ``(width, height)`` of the image; defaults to the recorded call's
+            ``width`` and ``height`` (left out when they were not passed).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import format_infotext
+    >>> print(format_infotext(record, size=(64, 64)))  # doctest: +SKIP
+    a fox
+    Negative prompt: blurry
+    Steps: 2, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 42, Size: 64x64, Model hash: 24588c9b49, ...
+    ```
+    """
+    if not isinstance(provenance, Provenance):
+        raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
+    lines = []
+    prompt = provenance.call_arguments.get("prompt")
+    if isinstance(prompt, str):
+        lines.append(prompt)
+    negative = provenance.call_arguments.get("negative_prompt")
+    if isinstance(negative, str) and negative:
+        if not lines:
+            lines.append("")
+        lines.append(f"Negative prompt: {negative}")
+    fields = _infotext_fields(provenance, size)
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+# One `Key: value` pair of the parameters line: the web UIs' own pattern, a quoted value may hold `,` and `:`.
+_INFOTEXT_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_NEGATIVE_PREFIX = "Negative prompt:"
+_TYPED_FIELDS = {"Steps": ("steps", int), "Seed": ("seed", int), "CFG scale": ("cfg_scale", float)}
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        with contextlib.suppress(json.JSONDecodeError):
+            decoded = json.loads(value)
+            if isinstance(decoded, str):
+                return decoded
+    return value
+
+
+def _field_name(key: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", key.strip().lower()).strip("_")
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """Reads a ``parameters`` infotext (ours or another Stable Diffusion tool's) back into a dict.
+
+    Returns:
+        `dict`: ``prompt`` (`str`, empty when there is none), ``negative_prompt`` (`str` or `None`), and one entry
+        per ``Key: value`` pair of the last line, with snake_case keys: ``steps`` and ``seed`` (`int`),
+        ``cfg_scale`` (`float`), ``width`` and ``height`` (`int`, from ``Size``), ``sampler``, ``model_hash``,
+        ``model``, ``version`` and any other key as `str`. A value that does not parse as its type stays a `str`.
+        When the last line holds fewer than three pairs it is taken as part of the prompt, as the web UIs do.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import parse_infotext
+    >>> fields = parse_infotext('a fox\\nSteps: 2, Sampler: DDIMScheduler, Seed: 42, Size: 64x32, Model: "a, b"')
+    >>> fields["prompt"], fields["steps"], fields["seed"], fields["width"], fields["height"], fields["model"]
+    ('a fox', 2, 42, 64, 32, 'a, b')
+    ```
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    lines = text.strip("\n").split("\n") if text.strip() else []
+    pairs = _INFOTEXT_PAIR.findall(lines[-1]) if lines else []
+    if len(pairs) >= 3:
+        lines = lines[:-1]
+    else:
+        pairs = []
+    prompt_lines: list[str] = []
+    negative_lines: list[str] | None = None
+    for line in lines:
+        if negative_lines is None and line.startswith(_NEGATIVE_PREFIX):
+            negative_lines = [line[len(_NEGATIVE_PREFIX) :].lstrip(" ")]
+        elif negative_lines is not None:
+            negative_lines.append(line)
+        else:
+            prompt_lines.append(line)
+    fields: dict[str, Any] = {
+        "prompt": "\n".join(prompt_lines),
+        "negative_prompt": "\n".join(negative_lines) if negative_lines is not None else None,
+    }
+    for key, raw in pairs:
+        key, value = key.strip(), _unquote(raw)
+        if key in _TYPED_FIELDS:
+            name, kind = _TYPED_FIELDS[key]
+            with contextlib.suppress(ValueError):
+                value = kind(value)
+            fields[name] = value
+        elif key == "Size" and re.fullmatch(r"\d+x\d+", value):
+            width, height = value.split("x")
+            fields["width"], fields["height"] = int(width), int(height)
+        else:
+            fields[_field_name(key)] = value
+    return fields
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _record_json(provenance: Provenance) -> str:
+    # Exactly provenance.to_json() for every record that holds only JSON values; jsonable() first so that any other
+    # value (a pathlib.Path, say) is written as its string instead of failing the save after the image was made.
+    return json.dumps(jsonable(provenance.to_dict()), sort_keys=True, allow_nan=False)
+
+
+def _png_info(pil_image: PIL.Image.Image, source: Any, provenance: Provenance) -> PIL.PngImagePlugin.PngInfo:
+    converted_from, conversion = _converted_from(source)
+    pixels = {
+        "pixel_digest": image_digest(pil_image),
+        "mode": pil_image.mode,
+        "size": list(pil_image.size),
+        "converted_from": converted_from,
+        "conversion": conversion,
+    }
+    info = PIL.PngImagePlugin.PngInfo()
+    info.add_itxt(PROVENANCE_KEY, _record_json(provenance))
+    info.add_itxt(PIXELS_KEY, json.dumps(pixels, sort_keys=True))
+    # tEXt when the text is latin-1, iTXt otherwise: what the web UIs write, and what every PNG reader shows.
+    info.add_text(INFOTEXT_KEY, format_infotext(provenance, size=pil_image.size))
+    return info
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """Calls ``write(handle)`` on a temporary file next to ``path``, then renames it over ``path``."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the permissions, as for any new file (mkstemp would force 0o600).
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def save_image(image: Any, path: str | os.PathLike, provenance: Provenance) -> Path:
+    """Writes one image as a PNG that carries its provenance record, atomically.
+
+    The file holds the full record (``diffusers-repro`` chunk, exactly ``provenance.to_json()``), the digest of the
+    8-bit pixels written (``diffusers-repro-pixels`` chunk) and an infotext for other tools (``parameters`` chunk,
+    see `format_infotext`). ``provenance`` is not modified.
+
+    Args:
+        image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
+            One output image: PIL, ``(H, W, C)`` float array in ``[0, 1]`` (``output_type="np"``) or ``(C, H, W)``
+            float tensor in ``[0, 1]`` (``output_type="pt"``); converted to 8 bits as `to_pil_image` says.
+        path (`str` or `os.PathLike`):
+            The file to write; must end in ``.png``. Its folder must exist. An existing file is replaced.
+        provenance (`Provenance`):
+            The image's record, for example ``output.provenance[i]``.
+
+    Returns:
+        `pathlib.Path`: ``path``.
+
+    Raises:
+        `ValueError`: for a path that does not end in ``.png``, an image of the wrong shape, or a record of latents.
+        `TypeError`: for an image or record of the wrong type.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro import ReproDDIMPipeline
+    >>> from diffusers_repro.files import read_provenance, save_image
+    >>> from diffusers_repro.tiny import tiny_pipeline_path
+    >>> pipe = ReproDDIMPipeline.from_pretrained(tiny_pipeline_path("ddim"))
+    >>> out = pipe(num_inference_steps=2, seed=7)
+    >>> path = save_image(out.images[0], "/tmp/ddim-seed7.png", out.provenance[0])
+    >>> read_provenance(path) == out.provenance[0]
+    True
+    ```
+    """
+    if not isinstance(provenance, Provenance):
+        raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
+    if provenance.result.get("output_type") == "latent":
+        raise ValueError(
+            "the record says output_type='latent': the output is latents, not an image; call the pipeline with "
+            "output_type='pil' (or 'np', 'pt') to save images"
+        )
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png (the record lives in PNG text chunks), got {str(path)!r}")
+    pil_image = to_pil_image(image)
+    info = _png_info(pil_image, image, provenance)
+    _write_atomically(path, lambda handle: pil_image.save(handle, format="PNG", pnginfo=info))
+    return path
+
+
+def _next_file_number(directory: Path) -> int:
+    numbers = [int(match.group(1)) for name in os.listdir(directory) if (match := _FILE_NUMBER.match(name))]
+    return max(numbers) + 1 if numbers else 0
+
+
+def _split_images(images: Any) -> list[Any]:
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim != 4:
+            raise ValueError(
+                f"images is an array of shape {tuple(images.shape)}; expected a batch (N, H, W, C) or (N, C, H, W)"
+            )
+        return [images[index] for index in range(images.shape[0])]
+    if isinstance(images, PIL.Image.Image) or not isinstance(images, Sequence):
+        raise TypeError(f"images must be a list of images or a batched array, got {type(images).__name__}")
+    return list(images)
+
+
+def save_outputs(images: Any, provenance: Sequence[Provenance], directory: str | os.PathLike) -> list[Path]:
+    """Writes every image of a pipeline output with its own record into ``directory``; returns the paths in order.
+
+    File names are ``NNNNN-seedS.png`` (``00003-seed42.png``). Numbering continues after the highest ``NNNNN-``
+    prefix already in the folder, so in a new folder ``NNNNN`` is the image's index in the batch and saving twice into
+    one folder never replaces earlier images (as the Stable Diffusion web UIs number their outputs). Two processes
+    saving into the same folder at the same time should use different folders. Each file is written atomically
+    (see `save_image`).
+
+    Args:
+        images (`list` or batched `np.ndarray` / `torch.Tensor`):
+            The output's ``images``.
+        provenance (`list[Provenance]`):
+            The output's ``provenance``: one record per image, in image order.
+        directory (`str` or `os.PathLike`):
+            The folder; created (with its parents) when missing.
+
+    Example:
+
+    ```py
+    >>> out = pipe(["a fox", "a bear"], seed=42, num_inference_steps=2)  # doctest: +SKIP
+    >>> [path.name for path in out.save("outputs")]  # doctest: +SKIP
+    ['00000-seed42.png', '00001-seed43.png']
+    ```
+    """
+    images = _split_images(images)
+    records = list(provenance)
+    if len(images) != len(records):
+        raise ValueError(
+            f"save_outputs got {len(images)} images but {len(records)} provenance records; expected one record per "
+            "image"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    first = _next_file_number(directory)
+    paths = []
+    for offset, (image, record) in enumerate(zip(images, records, strict=True)):
+        seed = f"-seed{record.seed}" if record.seed is not None else ""
+        paths.append(save_image(image, directory / f"{first + offset:05d}{seed}.png", record))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _open_png(path: Path) -> PIL.Image.Image:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_PNG_SIGNATURE))
+    except IsADirectoryError:
+        raise ImageProvenanceError(f"{path} is a folder, expected a PNG file", path) from None
+    if head != _PNG_SIGNATURE:
+        what = "it is empty" if not head else f"it starts with {head[:4]!r}, not the PNG signature"
+        raise ImageProvenanceError(
+            f"{path} is not a PNG file ({what}); diffusers-repro records are stored in PNG files", path
+        )
+    try:
+        image = PIL.Image.open(path)
+        # Text chunks may also follow the pixel data, so the whole file is read before the chunks are looked at.
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageProvenanceError(f"{path} is a damaged PNG file: {error}", path) from None
+    return image
+
+
+def _text_chunks(image: PIL.Image.Image) -> dict[str, str]:
+    return dict(getattr(image, "text", None) or {})
+
+
+def _parse_record(path: Path, chunks: dict[str, str]) -> Provenance:
+    text = chunks.get(PROVENANCE_KEY)
+    if text is None:
+        hint = (
+            f"; it has a {INFOTEXT_KEY!r} infotext from another tool, which is not enough to reproduce it"
+            if INFOTEXT_KEY in chunks
+            else ""
+        )
+        raise ImageProvenanceError(
+            f"{path} has no {PROVENANCE_KEY!r} text chunk: it was not saved by diffusers-repro, or its metadata "
+            f"was stripped (image editors and upload sites often do){hint}",
+            path,
+        )
+    try:
+        return Provenance.from_json(text, source=str(path))
+    except ProvenanceError as error:
+        raise ImageProvenanceError(str(error), path) from None
+
+
+def _parse_pixel_record(path: Path, chunks: dict[str, str]) -> str | None:
+    text = chunks.get(PIXELS_KEY)
+    if text is None:
+        return None
+    try:
+        digest = json.loads(text)["pixel_digest"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ImageProvenanceError(
+            f"{path}: the {PIXELS_KEY!r} text chunk is not a JSON object with a pixel_digest", path
+        ) from None
+    if not isinstance(digest, str):
+        raise ImageProvenanceError(f"{path}: pixel_digest in the {PIXELS_KEY!r} chunk must be a string", path)
+    return digest
+
+
+def read_provenance(path: str | os.PathLike) -> Provenance:
+    """Reads the provenance record from a PNG written by `save_image`.
+
+    Raises:
+        `FileNotFoundError`: when the file does not exist.
+        `ImageProvenanceError` (a `ValueError`): when the file is not a PNG, is damaged, has no ``diffusers-repro``
+            chunk, or the chunk holds broken JSON or a record of an unknown schema version. The message names the
+            file and the problem.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_provenance
+    >>> read_provenance("outputs/00000-seed42.png").seed  # doctest: +SKIP
+    42
+    ```
+    """
+    path = Path(path)
+    with _open_png(path) as image:
+        return _parse_record(path, _text_chunks(image))
+
+
+def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
+    """Reads a PNG written by `save_image`: record, pixels, stored pixel digest and infotext.
+
+    Raises the same errors as `read_provenance`.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_image_file
+    >>> read_image_file("outputs/00000-seed42.png").pixels_intact  # doctest: +SKIP
+    True
+    ```
+    """
+    path = Path(path)
+    with _open_png(path) as image:
+        chunks = _text_chunks(image)
+        provenance = _parse_record(path, chunks)
+        pixels = image.copy()
+    return ProvenanceImage(
+        path=path,
+        provenance=provenance,
+        image=pixels,
+        pixel_digest=image_digest(pixels),
+        stored_pixel_digest=_parse_pixel_record(path, chunks),
+        infotext=chunks.get(INFOTEXT_KEY),
+    )
+
+
+def read_pixels(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of a PNG as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance or not.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_pixels
+    >>> read_pixels("outputs/00000-seed42.png").shape  # doctest: +SKIP
+    (64, 64, 3)
+    ```
+    """
+    path = Path(path)
+    with _open_png(path) as image:
+        return np.asarray(image).copy()

@@ -1,0 +1,568 @@
+"""Reproduce and verify: regenerate one image from its provenance record and say whether the pixels match, and why not.
+
+`reproduce` loads the recorded model (or uses the pipeline it is given), puts the recorded scheduler on it, calls it
+with this image's own recorded arguments and seed, and compares:
+
+- the new output's digest with the record's ``output_digest`` (what the pipeline returned: PIL pixels, or the float
+  array for ``output_type="np"``/``"pt"``);
+- when a file was given, the new image's 8-bit pixels with the file's pixels: ``max_abs_diff`` and ``psnr`` are
+  measured on those, in units of the ``[0, 1]`` range (one 8-bit step is ``1/255``).
+
+``differences`` lists the recipe and environment fields that differ between the record and the regeneration, with
+both values, so that a result that is not bitwise comes with its likely causes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .files import ProvenanceImage, read_image_file, to_pil_image
+from .provenance import Provenance, jsonable
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "Difference",
+    "ReproductionError",
+    "Reproduction",
+    "VERDICTS",
+    "load_pipeline",
+    "record_differences",
+    "reproduce",
+]
+
+DEFAULT_TOLERANCE = 2 / 255
+"""Largest per-pixel difference (in ``[0, 1]`` units: two 8-bit steps) for which a regeneration counts as close."""
+
+VERDICTS = ("bitwise", "close", "different")
+"""The verdicts of `reproduce`, best first."""
+
+# Call arguments that define the batch: the regeneration makes one image, the batch itself is reported separately.
+_BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
+# Call arguments that reproduce takes from the record itself.
+_RESERVED_OVERRIDES = frozenset({"seed", "generator", "deterministic", "batch_invariant", "return_dict"})
+# jsonable() keeps only a digest of these values: they cannot be rebuilt from JSON.
+_DIGEST_KEYS = ("tensor_digest", "array_digest", "image_digest", "callable")
+
+
+class ReproductionError(ValueError):
+    """A record cannot be replayed as it stands: a tensor argument is missing, the model cannot be found, ..."""
+
+
+class Difference(NamedTuple):
+    """One field in which two records differ: ``field`` (dotted path), the ``recorded`` and the ``current`` value.
+
+    A missing field reads as `None`.
+    """
+
+    field: str
+    recorded: Any
+    current: Any
+
+
+@dataclasses.dataclass
+class Reproduction:
+    """The outcome of `reproduce`.
+
+    Args:
+        image: The regenerated image, of the recorded ``output_type``.
+        provenance (`Provenance`): The record of the regeneration.
+        recorded (`Provenance`): The record that was replayed.
+        bitwise_equal (`bool`): The output digest equals the recorded ``output_digest`` and, when a file was given,
+            the 8-bit pixels equal the file's pixels.
+        output_digest_equal (`bool` or `None`): The output digest alone (`None` when the record has none).
+        pixels_equal (`bool` or `None`): The 8-bit pixels against the file's (`None` without a file).
+        max_abs_diff (`float` or `None`): Largest per-pixel difference against the file, in ``[0, 1]`` units; `None`
+            without a file, since a record alone holds a digest and no pixels to measure against.
+        psnr (`float` or `None`): Peak signal-to-noise ratio in dB against the file (``inf`` when equal).
+        verdict (`str`): ``"bitwise"``; ``"close"`` when ``max_abs_diff <= tolerance``; ``"different"`` otherwise
+            (always ``"different"`` when not bitwise and no file was given).
+        differences (`list[Difference]`): Recipe and environment fields that differ, with recorded and current values.
+        tolerance (`float`): The tolerance the verdict used.
+        path (`pathlib.Path` or `None`): The file that was replayed.
+    """
+
+    image: Any
+    provenance: Provenance
+    recorded: Provenance
+    bitwise_equal: bool
+    output_digest_equal: bool | None
+    pixels_equal: bool | None
+    max_abs_diff: float | None
+    psnr: float | None
+    verdict: str
+    differences: list[Difference]
+    tolerance: float
+    path: Path | None = None
+
+    @property
+    def summary(self) -> str:
+        """One line: the verdict and, when measured, the pixel difference."""
+        if self.max_abs_diff is None or self.verdict == "bitwise":
+            return self.verdict
+        psnr = "inf" if self.psnr is None or math.isinf(self.psnr) else f"{self.psnr:.1f}"
+        steps = self.max_abs_diff * 255
+        return f"{self.verdict} (max abs diff {self.max_abs_diff:.4g} = {steps:.0f}/255, PSNR {psnr} dB)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable summary (without the image and the records)."""
+        return {
+            "path": str(self.path) if self.path is not None else None,
+            "verdict": self.verdict,
+            "bitwise_equal": self.bitwise_equal,
+            "output_digest_equal": self.output_digest_equal,
+            "pixels_equal": self.pixels_equal,
+            "max_abs_diff": self.max_abs_diff,
+            "psnr": None if self.psnr is None or math.isinf(self.psnr) else self.psnr,
+            "tolerance": self.tolerance,
+            "differences": [difference._asdict() for difference in self.differences],
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Differences
+
+
+def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            yield from _flatten(value[key], f"{prefix}.{key}")
+    else:
+        yield prefix, value
+
+
+def _compare(
+    recorded: dict[str, Any], current: dict[str, Any], skip: frozenset[str] = frozenset()
+) -> list[Difference]:
+    left, right = dict(_flatten(recorded, "")), dict(_flatten(current, ""))
+    differences = []
+    for field in sorted(left.keys() | right.keys()):
+        name = field.lstrip(".")
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in skip):
+            continue
+        # Floats and ints compare by value (7.5 == 7.5, 1 == 1.0), lists and strings exactly.
+        if left.get(field) != right.get(field):
+            differences.append(Difference(name, left.get(field), right.get(field)))
+    return differences
+
+
+def _record_fields(record: Provenance) -> dict[str, Any]:
+    # jsonable: a record fresh from a pipeline may hold values JSON turns into strings (a Path as name_or_path); a
+    # record read from a file holds the strings. Both must compare equal.
+    data = jsonable(record.to_dict())
+    data.pop("schema", None)
+    return data
+
+
+def record_differences(recorded: Provenance, current: Provenance) -> list[Difference]:
+    """Every field in which two records differ, as dotted paths (``environment.torch_num_threads``) with both values.
+
+    Nested objects are compared field by field, lists as a whole. Useful to compare two images' records.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_provenance
+    >>> from diffusers_repro.replay import record_differences
+    >>> for field, a, b in record_differences(read_provenance("a.png"), read_provenance("b.png")):  # doctest: +SKIP
+    ...     print(f"{field}: {a!r} -> {b!r}")
+    seed: 42 -> 43
+    ```
+    """
+    for name, record in (("recorded", recorded), ("current", current)):
+        if not isinstance(record, Provenance):
+            raise TypeError(f"{name} must be a diffusers_repro.Provenance, got {type(record).__name__}")
+    return _compare(_record_fields(recorded), _record_fields(current))
+
+
+def _batch_description(batch: dict[str, Any]) -> str:
+    return f"image {batch.get('index')} of a batch of {batch.get('size')} (batch_invariant=False)"
+
+
+def _replay_differences(recorded: Provenance, current: Provenance, image_file: ProvenanceImage | None) -> list:
+    # The regeneration makes this image alone under a seed taken from the record: its own batch and generator
+    # bookkeeping differ by construction and are summarized below instead of listed field by field. It passes the
+    # sizes the original call left to the pipeline explicitly, so which defaults were resolved differs too (the
+    # values themselves are compared in recipe.call).
+    skip = frozenset(
+        {"seed_source", "recipe.batch", "recipe.generator", "recipe.defaults_resolved", "result.output_digest"}
+        | {f"recipe.call.{name}" for name in _BATCH_ARGUMENTS}
+    )
+    differences = _compare(_record_fields(recorded), _record_fields(current), skip)
+    batch = recorded.batch
+    if batch.get("size", 1) > 1 and not batch.get("batch_invariant", False):
+        # Kernels block differently for different batch sizes: regenerating alone is not bitwise in general.
+        differences.append(Difference("recipe.batch", _batch_description(batch), "generated alone"))
+    if batch.get("global_rng_used") and batch.get("global_rng_seed") != current.batch.get("global_rng_seed"):
+        # Something drew from torch's global RNG, which the call seeds from all its seeds together.
+        differences.append(
+            Difference(
+                "recipe.batch.global_rng_seed", batch.get("global_rng_seed"), current.batch.get("global_rng_seed")
+            )
+        )
+    generator = recorded.recipe.get("generator")
+    if isinstance(generator, dict):
+        if generator.get("shared_by_batch"):
+            differences.append(
+                Difference("recipe.generator", "one generator shared by the batch", "its own generator")
+            )
+        elif not generator.get("seed_certain", True):
+            differences.append(
+                Difference(
+                    "recipe.generator", "generator used before the call", f"fresh generator seeded {current.seed}"
+                )
+            )
+    if image_file is not None and image_file.pixels_intact is False:
+        differences.append(Difference("file.pixel_digest", image_file.stored_pixel_digest, image_file.pixel_digest))
+    return differences
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def _repro_class(pipeline_class: Any) -> type:
+    import diffusers
+
+    from .factory import reproducible
+
+    vanilla = getattr(diffusers, pipeline_class, None) if isinstance(pipeline_class, str) else None
+    if not isinstance(vanilla, type):
+        raise ReproductionError(
+            f"the record's pipeline_class {pipeline_class!r} is not a pipeline class of diffusers "
+            f"{diffusers.__version__}; pass pipe= a reproducible pipeline that can make the image"
+        )
+    return reproducible(vanilla)
+
+
+def _available(device: str | None) -> bool:
+    if device is None:
+        return False
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return True
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "mps":
+        return torch.backends.mps.is_available()
+    return False
+
+
+def _recorded_dtype(record: Provenance) -> torch.dtype | None:
+    name = record.environment.get("dtype")
+    dtype = getattr(torch, str(name).removeprefix("torch."), None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
+def _dtype_keyword() -> str:
+    # Newer diffusers take `dtype=` and deprecate `torch_dtype=`; older ones know only `torch_dtype=`.
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
+def load_pipeline(
+    provenance: Provenance, device: str | torch.device | None = None, *, cache_dir: str | os.PathLike | None = None
+) -> Any:
+    """Loads the pipeline a record was made with: recorded source, revision, pipeline class and dtype.
+
+    A local source is loaded from its recorded folder; a hub source from ``repo_id`` at the recorded revision (with
+    ``HF_HUB_OFFLINE=1`` only from the local cache). The class is the recorded pipeline class made reproducible.
+
+    Args:
+        provenance (`Provenance`): The record.
+        device (`str` or `torch.device`, *optional*): Where to put the pipeline; defaults to the recorded device when
+            this machine has it, else the CPU.
+        cache_dir (`str` or `os.PathLike`, *optional*): The Hugging Face cache to find a hub model in (the record
+            does not say which cache the original used); defaults to huggingface_hub's.
+
+    Raises:
+        `ReproductionError`: when the model was built in memory (no source to load), the folder is missing, or the
+            hub files are not available.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_provenance
+    >>> from diffusers_repro.replay import load_pipeline
+    >>> pipe = load_pipeline(read_provenance("outputs/00000-seed42.png"))  # doctest: +SKIP
+    ```
+    """
+    from huggingface_hub import constants
+
+    model = provenance.recipe.get("model") or {}
+    kind = model.get("type")
+    kwargs: dict[str, Any] = {}
+    dtype = _recorded_dtype(provenance)
+    if dtype is not None and dtype != torch.float32:
+        kwargs[_dtype_keyword()] = dtype
+    if kind == "local":
+        source = model.get("path")
+        if not source or not os.path.isdir(source):
+            raise ReproductionError(
+                f"the record's model folder {source!r} does not exist on this machine; pass pipe= a pipeline loaded "
+                "from the same weights"
+            )
+    elif kind == "hub" and model.get("repo_id"):
+        source = model["repo_id"]
+        kwargs["revision"] = model.get("revision")
+        kwargs["local_files_only"] = bool(constants.HF_HUB_OFFLINE)
+        if cache_dir is not None:
+            kwargs["cache_dir"] = os.fspath(cache_dir)
+    else:
+        raise ReproductionError(
+            f"the record's model was not loaded from a folder or the hub (source type {kind!r}), so there is "
+            "nothing to load; pass pipe= the pipeline (same weights) to reproduce with"
+        )
+    cls = _repro_class(provenance.recipe.get("pipeline_class"))
+    try:
+        pipe = cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as error:
+        where = f"{source} at revision {kwargs.get('revision')}" if kind == "hub" else source
+        offline = (
+            " (HF_HUB_OFFLINE is set: only the local cache is searched)" if kwargs.get("local_files_only") else ""
+        )
+        raise ReproductionError(f"cannot load the record's model {where}{offline}: {error}") from None
+    recorded_device = provenance.environment.get("device")
+    if device is None:
+        device = recorded_device if _available(recorded_device) else "cpu"
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _recorded_scheduler(record: Provenance) -> Any:
+    import diffusers
+
+    scheduler = record.recipe.get("scheduler")
+    if not isinstance(scheduler, dict) or not scheduler.get("class"):
+        return None
+    cls = getattr(diffusers, scheduler["class"], None)
+    if cls is None or not hasattr(cls, "from_config"):
+        # Not a scheduler of this diffusers version: the pipeline keeps its own and the difference is reported.
+        return None
+    return cls.from_config(scheduler.get("config") or {})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The call
+
+
+def _needs_value(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(key in value for key in _DIGEST_KEYS) or any(_needs_value(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_needs_value(item) for item in value)
+    return False
+
+
+def _describe_placeholder(value: Any) -> str:
+    if isinstance(value, dict) and "tensor_digest" in value:
+        return f"a tensor of shape {value.get('shape')} ({value['tensor_digest'][:19]}...)"
+    if isinstance(value, dict) and "array_digest" in value:
+        return f"an array of shape {value.get('shape')} ({value['array_digest'][:19]}...)"
+    if isinstance(value, dict) and "image_digest" in value:
+        return f"an image of size {value.get('size')}"
+    if isinstance(value, dict) and "callable" in value:
+        return f"the callable {value['callable']}"
+    return "a value JSON keeps only a digest of"
+
+
+def _call_arguments(pipe: Any, record: Provenance, overrides: dict[str, Any]) -> dict[str, Any]:
+    reserved = sorted(_RESERVED_OVERRIDES & overrides.keys())
+    if reserved:
+        raise TypeError(
+            f"reproduce() takes {', '.join(reserved)} from the record; pass only call arguments to override"
+        )
+    parameters = inspect.signature(pipe.__call__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    arguments = {}
+    missing = []
+    for name, value in record.call_arguments.items():
+        if name in overrides:
+            continue
+        if name in _BATCH_ARGUMENTS:
+            value = 1
+        if name not in parameters and not takes_any:
+            if value is None:
+                continue  # a parameter of another diffusers version, left at its default
+            raise ReproductionError(
+                f"the record's call argument {name}={value!r} is not a parameter of "
+                f"{type(pipe).__name__}.__call__ in this diffusers version"
+            )
+        if _needs_value(value):
+            missing.append((name, _describe_placeholder(value)))
+            continue
+        arguments[name] = value
+    if missing:
+        described = "; ".join(f"{name} ({what})" for name, what in missing)
+        example = ", ".join(f"{name}=..." for name, _ in missing)
+        raise ReproductionError(
+            f"the record's call argument(s) {described} cannot be rebuilt from JSON, which keeps only a digest; "
+            f"pass the value(s) to reproduce: reproduce(..., {example})"
+        )
+    arguments.update(overrides)
+    return arguments
+
+
+def _seed_arguments(record: Provenance) -> dict[str, Any]:
+    if record.seed is None:
+        raise ReproductionError("the record has no seed, so its starting noise cannot be drawn again")
+    generator = record.recipe.get("generator")
+    device = generator.get("device") if isinstance(generator, dict) else None
+    if device and torch.device(device).type != "cpu" and _available(device):
+        # A user generator on an accelerator drew the noise there; the same seed on the CPU gives other noise.
+        return {"generator": [torch.Generator(device).manual_seed(record.seed)]}
+    return {"seed": record.seed}
+
+
+def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | None, float | None]:
+    current = np.asarray(to_pil_image(image))
+    if current.shape != reference.shape:
+        return False, None, None
+    if np.array_equal(current, reference):
+        return True, 0.0, math.inf
+    delta = (current.astype(np.float64) - reference.astype(np.float64)) / 255.0
+    mse = float(np.mean(delta**2))
+    return False, float(np.max(np.abs(delta))), 10.0 * math.log10(1.0 / mse)
+
+
+def reproduce(
+    path_or_provenance: str | os.PathLike | Provenance,
+    pipe: Any | None = None,
+    device: str | torch.device | None = None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    cache_dir: str | os.PathLike | None = None,
+    **call_overrides: Any,
+) -> Reproduction:
+    """Regenerates one image from its provenance record alone and compares it with the original.
+
+    The pipeline is called with this image's own recorded arguments (its prompt, steps, guidance, output type, ...),
+    ``seed=record.seed``, and ``deterministic=True`` when the record says full determinism was on. The recorded
+    scheduler class and config are put on the pipeline for the call; its own scheduler is put back afterwards.
+
+    The batch-defining arguments (``num_images_per_prompt``, ``batch_size``) become 1: the image is made alone, with
+    ``batch_invariant`` as recorded. That is bitwise when the original was made alone or in batch-invariant mode
+    (which promises each image equals the same image made alone); an image from a normal batch of more than one
+    reports ``recipe.batch`` among the differences.
+
+    Args:
+        path_or_provenance (`str`, `os.PathLike` or `Provenance`):
+            A PNG written by `save_image` (then its pixels are compared too), or a record.
+        pipe (`DiffusionPipeline`, *optional*):
+            A reproducible pipeline (a ``ReproducibleMixin`` class) to regenerate with. Without it the recorded model
+            is loaded (see `load_pipeline`).
+        device (`str` or `torch.device`, *optional*):
+            Where to run. With ``pipe`` it moves the pipeline there; without, it defaults to the recorded device when
+            this machine has it, else the CPU.
+        tolerance (`float`, *optional*, defaults to `DEFAULT_TOLERANCE` = 2/255):
+            The largest per-pixel difference against the file, in ``[0, 1]`` units, for the verdict ``"close"``.
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            The Hugging Face cache to load a hub model from when no ``pipe`` is given.
+        **call_overrides:
+            Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
+            ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
+            recorded value shows up in ``differences``.
+
+    Returns:
+        `Reproduction`: the image, the new record, ``bitwise_equal``, ``max_abs_diff``, ``psnr``, ``verdict`` and
+        ``differences``.
+
+    Raises:
+        `ImageProvenanceError`: when the file carries no readable record.
+        `ReproductionError`: when the record cannot be replayed (missing tensor argument, model not found, ...).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro import ReproStableDiffusionPipeline
+    >>> from diffusers_repro.replay import reproduce
+    >>> from diffusers_repro.tiny import tiny_pipeline_path
+    >>> pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_pipeline_path("sd"))
+    >>> out = pipe(["a fox", "a bear", "a cat"], seed=42, num_inference_steps=2, batch_invariant=True)
+    >>> paths = out.save("outputs")
+    >>> result = reproduce(paths[1])
+    >>> result.verdict, result.differences
+    ('bitwise', [])
+    ```
+    """
+    from .mixin import ReproducibleMixin
+
+    if isinstance(path_or_provenance, Provenance):
+        record, image_file = path_or_provenance, None
+    elif isinstance(path_or_provenance, (str, os.PathLike)):
+        image_file = read_image_file(path_or_provenance)
+        record = image_file.provenance
+    else:
+        raise TypeError(
+            "path_or_provenance must be a path to a PNG written by diffusers-repro or a Provenance, got "
+            f"{type(path_or_provenance).__name__}"
+        )
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 1:
+        raise ValueError(f"tolerance must be a number between 0 and 1 (in [0, 1] pixel units), got {tolerance!r}")
+    if pipe is None:
+        pipe = load_pipeline(record, device, cache_dir=cache_dir)
+    else:
+        if not isinstance(pipe, ReproducibleMixin):
+            raise TypeError(
+                f"pipe must be a reproducible pipeline (a ReproducibleMixin class such as "
+                f"ReproStableDiffusionPipeline), got {type(pipe).__name__}"
+            )
+        if device is not None:
+            pipe.to(device)
+    arguments = _call_arguments(pipe, record, call_overrides)
+    determinism = record.environment.get("determinism") or {}
+
+    scheduler = _recorded_scheduler(record)
+    previous_scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is not None:
+        pipe.scheduler = scheduler
+    try:
+        output = pipe(
+            **arguments,
+            **_seed_arguments(record),
+            deterministic=bool(determinism.get("full_determinism", False)),
+            # For one image, batch-invariant mode is the plain call; passed as recorded all the same.
+            batch_invariant=bool(record.batch.get("batch_invariant", False)),
+        )
+    finally:
+        if scheduler is not None:
+            pipe.scheduler = previous_scheduler
+    current = output.provenance[0]
+    image = output.images[0]
+
+    recorded_digest = record.result.get("output_digest")
+    output_digest_equal = None if recorded_digest is None else current.result.get("output_digest") == recorded_digest
+    pixels_equal = max_abs_diff = psnr = None
+    if image_file is not None:
+        pixels_equal, max_abs_diff, psnr = _compare_pixels(image, image_file.pixels)
+    checks = [check for check in (output_digest_equal, pixels_equal) if check is not None]
+    bitwise_equal = bool(checks) and all(checks)
+    if bitwise_equal:
+        verdict = "bitwise"
+    elif max_abs_diff is not None and max_abs_diff <= tolerance:
+        verdict = "close"
+    else:
+        verdict = "different"
+    return Reproduction(
+        image=image,
+        provenance=current,
+        recorded=record,
+        bitwise_equal=bitwise_equal,
+        output_digest_equal=output_digest_equal,
+        pixels_equal=pixels_equal,
+        max_abs_diff=max_abs_diff,
+        psnr=psnr,
+        verdict=verdict,
+        differences=_replay_differences(record, current, image_file),
+        tolerance=float(tolerance),
+        path=image_file.path if image_file is not None else None,
+    )
