@@ -27,6 +27,9 @@ quality: install
 
 benchmark: install
 	$(PY) benchmarks/bench_call_overhead.py
+	$(PY) benchmarks/bench_batch_invariant.py
+	$(PY) benchmarks/bench_loading.py
+	$(PY) benchmarks/bench_distributed.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

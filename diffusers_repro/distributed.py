@@ -751,7 +751,7 @@ def generate(
         num_pending = sum(len(missing) for _, missing in pending)
         skipped = len(jobs) - num_pending
         mine = pending[rank::world]
-        log(f"{len(jobs)} jobs, {skipped} already done; {len(mine)} micro-batch(es) of {len(pending)} to run here")
+        log(f"{len(jobs)} jobs, {skipped} already done; {len(mine)} of {len(pending)} pending micro-batches here")
 
         kill_hook = _KillHook(rank)
         generated = 0
