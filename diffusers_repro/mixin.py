@@ -708,6 +708,11 @@ class ReproducibleMixin:
         user_latents = arguments.get("latents")
         user_latents = user_latents if isinstance(user_latents, torch.Tensor) else None
         records = []
+        batch_prompt_lists = {
+            name: list(value)
+            for name in _PROMPT_KEYS
+            if isinstance(value := arguments.get(name), (list, tuple)) and all(isinstance(v, str) for v in value)
+        }
         for index in range(num_images):
             per_image_schedulers = {
                 name: _with_noise_sampler(record, noise_samplers.get(name), index, num_images)
@@ -724,6 +729,10 @@ class ReproducibleMixin:
                 "global_rng_seed": randomness.seed,
                 "global_rng_used": randomness.used,
             }
+            if num_images > 1:
+                # The call's prompt lists, as passed: with the seeds they regenerate the whole batch, which is the
+                # only bitwise way back to an image of a normal batch.
+                batch["prompt_lists"] = {name: list(values) for name, values in batch_prompt_lists.items()}
             if randomness.used:
                 batch["global_rng_used_on"] = list(randomness.used_on)
                 batch["note"] = (

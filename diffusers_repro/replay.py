@@ -88,6 +88,8 @@ class Reproduction:
         differences (`list[Difference]`): Recipe and environment fields that differ, with recorded and current values.
         tolerance (`float`): The tolerance the verdict used.
         path (`pathlib.Path` or `None`): The file that was replayed.
+        whole_batch (`bool`): The image was regenerated within its whole original batch (same prompts, same seeds,
+            same order) rather than alone.
     """
 
     image: Any
@@ -102,6 +104,7 @@ class Reproduction:
     differences: list[Difference]
     tolerance: float
     path: Path | None = None
+    whole_batch: bool = False
 
     @property
     def summary(self) -> str:
@@ -123,6 +126,7 @@ class Reproduction:
             "max_abs_diff": self.max_abs_diff,
             "psnr": None if self.psnr is None or math.isinf(self.psnr) else self.psnr,
             "tolerance": self.tolerance,
+            "whole_batch": self.whole_batch,
             "differences": [difference._asdict() for difference in self.differences],
         }
 
@@ -187,7 +191,9 @@ def _batch_description(batch: dict[str, Any]) -> str:
     return f"image {batch.get('index')} of a batch of {batch.get('size')} (batch_invariant=False)"
 
 
-def _replay_differences(recorded: Provenance, current: Provenance, image_file: ProvenanceImage | None) -> list:
+def _replay_differences(
+    recorded: Provenance, current: Provenance, image_file: ProvenanceImage | None, whole_batch: bool = False
+) -> list:
     # The regeneration makes this image alone under a seed taken from the record: its own batch and generator
     # bookkeeping differ by construction and are summarized below instead of listed field by field. It passes the
     # sizes the original call left to the pipeline explicitly, so which defaults were resolved differs too (the
@@ -198,7 +204,7 @@ def _replay_differences(recorded: Provenance, current: Provenance, image_file: P
     )
     differences = _compare(_record_fields(recorded), _record_fields(current), skip)
     batch = recorded.batch
-    if batch.get("size", 1) > 1 and not batch.get("batch_invariant", False):
+    if batch.get("size", 1) > 1 and not batch.get("batch_invariant", False) and not whole_batch:
         # Kernels block differently for different batch sizes: regenerating alone is not bitwise in general.
         differences.append(Difference("recipe.batch", _batch_description(batch), "generated alone"))
     if batch.get("global_rng_used") and batch.get("global_rng_seed") != current.batch.get("global_rng_seed"):
@@ -375,7 +381,9 @@ def _describe_placeholder(value: Any) -> str:
     return "a value JSON keeps only a digest of"
 
 
-def _call_arguments(pipe: Any, record: Provenance, overrides: dict[str, Any]) -> dict[str, Any]:
+def _call_arguments(
+    pipe: Any, record: Provenance, overrides: dict[str, Any], whole_batch: bool = False
+) -> dict[str, Any]:
     reserved = sorted(_RESERVED_OVERRIDES & overrides.keys())
     if reserved:
         raise TypeError(
@@ -388,7 +396,9 @@ def _call_arguments(pipe: Any, record: Provenance, overrides: dict[str, Any]) ->
     for name, value in record.call_arguments.items():
         if name in overrides:
             continue
-        if name in _BATCH_ARGUMENTS:
+        if whole_batch and name in record.batch["prompt_lists"]:
+            value = record.batch["prompt_lists"][name]
+        elif name in _BATCH_ARGUMENTS and not whole_batch:
             value = 1
         if name not in parameters and not takes_any:
             if value is None:
@@ -410,6 +420,22 @@ def _call_arguments(pipe: Any, record: Provenance, overrides: dict[str, Any]) ->
         )
     arguments.update(overrides)
     return arguments
+
+
+def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> str | None:
+    """Why the whole original batch cannot be regenerated, or `None` when it can."""
+    batch = record.batch
+    if batch.get("size", 1) <= 1:
+        return "the image was made alone"
+    if "prompt_lists" not in batch:
+        return "the record does not hold the batch's prompts (made by an older diffusers-repro)"
+    if record.seed_source not in ("seed", "random"):
+        return "the batch was seeded with user generators, not seeds"
+    if overrides:
+        return "call arguments were overridden"
+    if record.recipe.get("requires_inputs"):
+        return f"the call had tensor inputs ({', '.join(record.recipe['requires_inputs'])}) recorded as digests only"
+    return None
 
 
 def _seed_arguments(record: Provenance) -> dict[str, Any]:
@@ -441,6 +467,7 @@ def reproduce(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     cache_dir: str | os.PathLike | None = None,
+    whole_batch: bool | None = None,
     **call_overrides: Any,
 ) -> Reproduction:
     """Regenerates one image from its provenance record alone and compares it with the original.
@@ -449,10 +476,11 @@ def reproduce(
     ``seed=record.seed``, and ``deterministic=True`` when the record says full determinism was on. The recorded
     scheduler class and config are put on the pipeline for the call; its own scheduler is put back afterwards.
 
-    The batch-defining arguments (``num_images_per_prompt``, ``batch_size``) become 1: the image is made alone, with
-    ``batch_invariant`` as recorded. That is bitwise when the original was made alone or in batch-invariant mode
-    (which promises each image equals the same image made alone); an image from a normal batch of more than one
-    reports ``recipe.batch`` among the differences.
+    An image made alone, or in batch-invariant mode (which promises each image equals the same image made alone),
+    is regenerated alone. An image of a normal batch of more than one is regenerated within its whole batch (the
+    recorded prompt lists and seeds, in order) and picked out by its index, since kernels block differently for
+    other batch sizes; with ``whole_batch=False`` it is made alone instead and ``recipe.batch`` is reported among
+    the differences.
 
     Args:
         path_or_provenance (`str`, `os.PathLike` or `Provenance`):
@@ -467,6 +495,10 @@ def reproduce(
             The largest per-pixel difference against the file, in ``[0, 1]`` units, for the verdict ``"close"``.
         cache_dir (`str` or `os.PathLike`, *optional*):
             The Hugging Face cache to load a hub model from when no ``pipe`` is given.
+        whole_batch (`bool`, *optional*):
+            `None` (default): regenerate the whole batch when the image came from a normal batch of more than one and
+            the record allows it, else alone. `False`: always alone (cheaper, not bitwise for such images). `True`:
+            require the whole batch, raising `ReproductionError` when the record does not allow it.
         **call_overrides:
             Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
             ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
@@ -518,7 +550,16 @@ def reproduce(
             )
         if device is not None:
             pipe.to(device)
-    arguments = _call_arguments(pipe, record, call_overrides)
+    if whole_batch not in (None, True, False):
+        raise TypeError(f"whole_batch must be None, True or False, got {whole_batch!r}")
+    in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
+    obstacle = _can_replay_whole_batch(record, call_overrides)
+    if whole_batch is True and obstacle is not None:
+        raise ReproductionError(f"cannot regenerate the whole batch of this image: {obstacle}")
+    replay_batch = whole_batch is not False and in_batch and obstacle is None
+    arguments = _call_arguments(pipe, record, call_overrides, whole_batch=replay_batch)
+    seed_arguments = {"seed": list(record.batch["seeds"])} if replay_batch else _seed_arguments(record)
+    index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
 
     scheduler = _recorded_scheduler(record)
@@ -528,7 +569,7 @@ def reproduce(
     try:
         output = pipe(
             **arguments,
-            **_seed_arguments(record),
+            **seed_arguments,
             deterministic=bool(determinism.get("full_determinism", False)),
             # For one image, batch-invariant mode is the plain call; passed as recorded all the same.
             batch_invariant=bool(record.batch.get("batch_invariant", False)),
@@ -536,8 +577,8 @@ def reproduce(
     finally:
         if scheduler is not None:
             pipe.scheduler = previous_scheduler
-    current = output.provenance[0]
-    image = output.images[0]
+    current = output.provenance[index]
+    image = output.images[index]
 
     recorded_digest = record.result.get("output_digest")
     output_digest_equal = None if recorded_digest is None else current.result.get("output_digest") == recorded_digest
@@ -562,7 +603,8 @@ def reproduce(
         max_abs_diff=max_abs_diff,
         psnr=psnr,
         verdict=verdict,
-        differences=_replay_differences(record, current, image_file),
+        differences=_replay_differences(record, current, image_file, whole_batch=replay_batch),
         tolerance=float(tolerance),
         path=image_file.path if image_file is not None else None,
+        whole_batch=replay_batch,
     )

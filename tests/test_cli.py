@@ -326,3 +326,18 @@ def test_demo_in_a_subprocess(tmp_path, tiny_cache):
         "job000002-seed0.png",
         "job000003-seed1.png",
     ]
+
+
+def test_verify_is_bitwise_for_micro_batches_of_several_images(capsys, tmp_path, tiny_sd_path):
+    # Without --batch-invariant, an image of a micro-batch of 3 is only bitwise within that batch: verify
+    # regenerates the whole batch from the record's prompt lists and seeds.
+    out = tmp_path / "batched"
+    code = main(
+        ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--seeds", "0-2", "--batch-size", "3"]
+        + ["--steps", "2", "--threads", "1", "--no-progress", "--out", str(out)]
+    )
+    assert code == 0
+    capsys.readouterr()
+    code, printed, _ = run(capsys, "verify", out)
+    assert code == 0, printed
+    assert printed.strip().splitlines()[-1] == "3 image(s): 3 bitwise, 0 close, 0 different; OK"

@@ -227,8 +227,41 @@ def test_one_step_tamper_is_close_within_tolerance(invariant_batch, sd, tmp_path
     assert reproduce(path, pipe=sd, tolerance=0).verdict == "different"
 
 
-def test_plain_batch_reports_the_batch(sd, plain_batch):
-    result = reproduce(plain_batch.provenance[1], pipe=sd)
+def test_plain_batch_image_is_regenerated_within_its_batch_bitwise(sd, plain_batch, tmp_path):
+    record = plain_batch.provenance[1]
+    assert record.batch["prompt_lists"] == {"prompt": PROMPTS}
+    result = reproduce(record, pipe=sd)
+    assert result.whole_batch is True
+    assert result.bitwise_equal and result.verdict == "bitwise" and result.differences == []
+    np.testing.assert_array_equal(result.image, plain_batch.images[1])
+    # From the file too: the pixels of the regenerated batch image equal the saved ones.
+    path = plain_batch.save(tmp_path)[2]
+    from_file = reproduce(path, pipe=sd)
+    assert from_file.whole_batch and from_file.verdict == "bitwise"
+
+
+def test_ddim_plain_batch_is_regenerated_within_its_batch(ddim_pipe):
+    out = ddim_pipe(batch_size=3, num_inference_steps=STEPS, eta=0.5, seed=5, output_type="np")
+    result = reproduce(out.provenance[2], pipe=ddim_pipe)
+    assert result.whole_batch and result.verdict == "bitwise"
+
+
+def test_whole_batch_true_refuses_an_image_made_alone(sd):
+    out = sd("a fox", num_inference_steps=STEPS, seed=1)
+    with pytest.raises(
+        ReproductionError, match="cannot regenerate the whole batch of this image: the image was made alone"
+    ):
+        reproduce(out.provenance[0], pipe=sd, whole_batch=True)
+
+
+def test_whole_batch_must_be_a_bool_or_none(sd, plain_batch):
+    with pytest.raises(TypeError, match="whole_batch must be None, True or False, got 'yes'"):
+        reproduce(plain_batch.provenance[0], pipe=sd, whole_batch="yes")
+
+
+def test_plain_batch_reports_the_batch_when_made_alone(sd, plain_batch):
+    result = reproduce(plain_batch.provenance[1], pipe=sd, whole_batch=False)
+    assert result.whole_batch is False
     assert Difference("recipe.batch", "image 1 of a batch of 3 (batch_invariant=False)", "generated alone") in (
         result.differences
     )
