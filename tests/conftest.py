@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,3 +56,27 @@ def cpu_generators():
         return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
     return make
+
+
+def _make_hub_cache(source, cache_dir, repo_id="tiny-org/tiny-sd", commit="0123456789abcdef0123456789abcdef01234567"):
+    """Lays ``source`` out as huggingface_hub caches ``repo_id`` at ``commit``: blobs named by their sha256,
+    snapshot files linking to them, ``refs/main`` naming the commit. Returns ``(repo_id, commit)``."""
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            link = repo / "snapshots" / commit / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(blob)
+    return repo_id, commit
+
+
+@pytest.fixture
+def make_hub_cache():
+    """``make_hub_cache(source, cache_dir, repo_id=..., commit=...)``: a hub-style cache folder made from a folder."""
+    return _make_hub_cache

@@ -127,24 +127,11 @@ def test_repro_diffusion_pipeline_loads_the_class_named_in_model_index(tmp_path)
     assert json.loads((tmp_path / "again" / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
 
 
-def make_hub_cache(source, cache_dir, repo_id, commit="89abcdef0123456789abcdef0123456789abcdef"):
-    """A Hugging Face cache folder for ``repo_id`` holding the files of ``source``."""
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            link = repo / "snapshots" / commit / path.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.write_bytes(path.read_bytes())
-    return commit
-
-
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")
-def test_repro_diffusion_pipeline_reads_the_hub_cache_offline(tmp_path, monkeypatch):
+def test_repro_diffusion_pipeline_reads_the_hub_cache_offline(tmp_path, monkeypatch, make_hub_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     build_tiny_ddpm().save_pretrained(tmp_path / "ddpm")
-    commit = make_hub_cache(tmp_path / "ddpm", tmp_path / "cache", "tiny-org/tiny-ddpm")
+    _, commit = make_hub_cache(tmp_path / "ddpm", tmp_path / "cache", "tiny-org/tiny-ddpm")
     pipe = ReproDiffusionPipeline.from_pretrained("tiny-org/tiny-ddpm", cache_dir=tmp_path / "cache")
     assert type(pipe) is reproducible(DDPMPipeline)
     pipe.set_progress_bar_config(disable=True)

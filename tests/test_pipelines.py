@@ -306,27 +306,7 @@ def test_digests_are_computed_at_load_not_per_call(sd_pipe, monkeypatch):
     sd_pipe("a fox", seed=1, **SD_CALL)
 
 
-def make_hub_cache(source, cache_dir, repo_id="tiny-org/tiny-sd", commit="0123456789abcdef0123456789abcdef01234567"):
-    """A Hugging Face cache folder for ``repo_id`` as huggingface_hub lays it out, blobs named by sha256."""
-    import hashlib
-
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo / "snapshots" / commit
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "blobs").mkdir()
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-            blob.write_bytes(data)
-            link = snapshot / path.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(blob)
-    return repo_id, commit
-
-
-def test_hub_id_from_cache_records_commit(tiny_sd_path, tmp_path, monkeypatch):
+def test_hub_id_from_cache_records_commit(tiny_sd_path, tmp_path, monkeypatch, make_hub_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     repo_id, commit = make_hub_cache(tiny_sd_path, tmp_path)
     pipe = ReproStableDiffusionPipeline.from_pretrained(repo_id, cache_dir=tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import re
@@ -156,28 +155,11 @@ def test_generator_shared_by_the_batch_is_reported(sd):
     assert result.verdict == "different"
 
 
-def _hub_cache(source, cache_dir, repo_id="tiny-org/tiny-sd", commit="0123456789abcdef0123456789abcdef01234567"):
-    """A Hugging Face cache holding ``source`` as ``repo_id`` at ``commit``, laid out as huggingface_hub does."""
-    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "blobs").mkdir()
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-            blob.write_bytes(data)
-            link = repo / "snapshots" / commit / path.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(blob)
-    return repo_id, commit
-
-
-def test_hub_model_is_loaded_from_the_cache_at_the_recorded_revision(tiny_sd_path, tmp_path):
+def test_hub_model_is_loaded_from_the_cache_at_the_recorded_revision(tiny_sd_path, tmp_path, make_hub_cache):
     from diffusers_repro import ReproStableDiffusionPipeline
 
     cache = tmp_path / "hub"
-    repo_id, commit = _hub_cache(tiny_sd_path, cache)
+    repo_id, commit = make_hub_cache(tiny_sd_path, cache)
     pipe = ReproStableDiffusionPipeline.from_pretrained(repo_id, cache_dir=cache)
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a fox", num_inference_steps=STEPS, seed=4)
