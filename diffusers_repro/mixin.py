@@ -32,6 +32,15 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
+from .adapters import (
+    ADAPTER_DIGESTS,
+    adapter_record,
+    base_weights_record,
+    has_adapters,
+    lora_layers,
+    lora_source,
+    lora_state,
+)
 from .batching import one_image_at_a_time
 from .determinism import full_determinism
 from .provenance import (
@@ -88,8 +97,6 @@ _BATCH_INVARIANT_UNSUPPORTED = {
 # component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed. A LoRA
 # fusion (or unfusion) changes a component's tensors, and drops its entry so that the tensors are digested again.
 _COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-# Digests of LoRA adapter tensors: component -> {adapter name -> record}; dropped by every LoRA operation.
-_ADAPTER_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
@@ -124,8 +131,8 @@ def _is_weakrefable(obj: Any) -> bool:
 
 def _digest_in_memory(component: Any) -> dict[str, Any]:
     if isinstance(component, torch.nn.Module):
-        if _has_adapters(component):
-            return _base_weights_record(component)
+        if has_adapters(component):
+            return base_weights_record(component)
         return {"weights_digest": state_dict_digest(component), "digest_of": "tensors"}
     if hasattr(component, "get_vocab"):
         vocab = json.dumps(component.get_vocab(), sort_keys=True, ensure_ascii=False).encode()
@@ -164,135 +171,13 @@ def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | 
     return None, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": kwargs.get("revision")}
 
 
-# ---------------------------------------------------------------------------------------------------------- LoRA
-
-
-def _tensors_digest(items: Any) -> str:
-    """Digest of named tensors in the layout of `provenance.state_dict_digest` (sorted names, dtype, shape, bytes)."""
-    hasher = hashlib.sha256()
-    for name, tensor in sorted(items, key=lambda item: item[0]):
-        tensor = tensor.detach().to("cpu").contiguous()
-        hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        hasher.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-    return "sha256:" + hasher.hexdigest()
-
-
-def _has_adapters(module: Any) -> bool:
-    # diffusers' ModelMixin and transformers' PreTrainedModel both keep `peft_config` once an adapter is injected.
-    return isinstance(module, torch.nn.Module) and bool(getattr(module, "peft_config", None))
-
-
-def _lora_layers(module: torch.nn.Module) -> list[Any]:
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # without peft, diffusers cannot load LoRA adapters at all
-        return []
-    return [layer for layer in module.modules() if isinstance(layer, BaseTunerLayer)]
-
-
-def _is_adapter_key(name: str) -> bool:
-    return any(part.startswith("lora_") for part in name.split("."))
-
-
-def _base_weights_record(module: torch.nn.Module) -> dict[str, Any]:
-    """The digest of a module's own weights, with injected LoRA adapters left out.
-
-    peft renames a wrapped weight ``to_q.weight`` to ``to_q.base_layer.weight`` and adds ``lora_A``/``lora_B``
-    tensors: undoing the renaming and leaving the adapters out gives the digest the module had before the injection,
-    as long as no adapter was fused into it. A fused adapter changes the base weights, and so the digest.
-    """
-    items = [
-        (name.replace(".base_layer.", ".").removesuffix(".base_layer"), tensor)
-        for name, tensor in module.state_dict().items()
-        if not _is_adapter_key(name)
-    ]
-    record = {"weights_digest": _tensors_digest(items), "digest_of": "tensors"}
-    fused = sorted({name for layer in _lora_layers(module) for name in layer.merged_adapters})
-    if fused:
-        record["fused_adapters"] = fused
-        record["note"] = "LoRA adapter(s) fused into the weights in memory: the digest is of the fused tensors"
-    return record
-
-
-def _adapter_record(component: torch.nn.Module, adapter: str) -> dict[str, Any]:
-    """Digest, rank and alpha of one adapter's tensors in one component; computed once per LoRA operation."""
-    cache = _ADAPTER_DIGESTS.setdefault(component, {})
-    record = cache.get(adapter)
-    if record is None:
-        marker = f".{adapter}."
-        items = [(n, t) for n, t in component.state_dict().items() if _is_adapter_key(n) and marker in f"{n}."]
-        config = component.peft_config.get(adapter)
-        record = {
-            "weights_digest": _tensors_digest(items),
-            "tensors": len(items),
-            "rank": getattr(config, "r", None),
-            "lora_alpha": getattr(config, "lora_alpha", None),
-            "use_dora": getattr(config, "use_dora", None),
-            "target_modules": jsonable(sorted(getattr(config, "target_modules", None) or [])),
-        }
-        cache[adapter] = record
-    return dict(record)
-
-
-def _lora_state(pipe: Any) -> dict[str, dict[str, Any]]:
-    """Per component with adapters: the component, its adapter names and the adapters fused into it."""
-    state = {}
-    for name, component in pipe.components.items():
-        if _has_adapters(component):
-            layers = _lora_layers(component)
-            state[name] = {
-                "component": component,
-                "adapters": list(component.peft_config),
-                "merged": sorted({adapter for layer in layers for adapter in layer.merged_adapters}),
-            }
-    return state
-
-
-def _lora_file(path: str, weight_name: str | None) -> str | None:
-    if os.path.isfile(path):
-        return path
-    if not os.path.isdir(path):
-        return None
-    if weight_name:
-        candidate = os.path.join(path, weight_name)
-        return candidate if os.path.isfile(candidate) else None
-    names = sorted(name for name in os.listdir(path) if name.endswith((".safetensors", ".bin")))
-    preferred = [name for name in names if name.startswith("pytorch_lora_weights.")]
-    chosen = preferred or names
-    return os.path.join(path, chosen[0]) if len(chosen) == 1 else None
-
-
-def _lora_source(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Where ``load_lora_weights`` read an adapter from: a state dict's digest, or a file path and its digest."""
-    source = arguments.get("pretrained_model_name_or_path_or_dict")
-    kwargs = {**arguments.get("kwargs", {})}
-    weight_name = kwargs.get("weight_name")
-    if isinstance(source, dict):
-        tensors = [(str(k), v) for k, v in source.items() if isinstance(v, torch.Tensor)]
-        return {"type": "state_dict", "weights_digest": _tensors_digest(tensors), "tensors": len(tensors)}
-    path = os.fspath(source)
-    local = _lora_file(path, weight_name)
-    if local is not None:
-        return {"type": "local", "path": str(Path(local).resolve()), "file_digest": file_digest(local)}
-    record = {"type": "hub", "repo_id": path, "weight_name": weight_name, "revision": kwargs.get("revision")}
-    if weight_name:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(
-            path, weight_name, cache_dir=kwargs.get("cache_dir"), revision=record["revision"]
-        )
-        if isinstance(cached, str):
-            record.update(revision=Path(cached).parent.name, file_digest=file_digest(cached))
-    return record
-
-
 def _tracking_lora(name: str, method: Callable) -> Callable:
     """Wraps a vanilla LoRA method: logs the operation and drops the digests it made stale."""
     signature = inspect.signature(method)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        before = _lora_state(self)
+        before = lora_state(self)
         result = method(self, *args, **kwargs)
         self._repro_lora_changed(name, signature.bind(self, *args, **kwargs), before)
         return result
@@ -415,11 +300,11 @@ class ReproducibleMixin:
 
     def _repro_lora_changed(self, name: str, bound: inspect.BoundArguments, before: dict[str, Any]) -> None:
         """Called after a wrapped LoRA method: drop stale digests, log the operation."""
-        after = _lora_state(self)
+        after = lora_state(self)
         for component_name in {*before, *after}:
             old, new = before.get(component_name, {}), after.get(component_name, {})
             component = old.get("component", new.get("component"))
-            _ADAPTER_DIGESTS.pop(component, None)
+            ADAPTER_DIGESTS.pop(component, None)
             merged_before, merged_after = old.get("merged", []), new.get("merged", [])
             # Fusing or unfusing rewrites the base weights; unloading keeps whatever was fused into them. Either way
             # the cached digest (maybe of the files loaded) no longer describes the tensors: digest them again.
@@ -437,7 +322,7 @@ class ReproducibleMixin:
             operation.update(
                 adapter_name=arguments.get("adapter_name"),
                 adapter_names=loaded,
-                source=_lora_source(arguments),
+                source=lora_source(arguments),
                 hotswap=bool(arguments.get("hotswap", False)),
                 kwargs=jsonable(arguments.get("kwargs") or {}),
             )
@@ -458,7 +343,7 @@ class ReproducibleMixin:
 
     def _repro_lora_record(self) -> dict[str, Any] | None:
         """Adapters as they are now (digests, rank, scales, fusion), and the LoRA operations that led there."""
-        state = _lora_state(self)
+        state = lora_state(self)
         if not state and not self._repro_lora_operations:
             return None
         weights = self._repro_adapter_weights or {}
@@ -471,7 +356,7 @@ class ReproducibleMixin:
         enabled = True
         for component_name, component_state in state.items():
             component = component_state["component"]
-            layers = _lora_layers(component)
+            layers = lora_layers(component)
             scalings: dict[str, set[float]] = {}
             for layer in layers:
                 enabled = enabled and not getattr(layer, "disable_adapters", False)
@@ -486,7 +371,7 @@ class ReproducibleMixin:
                     {"weight": weights.get(adapter, 1.0), "source": sources.get(adapter), "components": {}},
                 )
                 entry["components"][component_name] = {
-                    **_adapter_record(component, adapter),
+                    **adapter_record(component, adapter),
                     # Effective multipliers of the adapter's layers: lora_alpha / rank x the set_adapters weight.
                     "scaling": sorted(scalings.get(adapter, ())),
                     "fused": adapter in component_state["merged"],

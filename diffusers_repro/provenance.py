@@ -207,14 +207,19 @@ def image_digest(image: Any) -> str:
     raise TypeError(f"cannot digest an output of type {type(image).__name__}")
 
 
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """Digest of a module's parameters and buffers as they are in memory (names, dtypes, shapes, bytes)."""
+def named_tensors_digest(items: Any) -> str:
+    """Digest of ``(name, tensor)`` pairs, in name order: each name, dtype, shape and the tensor's bytes."""
     hasher = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(items, key=lambda item: item[0]):
         tensor = tensor.detach().to("cpu").contiguous()
         hasher.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         hasher.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
     return "sha256:" + hasher.hexdigest()
+
+
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """Digest of a module's parameters and buffers as they are in memory (names, dtypes, shapes, bytes)."""
+    return named_tensors_digest(module.state_dict().items())
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}

@@ -8,6 +8,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tiny_components import tiny_unet_lora
 
+import diffusers_repro.adapters as adapters
 import diffusers_repro.mixin as mixin
 from diffusers_repro import ReproStableDiffusionPipeline
 from diffusers_repro.provenance import state_dict_digest
@@ -127,7 +128,9 @@ def test_disabled_and_unloaded_adapters_are_recorded(sd_pipe, lora_folder):
 def test_adapter_digests_are_not_recomputed_per_call(sd_pipe, lora_folder, monkeypatch):
     sd_pipe.load_lora_weights(lora_folder, adapter_name="style")
     model_record(sd_pipe)
-    monkeypatch.setattr(mixin, "_tensors_digest", lambda *a: pytest.fail("adapter tensors digested during a call"))
+    monkeypatch.setattr(
+        adapters, "named_tensors_digest", lambda *a: pytest.fail("adapter tensors digested during a call")
+    )
     assert "style" in model_record(sd_pipe)["lora"]["adapters"]
 
 

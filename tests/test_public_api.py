@@ -15,7 +15,8 @@ def test_every_public_name_is_exported_and_resolves():
 def test_every_module_all_is_reachable():
     import importlib
 
-    for module in ("seeding", "determinism", "provenance", "mixin", "files", "replay", "factory", "distributed"):
+    modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
+    for module in (*modules, "distributed", "randomness", "batching", "tiny"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")
         for name in loaded.__all__:
             assert hasattr(loaded, name), f"{module}.{name}"
