@@ -517,6 +517,7 @@ class _PipelineCache:
                 model.get("path"),
                 model.get("repo_id"),
                 model.get("revision"),
+                model.get("variant"),
                 record.recipe.get("pipeline_class"),
                 dtype,
             )
@@ -554,8 +555,10 @@ def _verify(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
             )
             counts[result.verdict] += 1
+            # A tolerance forgives drift between machines, never a file edited after it was written.
             accepted = result.bitwise_equal or (
                 args.tolerance is not None
+                and not result.file_edited
                 and result.max_abs_diff is not None
                 and result.max_abs_diff <= args.tolerance
             )
@@ -563,7 +566,10 @@ def _verify(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
                 continue
-            print(f"{path}: {result.summary}")
+            print(
+                f"{path}: {result.summary}"
+                + (" - the file was edited after it was written" if result.file_edited else "")
+            )
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
                     print(f"    {field}: {_value(recorded)} -> {_value(current)}")

@@ -156,10 +156,12 @@ def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[s
 
 
 def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
-    """Where ``from_pretrained`` read the pipeline from, and the source record (repo id or path, revision)."""
+    """Where ``from_pretrained`` read the pipeline from, and the source record (repo id or path, revision, variant)."""
+    # The weights variant (e.g. "fp16") picks other files with other weights: a replay must load the same ones.
+    variant = kwargs.get("variant")
     if os.path.isdir(name_or_path):
         folder = Path(name_or_path).resolve()
-        return folder, {"type": "local", "path": str(folder), "repo_id": None, "revision": None}
+        return folder, {"type": "local", "path": str(folder), "repo_id": None, "revision": None, "variant": variant}
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(
@@ -167,8 +169,20 @@ def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | 
     )
     if isinstance(cached, str):
         folder = Path(cached).parent
-        return folder, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": folder.name}
-    return None, {"type": "hub", "path": None, "repo_id": name_or_path, "revision": kwargs.get("revision")}
+        return folder, {
+            "type": "hub",
+            "path": None,
+            "repo_id": name_or_path,
+            "revision": folder.name,
+            "variant": variant,
+        }
+    return None, {
+        "type": "hub",
+        "path": None,
+        "repo_id": name_or_path,
+        "revision": kwargs.get("revision"),
+        "variant": variant,
+    }
 
 
 def _tracking_lora(name: str, method: Callable) -> Callable:

@@ -148,6 +148,7 @@ class Provenance:
         for key in ("recipe", "environment", "result"):
             if not isinstance(data[key], dict):
                 raise ProvenanceError(f"provenance record{where}: {key} must be an object")
+        _check_field_types(data, where)
         return cls(
             seed=data["seed"],
             seed_source=data["seed_source"],
@@ -166,6 +167,34 @@ class Provenance:
             where = f" in {source}" if source else ""
             raise ProvenanceError(f"provenance record{where} is not valid JSON: {error}") from None
         return cls.from_dict(data, source=source)
+
+
+def _check_field_types(data: dict[str, Any], where: str) -> None:
+    # A record that parses as JSON can still be edited into nonsense; it fails here, naming the field, rather than
+    # deep inside a replay.
+    def check(path: str, value: Any, types: tuple[type, ...], expected: str) -> None:
+        if value is not None and (isinstance(value, bool) and bool not in types or not isinstance(value, types)):
+            raise ProvenanceError(f"provenance record{where}: {path} must be {expected}, got {value!r}")
+
+    check("seed", data["seed"], (int,), "an int or null")
+    if isinstance(data["seed"], int) and data["seed"] < 0:
+        raise ProvenanceError(f"provenance record{where}: seed must not be negative, got {data['seed']!r}")
+    for key in ("call", "batch", "model", "scheduler", "generator"):
+        check(f"recipe.{key}", data["recipe"].get(key), (dict,), "an object")
+    batch = data["recipe"].get("batch") or {}
+    check("recipe.batch.size", batch.get("size"), (int,), "an int")
+    check("recipe.batch.index", batch.get("index"), (int,), "an int")
+    check("recipe.batch.seeds", batch.get("seeds"), (list,), "a list")
+    check("recipe.batch.prompt_lists", batch.get("prompt_lists"), (dict,), "an object")
+    call = data["recipe"].get("call") or {}
+    for name in ("num_inference_steps", "num_images_per_prompt", "batch_size", "height", "width"):
+        check(f"recipe.call.{name}", call.get(name), (int,), "an int")
+    for name in ("guidance_scale", "eta", "strength"):
+        check(f"recipe.call.{name}", call.get(name), (int, float), "a number")
+    check("environment.torch_num_threads", data["environment"].get("torch_num_threads"), (int,), "an int")
+    check("environment.determinism", data["environment"].get("determinism"), (dict,), "an object")
+    for name in ("noise_digest", "output_digest"):
+        check(f"result.{name}", data["result"].get(name), (str,), "a string")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -107,6 +107,11 @@ class Reproduction:
     whole_batch: bool = False
 
     @property
+    def file_edited(self) -> bool:
+        """The file's pixels no longer match the pixel digest written with them: it was changed after saving."""
+        return any(difference.field == "file.pixel_digest" for difference in self.differences)
+
+    @property
     def summary(self) -> str:
         """One line: the verdict and, when measured, the pixel difference."""
         if self.max_abs_diff is None or self.verdict == "bitwise":
@@ -127,6 +132,7 @@ class Reproduction:
             "psnr": None if self.psnr is None or math.isinf(self.psnr) else self.psnr,
             "tolerance": self.tolerance,
             "whole_batch": self.whole_batch,
+            "file_edited": self.file_edited,
             "differences": [difference._asdict() for difference in self.differences],
         }
 
@@ -328,6 +334,8 @@ def load_pipeline(
             f"the record's model was not loaded from a folder or the hub (source type {kind!r}), so there is "
             "nothing to load; pass pipe= the pipeline (same weights) to reproduce with"
         )
+    if model.get("variant"):
+        kwargs["variant"] = model["variant"]
     cls = _repro_class(provenance.recipe.get("pipeline_class"))
     try:
         pipe = cls.from_pretrained(source, **kwargs)

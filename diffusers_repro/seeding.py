@@ -72,6 +72,8 @@ def validate_seed(seed: object) -> int | list[int] | None:
         raise TypeError(f"seed must be an int or a list of ints, got the string {_short(seed)}")
     if isinstance(seed, torch.Tensor):
         raise TypeError(f"seed must be an int or a list of ints, got a tensor {_short(seed)}; pass seed.tolist()")
+    if isinstance(seed, np.ndarray) and seed.ndim == 0:
+        return _check_one_seed(seed.item(), "seed")
     if isinstance(seed, (Sequence, np.ndarray)):
         values = list(seed)
         if not values:

@@ -207,16 +207,28 @@ def test_generate_refuses_changed_settings_then_overwrites(capsys, tmp_path, tin
 # verify
 
 
-def _tamper(path, delta: int) -> None:
-    """Changes one pixel by ``delta`` (8-bit steps), keeping every text chunk."""
+def _tamper(path, delta: int, restamp: bool = False) -> None:
+    """Changes one pixel by ``delta`` (8-bit steps), keeping every text chunk.
+
+    With ``restamp`` the stored pixel digest is rewritten to match, as a file written by another machine whose
+    result differs slightly: then only the regeneration, not the file itself, tells the difference.
+    """
+    from diffusers_repro.files import PIXELS_KEY, pixel_digest
+
     with PIL.Image.open(path) as image:
         image.load()
         pixels = np.asarray(image).copy()
-        info = PIL.PngImagePlugin.PngInfo()
-        for key, value in image.text.items():
-            info.add_itxt(key, value)
+        chunks = dict(image.text)
     pixels[3, 5, 1] = (int(pixels[3, 5, 1]) + delta) % 256
-    PIL.Image.fromarray(pixels).save(path, pnginfo=info)
+    changed = PIL.Image.fromarray(pixels)
+    if restamp:
+        stamp = json.loads(chunks[PIXELS_KEY])
+        stamp["pixel_digest"] = pixel_digest(changed)
+        chunks[PIXELS_KEY] = json.dumps(stamp, sort_keys=True)
+    info = PIL.PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_itxt(key, value)
+    changed.save(path, pnginfo=info)
 
 
 def test_verify_passes_then_catches_a_changed_pixel(capsys, grid, tmp_path):
@@ -233,11 +245,20 @@ def test_verify_passes_then_catches_a_changed_pixel(capsys, grid, tmp_path):
     assert "tampered.png: close" in out
     assert "1 bitwise, 1 close, 0 different; FAILED: 1 image(s) do not reproduce bitwise" in out
 
-    # One 8-bit step is within a tolerance of 2/255; a large change is not.
-    assert run(capsys, "verify", "--tolerance", "2/255", tampered)[0] == 0
-    _tamper(tampered, delta=100)
+    # A file edited after it was written is caught even within a tolerance: its pixels no longer match the digest
+    # stored with them.
     code, out, _ = run(capsys, "verify", "--tolerance", "2/255", tampered)
-    assert code == 1 and "tampered.png: different" in out
+    assert code == 1 and "file.pixel_digest" in out and "edited after it was written" in out
+
+    # The tolerance is for results that differ slightly (other hardware or versions): one 8-bit step is within
+    # 2/255, a large change is not.
+    drifted = tmp_path / "drifted.png"
+    drifted.write_bytes((grid / "job000001-seed1.png").read_bytes())
+    _tamper(drifted, delta=1, restamp=True)
+    assert run(capsys, "verify", "--tolerance", "2/255", drifted)[0] == 0
+    _tamper(drifted, delta=100, restamp=True)
+    code, out, _ = run(capsys, "verify", "--tolerance", "2/255", drifted)
+    assert code == 1 and "drifted.png: different" in out
 
 
 def test_verify_json(capsys, grid):

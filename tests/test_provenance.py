@@ -146,3 +146,31 @@ def test_environment_fingerprint_is_cheap_to_copy_and_independent():
     first = environment_fingerprint()
     first["versions"]["torch"] = "changed"
     assert environment_fingerprint()["versions"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("seed",), "abc", "seed must be an int or null, got 'abc'"),
+        (("seed",), -4, "seed must not be negative, got -4"),
+        (("recipe", "batch"), "x", "recipe.batch must be an object, got 'x'"),
+        (("recipe", "call"), [], "recipe.call must be an object, got []"),
+        (("recipe", "batch", "index"), "1", "recipe.batch.index must be an int, got '1'"),
+        (
+            ("recipe", "call", "num_inference_steps"),
+            "two",
+            "recipe.call.num_inference_steps must be an int, got 'two'",
+        ),
+        (("recipe", "call", "guidance_scale"), "high", "recipe.call.guidance_scale must be a number, got 'high'"),
+        (("environment", "torch_num_threads"), "x", "environment.torch_num_threads must be an int, got 'x'"),
+        (("result", "output_digest"), 3, "result.output_digest must be a string, got 3"),
+    ],
+)
+def test_edited_nested_fields_raise_provenance_error_naming_them(record, path, value, message):
+    data = record.to_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ProvenanceError, match=re.escape(f"provenance record in x.png: {message}")):
+        Provenance.from_dict(data, source="x.png")

@@ -378,3 +378,28 @@ def test_bad_source():
     message = "path_or_provenance must be a path to a PNG written by diffusers-repro or a Provenance, got dict"
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         reproduce({"seed": 1})
+
+
+def test_weights_variant_is_recorded_and_loaded_again(tiny_sd_path, tmp_path):
+    # A folder with plain and fp16-variant files holding different weights: the replay must load the same variant.
+    import shutil
+
+    from diffusers_repro import ReproStableDiffusionPipeline
+    from diffusers_repro.replay import load_pipeline
+
+    folder = tmp_path / "variants"
+    shutil.copytree(tiny_sd_path, folder)
+    plain = ReproStableDiffusionPipeline.from_pretrained(folder)
+    with torch.no_grad():
+        for parameter in plain.unet.parameters():
+            parameter.mul_(1.01)
+    plain.save_pretrained(folder, variant="fp16")
+    pipe = ReproStableDiffusionPipeline.from_pretrained(folder, variant="fp16")
+    pipe.set_progress_bar_config(disable=True)
+    record = pipe("a fox", num_inference_steps=STEPS, seed=3, output_type="np").provenance[0]
+    assert record.recipe["model"]["variant"] == "fp16"
+    assert list(record.recipe["model"]["components"]["unet"]["files"]) == ["diffusion_pytorch_model.fp16.safetensors"]
+    loaded = load_pipeline(record)
+    loaded.set_progress_bar_config(disable=True)
+    result = reproduce(record, pipe=loaded)
+    assert result.verdict == "bitwise", result.differences

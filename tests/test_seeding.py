@@ -90,3 +90,9 @@ def test_make_generators_are_cpu_and_independent():
     assert torch.equal(draws[0], draws[1])
     assert not torch.equal(draws[0], draws[2])
     assert torch.equal(draws[2], torch.randn(4, generator=torch.Generator().manual_seed(4)))
+
+
+def test_zero_dimensional_numpy_seed_is_a_scalar():
+    assert per_image_seeds(np.array(5), 2) == [5, 6]
+    with pytest.raises(TypeError, match=re.escape("seed must be an int between 0 and 18446744073709551615, got 1.5")):
+        per_image_seeds(np.array(1.5), 1)
