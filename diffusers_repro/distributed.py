@@ -830,7 +830,8 @@ def _call(
         if "num_images_per_prompt" in parameters:
             arguments["num_images_per_prompt"] = 1
         if negative_prompt is not None:
-            arguments["negative_prompt"] = negative_prompt
+            # diffusers wants the negative prompt of the same type as the prompt: one per prompt of the list.
+            arguments["negative_prompt"] = [negative_prompt] * len(jobs)
     else:
         arguments["batch_size"] = len(jobs)
     return pipe(

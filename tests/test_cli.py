@@ -362,3 +362,25 @@ def test_verify_is_bitwise_for_micro_batches_of_several_images(capsys, tmp_path,
     code, printed, _ = run(capsys, "verify", out)
     assert code == 0, printed
     assert printed.strip().splitlines()[-1] == "3 image(s): 3 bitwise, 0 close, 0 different; OK"
+
+
+def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path, tiny_sd_path):
+    common = ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--prompt", "a bear", "--seeds", "0-2"]
+    common += ["--negative-prompt", "blurry", "--guidance", "5", "--deterministic", "--batch-invariant"]
+    common += ["--steps", "2", "--threads", "1", "--no-progress"]
+    assert main([*common, "--batch-size", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--batch-size", "4", "--out", str(tmp_path / "four")]) == 0
+    capsys.readouterr()
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "four").glob("*.png"))
+    from diffusers_repro.files import read_image_file
+
+    for name in names:
+        one, four = read_image_file(tmp_path / "one" / name), read_image_file(tmp_path / "four" / name)
+        assert np.array_equal(one.pixels, four.pixels), name
+        call = four.provenance.call_arguments
+        assert (call["negative_prompt"], call["guidance_scale"]) == ("blurry", 5.0)
+        assert four.provenance.batch["batch_invariant"] is True
+        assert four.provenance.environment["determinism"]["full_determinism"] is True
+    code, printed, _ = run(capsys, "verify", tmp_path / "four")
+    assert code == 0, printed
