@@ -352,17 +352,24 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def _recorded_scheduler(record: Provenance) -> Any:
+def _recorded_schedulers(record: Provenance) -> dict[str, Any]:
+    """The recorded schedulers, by component name: ``recipe.schedulers`` for pipelines with several (UnCLIP),
+    else ``recipe.scheduler``."""
     import diffusers
 
-    scheduler = record.recipe.get("scheduler")
-    if not isinstance(scheduler, dict) or not scheduler.get("class"):
-        return None
-    cls = getattr(diffusers, scheduler["class"], None)
-    if cls is None or not hasattr(cls, "from_config"):
-        # Not a scheduler of this diffusers version: the pipeline keeps its own and the difference is reported.
-        return None
-    return cls.from_config(scheduler.get("config") or {})
+    recorded = record.recipe.get("schedulers")
+    if not isinstance(recorded, dict):
+        recorded = {"scheduler": record.recipe.get("scheduler")}
+    schedulers = {}
+    for name, scheduler in recorded.items():
+        if not isinstance(scheduler, dict) or not scheduler.get("class"):
+            continue
+        cls = getattr(diffusers, scheduler["class"], None)
+        if cls is None or not hasattr(cls, "from_config"):
+            # Not a scheduler of this diffusers version: the pipeline keeps its own and the difference is reported.
+            continue
+        schedulers[name] = cls.from_config(scheduler.get("config") or {})
+    return schedulers
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -570,10 +577,10 @@ def reproduce(
     index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
 
-    scheduler = _recorded_scheduler(record)
-    previous_scheduler = getattr(pipe, "scheduler", None)
-    if scheduler is not None:
-        pipe.scheduler = scheduler
+    schedulers = {name: value for name, value in _recorded_schedulers(record).items() if hasattr(pipe, name)}
+    previous_schedulers = {name: getattr(pipe, name) for name in schedulers}
+    for name, scheduler in schedulers.items():
+        setattr(pipe, name, scheduler)
     try:
         output = pipe(
             **arguments,
@@ -583,8 +590,8 @@ def reproduce(
             batch_invariant=bool(record.batch.get("batch_invariant", False)),
         )
     finally:
-        if scheduler is not None:
-            pipe.scheduler = previous_scheduler
+        for name, scheduler in previous_schedulers.items():
+            setattr(pipe, name, scheduler)
     current = output.provenance[index]
     image = output.images[index]
 

@@ -455,3 +455,22 @@ def test_scheduler_swapped_after_loading_is_what_gets_recorded(sd_pipe):
     expected = {key: value for key, value in sd_pipe.scheduler.config.items() if not key.startswith("_")}
     assert recorded["config"] == jsonable(expected)
     assert recorded["config"]["timestep_spacing"] == "trailing"
+
+
+def test_unclip_image_reproduces_with_its_three_recorded_schedulers(unclip):
+    from diffusers import DDPMScheduler
+
+    from diffusers_repro import reproduce
+
+    _, pipe = unclip
+    record = pipe(["a horse", "a cat"], seed=[8, 9], **UNCLIP_CALL).provenance[1]
+    # A replay restores every recorded scheduler, not only one named `scheduler`, and puts the pipe's back.
+    swapped = DDPMScheduler.from_config(pipe.decoder_scheduler.config)
+    original = pipe.decoder_scheduler
+    pipe.decoder_scheduler = swapped
+    try:
+        result = reproduce(record, pipe=pipe)
+        assert pipe.decoder_scheduler is swapped
+    finally:
+        pipe.decoder_scheduler = original
+    assert result.whole_batch and result.verdict == "bitwise", result.differences
