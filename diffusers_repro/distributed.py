@@ -416,8 +416,9 @@ def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str) ->
 
 
 def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any]) -> bool:
-    # Only the arguments passed explicitly are compared: the record may hold resolved values where the signature
-    # has None (height and width from the model's sample size), and run.json already pins the rest.
+    # Every setting with a value is compared (passed or the pipeline's default); None is skipped, since the record
+    # may hold the value the pipeline resolved (height and width from the model's sample size). The images must
+    # match even when run.json was lost.
     call = record.call_arguments
     if record.seed != job.seed or record.seed_source != "seed":
         return False
@@ -425,10 +426,15 @@ def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, 
         return False
     if call.get("negative_prompt") != settings["negative_prompt"]:
         return False
-    for name, value in passed.items():
+    expected = {name: value for name, value in settings["call"].items() if value is not None}
+    for name, value in {**expected, **passed}.items():
         if name in call and call[name] != value:
             return False
     if bool(record.batch.get("batch_invariant")) != settings["batch_invariant"]:
+        return False
+    if record.recipe.get("scheduler") != settings["scheduler"]:
+        return False
+    if record.environment.get("torch_num_threads") != settings["torch_num_threads"]:
         return False
     components = record.recipe.get("model", {}).get("components", {})
     recorded_digests = {name: item.get("weights_digest") for name, item in components.items()}

@@ -384,3 +384,19 @@ def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path
         assert four.provenance.environment["determinism"]["full_determinism"] is True
     code, printed, _ = run(capsys, "verify", tmp_path / "four")
     assert code == 0, printed
+
+
+def test_resume_without_run_json_still_redoes_images_of_other_settings(capsys, tmp_path, tiny_sd_path):
+    out = tmp_path / "lost-settings"
+    common = ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--seeds", "0-1", "--steps", "2"]
+    common += ["--threads", "1", "--no-progress", "--out", str(out)]
+    assert main([*common, "--guidance", "3"]) == 0
+    (out / "run.json").unlink()
+    capsys.readouterr()
+    assert main(common) == 0
+    assert "(2 generated, 0 already there)" in capsys.readouterr().out
+    from diffusers_repro.files import read_provenance
+
+    assert read_provenance(out / "job000000-seed0.png").call_arguments["guidance_scale"] == 7.5
+    assert main(common) == 0
+    assert "(0 generated, 2 already there)" in capsys.readouterr().out
