@@ -345,11 +345,46 @@ def load_pipeline(
             " (HF_HUB_OFFLINE is set: only the local cache is searched)" if kwargs.get("local_files_only") else ""
         )
         raise ReproductionError(f"cannot load the record's model {where}{offline}: {error}") from None
+    _replay_lora_operations(pipe, (model.get("lora") or {}).get("operations") or [])
     recorded_device = provenance.environment.get("device")
     if device is None:
         device = recorded_device if _available(recorded_device) else "cpu"
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]]) -> None:
+    """Applies the recorded LoRA operations (load, set_adapters, fuse, ...) to a freshly loaded pipeline, in order.
+
+    An adapter loaded from a file on this machine or from the hub is loaded again; one that was passed as an
+    in-memory state dict cannot be, and raises `ReproductionError`. The replayed record carries the adapters'
+    digests, so an adapter file that changed since shows up among the differences.
+    """
+    for operation in operations:
+        name = operation.get("op")
+        arguments = {key: value for key, value in operation.items() if key != "op"}
+        if name == "load_lora_weights":
+            source = arguments.get("source") or {}
+            adapter_name = arguments.get("adapter_name")
+            if adapter_name is None and len(arguments.get("adapter_names") or []) == 1:
+                adapter_name = arguments["adapter_names"][0]
+            if source.get("type") == "local" and os.path.isfile(source.get("path") or ""):
+                pipe.load_lora_weights(source["path"], adapter_name=adapter_name)
+            elif source.get("type") == "hub":
+                kwargs = {k: source[k] for k in ("weight_name", "revision") if source.get(k)}
+                pipe.load_lora_weights(source["repo_id"], adapter_name=adapter_name, **kwargs)
+            else:
+                where = source.get("path") or source.get("type")
+                raise ReproductionError(
+                    f"the record's LoRA adapter {adapter_name!r} was loaded from {where!r}, which cannot be loaded "
+                    "again here; pass pipe= a pipeline with the same adapters loaded"
+                )
+            continue
+        method = getattr(pipe, str(name), None)
+        if method is None:
+            raise ReproductionError(f"the record's LoRA operation {name!r} does not exist in this diffusers version")
+        extra = arguments.pop("kwargs", None) or {}
+        method(**arguments, **extra)
 
 
 def _recorded_schedulers(record: Provenance) -> dict[str, Any]:

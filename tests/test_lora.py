@@ -141,3 +141,32 @@ def test_pipelines_without_lora_support_get_no_lora_methods():
 
     assert not hasattr(reproducible(DDPMPipeline), "load_lora_weights")
     assert "fuse_lora" in vars(ReproStableDiffusionPipeline)
+
+
+def test_reproduce_without_pipe_loads_the_recorded_adapters_again(tiny_sd_path, lora_folder):
+    from diffusers_repro import reproduce
+
+    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(lora_folder, adapter_name="style")
+    pipe.set_adapters(["style"], adapter_weights=[0.5])
+    record = pipe("a fox", seed=4, **SD_CALL).provenance[0]
+    result = reproduce(record)
+    assert result.verdict == "bitwise", result.differences
+    assert result.provenance.recipe["model"]["lora"]["adapters"]["style"]["weight"] == 0.5
+
+    pipe.fuse_lora(lora_scale=0.8)
+    fused = pipe("a fox", seed=4, **SD_CALL).provenance[0]
+    assert reproduce(fused).verdict == "bitwise"
+
+
+def test_reproduce_refuses_an_adapter_given_as_a_state_dict(tiny_sd_path):
+    from diffusers_repro import reproduce
+    from diffusers_repro.replay import ReproductionError
+
+    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(tiny_unet_lora(3), adapter_name="memory")
+    record = pipe("a fox", seed=4, **SD_CALL).provenance[0]
+    with pytest.raises(ReproductionError, match="LoRA adapter 'memory' was loaded from 'state_dict'"):
+        reproduce(record)
