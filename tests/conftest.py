@@ -30,22 +30,35 @@ def tiny_ddim_path(tiny_cache):
     return tiny_pipeline_path("ddim", cache_dir=tiny_cache)
 
 
-@pytest.fixture
-def sd_pipe(tiny_sd_path):
-    from diffusers_repro import ReproStableDiffusionPipeline
+def _load(class_name: str, path):
+    import diffusers_repro
 
-    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    pipe = getattr(diffusers_repro, class_name).from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def sd_pipe(tiny_sd_path):
+    """A fresh reproducible tiny SD pipeline for one test (free to change its scheduler or adapters)."""
+    return _load("ReproStableDiffusionPipeline", tiny_sd_path)
 
 
 @pytest.fixture
 def ddim_pipe(tiny_ddim_path):
-    from diffusers_repro import ReproDDIMPipeline
+    return _load("ReproDDIMPipeline", tiny_ddim_path)
 
-    pipe = ReproDDIMPipeline.from_pretrained(tiny_ddim_path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_path):
+    """One tiny SD pipeline shared by a test module: CPU kernels warm up once per shape. Tests must not change it."""
+    return _load("ReproStableDiffusionPipeline", tiny_sd_path)
+
+
+@pytest.fixture(scope="module")
+def ddim(tiny_ddim_path):
+    """One tiny DDIM pipeline shared by a test module. Tests must not change it."""
+    return _load("ReproDDIMPipeline", tiny_ddim_path)
 
 
 @pytest.fixture

@@ -14,25 +14,6 @@ STEPS = 2
 SEED = 10
 
 
-@pytest.fixture(scope="module")
-def sd(tiny_sd_path):
-    # One pipeline and one set of reference images for the whole module: CPU kernels warm up once per shape.
-    from diffusers_repro import ReproStableDiffusionPipeline
-
-    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def ddim(tiny_ddim_path):
-    from diffusers_repro import ReproDDIMPipeline
-
-    pipe = ReproDDIMPipeline.from_pretrained(tiny_ddim_path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _sd_call(pipe, prompt, negative, seed, **kwargs):
     return pipe(
         prompt, negative_prompt=negative, num_inference_steps=STEPS, seed=seed, output_type="np", **kwargs

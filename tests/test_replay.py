@@ -28,15 +28,6 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def sd(tiny_sd_path):
-    from diffusers_repro import ReproStableDiffusionPipeline
-
-    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
 def invariant_batch(sd):
     """SD with classifier-free guidance, a batch of 3 in batch-invariant mode."""
     return sd(PROMPTS, negative_prompt=["blurry"] * 3, num_inference_steps=STEPS, seed=42, batch_invariant=True)
