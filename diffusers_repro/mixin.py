@@ -53,7 +53,7 @@ from .provenance import (
     tensor_digest,
 )
 from .randomness import forked_global_rng, global_rng_seed
-from .seeding import draw_random_seed, per_image_seeds, validate_seed
+from .seeding import make_generators, per_image_seeds
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
@@ -570,10 +570,9 @@ class ReproducibleMixin:
 
         if user_generator is None:
             seed_source = "random" if seed is None else "seed"
-            base = draw_random_seed() if seed is None else validate_seed(seed)
-            seeds = per_image_seeds(base, num_images, how)
-            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            bound.arguments["generator"] = generators
+            # per_image_seeds validates the seed, or draws a random base seed when there is none.
+            seeds = per_image_seeds(seed, num_images, how)
+            bound.arguments["generator"] = make_generators(seeds)
             generator_record = None
         else:
             seed_source = "generator"
@@ -586,15 +585,16 @@ class ReproducibleMixin:
         one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
         # diffusers walks every module to find the execution device: once per call is enough.
         execution_device = self._execution_device
+        denoiser = self._repro_denoiser()
         global_rng = forked_global_rng(global_rng_seed(seeds), self._repro_devices(execution_device))
         with (
             determinism,
             one_at_a_time,
-            noise.watch(self._repro_denoiser()),
+            noise.watch(denoiser),
             global_rng as randomness,
             self._repro_noise_samplers(seeds, per_image) as noise_samplers,
         ):
-            environment = environment_fingerprint(execution_device, _dtype_of(self._repro_denoiser()))
+            environment = environment_fingerprint(execution_device, _dtype_of(denoiser))
             output = vanilla.__call__(*bound.args, **bound.kwargs)
 
         images = _output_images(output, arguments.get("return_dict", True))
@@ -603,7 +603,7 @@ class ReproducibleMixin:
             "pipeline_class": vanilla.__name__,
             "model": self._repro_model_record(),
         }
-        resolved = self._repro_resolved_defaults(arguments)
+        resolved = jsonable(self._repro_resolved_defaults(arguments))
         user_latents = arguments.get("latents")
         user_latents = user_latents if isinstance(user_latents, torch.Tensor) else None
         records = []
@@ -618,7 +618,7 @@ class ReproducibleMixin:
                 for name, record in schedulers.items()
             }
             call = self._repro_image_arguments(arguments, index, num_images, num_prompts)
-            call.update(jsonable(resolved))
+            call.update(resolved)
             batch = {
                 "size": num_images,
                 "index": index,
