@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,9 @@ __all__ = [
     "CudaGeometry",
     "CudaRandnMode",
     "PhiloxGenerator",
+    "CudaRng",
     "cuda_generators",
+    "parse_rng",
 ]
 
 _BLOCK = 256  # threads per block of torch's random kernels
@@ -65,8 +67,10 @@ class CudaGeometry:
     """The two GPU properties that decide how torch's CUDA ``randn`` lays out a large draw.
 
     Args:
-        multiprocessors (`int`): ``torch.cuda.get_device_properties(d).multi_processor_count``.
-        max_threads_per_multiprocessor (`int`): ``torch.cuda.get_device_properties(d).max_threads_per_multi_processor``.
+        multiprocessors (`int`):
+            ``torch.cuda.get_device_properties(d).multi_processor_count``.
+        max_threads_per_multiprocessor (`int`):
+            ``torch.cuda.get_device_properties(d).max_threads_per_multi_processor``.
 
     Example:
 
@@ -465,28 +469,95 @@ class CudaRandnMode(TorchFunctionMode):
         return values
 
 
-def cuda_generators(
-    seeds: Sequence[int], device: torch.device | str | None = None, geometry: CudaGeometry | None = None
-) -> tuple[list[torch.Generator], dict[str, Any]]:
-    """One generator per seed that draws what ``torch.Generator("cuda").manual_seed(seed)`` draws, and how.
-
-    On a CUDA ``device`` whose geometry is ``geometry`` (or when ``geometry`` is `None`), real CUDA generators on it;
-    elsewhere `EmulatedCudaGenerator` stand-ins, whose draws need `CudaRandnMode` to be active. The geometry is the
-    one given, else the one of this machine's current CUDA device when there is one.
+def parse_rng(rng: Any) -> CudaGeometry | str:
+    """Checks a pipeline call's ``rng``: ``"cpu"``, ``"cuda"`` (geometry from the device, or none),
+    ``"cuda:108x2048"`` / ``"cuda:A100"`` or a `CudaGeometry` (torch's CUDA generator of that GPU).
 
     Returns:
-        `(list[torch.Generator], dict)`: the generators, and the record of the rng (``type``, ``emulated``,
-        ``geometry``, ``geometry_from``).
+        ``"cpu"``, ``"cuda"`` or the `CudaGeometry`.
 
     Example:
 
     ```py
-    >>> from diffusers_repro.cuda_rng import CudaRandnMode, cuda_generators
+    >>> from diffusers_repro.cuda_rng import parse_rng
+    >>> parse_rng("cuda:A100")
+    CudaGeometry(multiprocessors=108, max_threads_per_multiprocessor=2048)
+    ```
+    """
+    if isinstance(rng, CudaGeometry) or rng in ("cpu", "cuda"):
+        return rng
+    if isinstance(rng, str) and rng.startswith("cuda:"):
+        return CudaGeometry.parse(rng.removeprefix("cuda:"))
+    raise ValueError(
+        f"rng must be 'cpu', 'cuda', 'cuda:<multiprocessors>x<max threads per multiprocessor>' (e.g. "
+        f"'cuda:108x2048'), 'cuda:<GPU>' with a GPU of {', '.join(KNOWN_GEOMETRIES)}, or a CudaGeometry; got {rng!r}"
+    )
+
+
+def rng_from_record(record: Any) -> CudaGeometry | str:
+    """The ``rng`` argument that replays a record's ``recipe.rng`` (its type and geometry)."""
+    geometry = record.get("geometry") if isinstance(record, dict) else None
+    if isinstance(geometry, dict):
+        return CudaGeometry(geometry.get("multiprocessors"), geometry.get("max_threads_per_multiprocessor"))
+    return "cuda"
+
+
+@dataclasses.dataclass
+class CudaRng:
+    """The generators of a call made with ``rng="cuda"``, how they draw, and the record of it.
+
+    Args:
+        generators (`list[torch.Generator]`): One per image: CUDA generators, or `EmulatedCudaGenerator` stand-ins.
+        geometry (`CudaGeometry` or `None`): The GPU geometry the draws are laid out for.
+        emulated (`bool`): The draws are computed by `PhiloxGenerator` (needs `CudaRandnMode`, see `context`).
+        geometry_from (`str` or `None`): ``"device"`` (read from this machine's GPU) or ``"caller"``.
+    """
+
+    generators: list[torch.Generator]
+    geometry: CudaGeometry | None
+    emulated: bool
+    geometry_from: str | None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return {
+            "type": "cuda",
+            "emulated": self.emulated,
+            "geometry": self.geometry.to_dict() if self.geometry is not None else None,
+            "geometry_from": self.geometry_from,
+        }
+
+    def context(self) -> contextlib.AbstractContextManager:
+        """`CudaRandnMode` when the draws are emulated, else nothing."""
+        return CudaRandnMode() if self.emulated else contextlib.nullcontext()
+
+    def first_noise(self, index: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        """Image ``index``'s first ``randn`` of ``shape`` from a fresh copy of its generator."""
+        generator = self.generators[index]
+        if self.emulated:
+            return PhiloxGenerator.with_geometry(generator.initial_seed(), self.geometry).randn(shape, dtype=dtype)
+        fresh = torch.Generator(generator.device).manual_seed(generator.initial_seed())
+        return torch.randn(tuple(shape), generator=fresh, device=generator.device, dtype=dtype)
+
+
+def cuda_generators(
+    seeds: Sequence[int], device: torch.device | str | None = None, geometry: CudaGeometry | None = None
+) -> CudaRng:
+    """One generator per seed that draws what ``torch.Generator("cuda").manual_seed(seed)`` draws on a GPU.
+
+    On a CUDA ``device`` whose geometry is ``geometry`` (or any, when ``geometry`` is `None`), real CUDA generators
+    on it; elsewhere `EmulatedCudaGenerator` stand-ins, whose draws need `CudaRandnMode` (``CudaRng.context()``). The
+    geometry is the one given, else the one of this machine's current CUDA device when there is one.
+
+    Example:
+
+    ```py
     >>> import torch
-    >>> generators, record = cuda_generators([0], "cpu")
-    >>> with CudaRandnMode():
-    ...     noise = torch.randn((3, 4), generator=generators[0])
-    >>> record["emulated"], round(noise[0, 0].item(), 4)
+    >>> from diffusers_repro.cuda_rng import cuda_generators
+    >>> rng = cuda_generators([0], "cpu")
+    >>> with rng.context():
+    ...     noise = torch.randn((3, 4), generator=rng.generators[0])
+    >>> rng.emulated, round(noise[0, 0].item(), 4)
     (True, -0.9247)
     ```
     """
@@ -496,25 +567,15 @@ def cuda_generators(
         own = CudaGeometry.from_device(device)
         if geometry is None or geometry == own:
             generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
-            record = {"type": "cuda", "emulated": False, "geometry": own.to_dict(), "geometry_from": "device"}
-            return generators, record
+            return CudaRng(generators, own, emulated=False, geometry_from="device")
     if geometry is None and torch.cuda.is_available():
         geometry, geometry_from = CudaGeometry.from_device(), "device"
     generators = [EmulatedCudaGenerator(PhiloxGenerator.with_geometry(seed, geometry)) for seed in seeds]
-    record = {
-        "type": "cuda",
-        "emulated": True,
-        "geometry": geometry.to_dict() if geometry is not None else None,
-        "geometry_from": geometry_from,
-    }
-    return generators, record
+    return CudaRng(generators, geometry, emulated=True, geometry_from=geometry_from)
 
 
-@contextlib.contextmanager
-def emulating(generators: Sequence[Any]) -> Iterator[None]:
-    """`CudaRandnMode` for the block when any of ``generators`` is an `EmulatedCudaGenerator`, else nothing."""
-    if any(isinstance(generator, EmulatedCudaGenerator) for generator in generators):
-        with CudaRandnMode():
-            yield
-    else:
-        yield
+def generator_geometry(generator: torch.Generator) -> dict[str, int] | None:
+    """The geometry of the GPU a CUDA ``torch.Generator`` draws on (`None` for other generators)."""
+    if generator.device.type != "cuda":
+        return None
+    return CudaGeometry.from_device(generator.device).to_dict()

@@ -188,8 +188,9 @@ def test_state_has_the_cuda_generator_layout():
 
 
 def test_mode_answers_randn_with_stand_in_generators():
-    generators, record = cuda_generators([0, 1], "cpu")
-    assert record == {"type": "cuda", "emulated": True, "geometry": None, "geometry_from": None}
+    rng = cuda_generators([0, 1], "cpu")
+    generators = rng.generators
+    assert rng.record == {"type": "cuda", "emulated": True, "geometry": None, "geometry_from": None}
     assert all(isinstance(g, EmulatedCudaGenerator) and g.device.type == "cpu" for g in generators)
     with CudaRandnMode():
         first = torch.randn((3, 4), generator=generators[0], dtype=torch.float32, layout=torch.strided)
@@ -202,14 +203,14 @@ def test_mode_answers_randn_with_stand_in_generators():
 
 
 def test_mode_refuses_other_random_functions():
-    generators, _ = cuda_generators([0], "cpu")
+    generators = cuda_generators([0], "cpu").generators
     with CudaRandnMode(), pytest.raises(NotImplementedError, match=r"^rng='cuda' emulates torch.randn"):
         torch.rand((2,), generator=generators[0])
 
 
 def test_mode_is_per_thread():
-    generators, _ = cuda_generators([0], "cpu")
-    others, _ = cuda_generators([0], "cpu")
+    generators = cuda_generators([0], "cpu").generators
+    others = cuda_generators([0], "cpu").generators
     seen = {}
 
     def other_thread():
@@ -223,3 +224,28 @@ def test_mode_is_per_thread():
         inside = torch.randn((3, 4), generator=generators[0])
     assert torch.equal(seen["values"], torch.randn((3, 4), generator=torch.Generator().manual_seed(0)))
     assert torch.equal(inside, PhiloxGenerator(0).randn((3, 4)))
+
+
+def test_parse_rng():
+    from diffusers_repro.cuda_rng import parse_rng
+
+    assert parse_rng("cpu") == "cpu" and parse_rng("cuda") == "cuda"
+    assert parse_rng("cuda:T4") == CudaGeometry(40, 1024)
+    assert parse_rng("cuda:82x1536") == CudaGeometry(82, 1536)
+    assert parse_rng(CudaGeometry(1, 256)) == CudaGeometry(1, 256)
+    with pytest.raises(ValueError, match=r"^rng must be 'cpu', 'cuda', .*; got 'gpu'$"):
+        parse_rng("gpu")
+
+
+def test_cuda_generators_with_a_given_geometry_record_it():
+    rng = cuda_generators([4], "cpu", CudaGeometry(2, 256))
+    assert rng.record == {
+        "type": "cuda",
+        "emulated": True,
+        "geometry": {"multiprocessors": 2, "max_threads_per_multiprocessor": 256},
+        "geometry_from": "caller",
+    }
+    with rng.context():
+        drawn = torch.randn((1, 3000), generator=rng.generators[0])
+    assert torch.equal(drawn, rng.first_noise(0, (1, 3000), torch.float32))
+    assert torch.equal(drawn.flatten(), torch.tensor(reference_randn(3000, 4, 0, 2, 256), dtype=torch.float32))
