@@ -27,9 +27,8 @@ class DeterminismWarning(UserWarning):
 
 
 def _tf32_targets() -> list[Any]:
-    # torch >= 2.9 has per-backend `fp32_precision` strings beside the legacy `allow_tf32` booleans, and refuses to
-    # read state set through a mix of the two APIs. On such a torch we only use the strings; older torch only has
-    # the booleans.
+    # torch >= 2.9 has per-backend `fp32_precision` strings beside the legacy `allow_tf32` booleans, and refuses a
+    # legacy read when the two disagree. full_determinism sets (and restores) both, booleans first.
     owners = [
         torch.backends.cuda.matmul,
         getattr(torch.backends.cudnn, "conv", None),
@@ -38,6 +37,37 @@ def _tf32_targets() -> list[Any]:
     if all(owner is not None and hasattr(owner, "fp32_precision") for owner in owners):
         return owners
     return []
+
+
+def _legacy_tf32() -> tuple[bool | None, bool | None]:
+    """The legacy ``allow_tf32`` booleans of matmul and cuDNN, ``None`` where torch refuses to tell.
+
+    torch refuses the legacy cuDNN read when its conv and RNN precisions disagree with the boolean. Where conv and
+    RNN agree the boolean can only be their opposite (that is why the read failed), so it is known all the same.
+    """
+    values: list[bool | None] = []
+    for getter, owners in (
+        (lambda: torch.backends.cuda.matmul.allow_tf32, (torch.backends.cuda.matmul,)),
+        (lambda: torch.backends.cudnn.allow_tf32, _cudnn_owners()),
+    ):
+        try:
+            values.append(bool(getter()))
+        except RuntimeError:
+            precisions = {getattr(owner, "fp32_precision", None) for owner in owners}
+            values.append(None if len(precisions) != 1 else precisions != {"tf32"})
+    return values[0], values[1]
+
+
+def _cudnn_owners() -> tuple[Any, ...]:
+    return tuple(owner for owner in (getattr(torch.backends.cudnn, name, None) for name in ("conv", "rnn")) if owner)
+
+
+def _set_legacy_tf32(matmul: bool | None, cudnn: bool | None) -> None:
+    # torch's legacy setters also set the per-backend precision strings: set the strings after them.
+    if matmul is not None:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+    if cudnn is not None:
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def _read(getter: Any) -> Any:
@@ -137,9 +167,8 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "tf32": [(owner, owner.fp32_precision) for owner in _tf32_targets()],
+            "legacy_tf32": _legacy_tf32(),
         }
-        if not saved["tf32"]:
-            saved["legacy_tf32"] = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         self._saved.append(saved)
         try:
             current = saved["env"]
@@ -156,12 +185,11 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
             torch.use_deterministic_algorithms(True, warn_only=self.warn_only)
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
-            if saved["tf32"]:
-                for owner, _ in saved["tf32"]:
-                    owner.fp32_precision = "ieee"
-            else:
-                torch.backends.cuda.matmul.allow_tf32 = False
-                torch.backends.cudnn.allow_tf32 = False
+            # The legacy booleans first, then the precision strings: legacy reads (torch._inductor makes them) and
+            # new ones both answer "TF32 off" inside.
+            _set_legacy_tf32(False, False)
+            for owner, _ in saved["tf32"]:
+                owner.fp32_precision = "ieee"
         except BaseException:
             self._restore(self._saved.pop())
             raise
@@ -180,7 +208,6 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
         torch.use_deterministic_algorithms(saved["algorithms"], warn_only=saved["warn_only"])
         torch.backends.cudnn.deterministic = saved["cudnn_deterministic"]
         torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
+        _set_legacy_tf32(*saved["legacy_tf32"])
         for owner, value in saved["tf32"]:
             owner.fp32_precision = value
-        if "legacy_tf32" in saved:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved["legacy_tf32"]

@@ -126,3 +126,55 @@ def test_no_warning_when_cuda_is_not_initialized():
 def test_warn_only_must_be_bool():
     with pytest.raises(TypeError, match="warn_only must be a bool, got 'yes'"):
         full_determinism(warn_only="yes")
+
+
+def _tf32_state():
+    backends = torch.backends
+    owners = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+    legacy = []
+    for getter in (lambda: backends.cuda.matmul.allow_tf32, lambda: backends.cudnn.allow_tf32):
+        try:
+            legacy.append(getter())
+        except RuntimeError:
+            legacy.append("refused")
+    return legacy, [owner.fp32_precision for owner in owners]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "defaults",
+        "legacy off",
+        "new api tf32 everywhere",
+        "conv and rnn disagree",
+    ],
+)
+def test_legacy_and_new_tf32_reads_work_inside_and_everything_is_restored(setup):
+    backends = torch.backends
+    original = _tf32_state()
+    try:
+        if setup == "legacy off":
+            backends.cudnn.allow_tf32 = False
+            backends.cuda.matmul.allow_tf32 = False
+        elif setup == "new api tf32 everywhere":
+            for owner in (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn):
+                owner.fp32_precision = "tf32"
+        elif setup == "conv and rnn disagree":
+            backends.cudnn.conv.fp32_precision = "ieee"
+        before = _tf32_state()
+        with full_determinism():
+            # torch._inductor's convolution lowering reads the legacy cuDNN flag: it must answer inside.
+            assert backends.cudnn.allow_tf32 is False
+            assert backends.cuda.matmul.allow_tf32 is False
+            assert [backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision] == ["ieee", "ieee"]
+            assert backends.cudnn.rnn.fp32_precision == "ieee"
+            with full_determinism():
+                assert backends.cudnn.allow_tf32 is False
+            assert backends.cudnn.allow_tf32 is False
+        assert _tf32_state() == before
+    finally:
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = original[0]
+        owners = (backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn)
+        for owner, value in zip(owners, original[1], strict=True):
+            owner.fp32_precision = value
+    assert _tf32_state() == original
