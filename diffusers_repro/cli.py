@@ -106,6 +106,17 @@ def _seed(text: str) -> int:
     return value
 
 
+def _rng(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:<multiprocessors>x<max threads per multiprocessor>`` / ``cuda:<GPU>``."""
+    from .cuda_rng import parse_rng
+
+    try:
+        parse_rng(text)
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _tolerance(text: str) -> float:
     """A pixel tolerance in [0, 1] units; ``N/255`` is accepted (``2/255``: two 8-bit steps)."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*/\s*255\s*", text)
@@ -164,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--dtype", choices=_DTYPES, help="weights dtype (default: as saved)")
     generate.add_argument("--device", help="cpu, cuda, mps, ... (default: each process's accelerator, else the CPU)")
     generate.add_argument("--deterministic", action="store_true", help="run inside full_determinism()")
+    generate.add_argument(
+        "--rng",
+        type=_rng,
+        help="noise generators: cpu (default); cuda: what torch.Generator('cuda') draws, on any device (emulated off "
+        "a GPU); cuda:108x2048 or cuda:A100 names the GPU geometry (multiprocessors x max threads per "
+        "multiprocessor) that lays out large draws",
+    )
     generate.add_argument(
         "--batch-invariant",
         action="store_true",
@@ -457,6 +475,7 @@ def _generate(args: argparse.Namespace) -> int:
             ("guidance_scale", args.guidance),
             ("height", args.height),
             ("width", args.width),
+            ("rng", args.rng),
         )
         if value is not None
     }

@@ -436,9 +436,23 @@ def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, 
         return False
     if record.environment.get("torch_num_threads") != settings["torch_num_threads"]:
         return False
+    if not _rng_matches(record, settings["call"].get("rng", "cpu")):
+        return False
     components = record.recipe.get("model", {}).get("components", {})
     recorded_digests = {name: item.get("weights_digest") for name, item in components.items()}
     return recorded_digests == settings["model"]["weights_digests"]
+
+
+def _rng_matches(record: Provenance, rng: Any) -> bool:
+    """The record's noise generators are the ones ``rng`` (a call argument, ``"cpu"`` by default) asks for."""
+    from .cuda_rng import parse_rng
+
+    recorded, wanted = record.recipe.get("rng"), parse_rng(rng)
+    if wanted == "cpu":
+        return recorded is None
+    if not isinstance(recorded, dict) or recorded.get("type") != "cuda":
+        return False
+    return wanted == "cuda" or recorded.get("geometry") == wanted.to_dict()
 
 
 def _verified_line(
@@ -639,7 +653,8 @@ def generate(
         progress (`bool`, *optional*, defaults to `True`):
             Shows one progress bar on the main process, counting the images of all processes.
         **call_kwargs:
-            Further pipeline arguments (``num_inference_steps``, ``guidance_scale``, ``height``, ``width``, ...).
+            Further pipeline arguments (``num_inference_steps``, ``guidance_scale``, ``height``, ``width``, ...),
+            including the Repro call's ``rng`` (``"cuda"``: the noise of ``torch.Generator("cuda")`` on any device).
 
     Returns:
         `GenerationResult`: paths in job order, the manifest path, and how many images were generated and skipped.

@@ -42,6 +42,7 @@ from .adapters import (
     lora_state,
 )
 from .batching import one_image_at_a_time
+from .cuda_rng import cuda_generators, generator_geometry, parse_rng
 from .determinism import full_determinism
 from .provenance import (
     Provenance,
@@ -550,8 +551,11 @@ class ReproducibleMixin:
 
     # ---------------------------------------------------------------------------------------------------- calls
 
-    def _repro_call(self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool) -> Any:
+    def _repro_call(
+        self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool, rng: Any = "cpu"
+    ) -> Any:
         vanilla = self._repro_vanilla_class
+        rng = parse_rng(rng)
         if not isinstance(deterministic, bool):
             raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
         if not isinstance(batch_invariant, bool):
@@ -572,15 +576,22 @@ class ReproducibleMixin:
             seed_source = "random" if seed is None else "seed"
             # per_image_seeds validates the seed, or draws a random base seed when there is none.
             seeds = per_image_seeds(seed, num_images, how)
-            bound.arguments["generator"] = make_generators(seeds)
+            cuda_rng = None
+            if rng != "cpu":
+                # What torch.Generator("cuda") draws: CUDA generators on a CUDA device, emulated anywhere else.
+                cuda_rng = cuda_generators(seeds, self._execution_device, None if rng == "cuda" else rng)
+            bound.arguments["generator"] = make_generators(seeds) if cuda_rng is None else cuda_rng.generators
             generator_record = None
         else:
+            if rng != "cpu":
+                raise ValueError(f"rng={rng!r} picks the generators that seed= makes; pass seed instead of generator")
+            cuda_rng = None
             seed_source = "generator"
             seeds, generator_record = _describe_generators(user_generator, num_images)
         # Each image has its own generator unless one generator is shared by the whole batch.
         per_image = user_generator is None or isinstance(user_generator, (list, tuple))
 
-        noise = _NoiseProbe(user_generator, seeds)
+        noise = _NoiseProbe(user_generator, seeds, cuda_rng)
         determinism = full_determinism() if deterministic else contextlib.nullcontext()
         one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
         # diffusers walks every module to find the execution device: once per call is enough.
@@ -593,6 +604,7 @@ class ReproducibleMixin:
             noise.watch(denoiser),
             global_rng as randomness,
             self._repro_noise_samplers(seeds, per_image) as noise_samplers,
+            cuda_rng.context() if cuda_rng is not None else contextlib.nullcontext(),
         ):
             environment = environment_fingerprint(execution_device, _dtype_of(denoiser))
             output = vanilla.__call__(*bound.args, **bound.kwargs)
@@ -652,6 +664,8 @@ class ReproducibleMixin:
                 recipe["schedulers"] = per_image_schedulers
             if generator_record is not None:
                 recipe["generator"] = generator_record[index]
+            if cuda_rng is not None:
+                recipe["rng"] = cuda_rng.record
             if user_latents is not None:
                 rows = user_latents[index : index + 1] if user_latents.shape[0] == num_images else user_latents
                 noise_digest = tensor_digest(rows)
@@ -690,6 +704,7 @@ def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
         inspect.Parameter("seed", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="int | list[int] | None"),
         inspect.Parameter("deterministic", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
         inspect.Parameter("batch_invariant", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
+        inspect.Parameter("rng", inspect.Parameter.KEYWORD_ONLY, default="cpu", annotation="str"),
     ]
     parameters = list(signature.parameters.values())
     existing = {p.name for p in parameters}
@@ -701,10 +716,10 @@ def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
     full_signature = signature.replace(parameters=rest + extra + var_keyword)
 
     @functools.wraps(vanilla.__call__)
-    def __call__(self, *args, seed=None, deterministic=False, batch_invariant=False, **kwargs):
+    def __call__(self, *args, seed=None, deterministic=False, batch_invariant=False, rng="cpu", **kwargs):
         # Bind before any work: a wrong argument fails exactly as it would in vanilla diffusers.
         bound = signature.bind(self, *args, **kwargs)
-        return self._repro_call(bound, seed, deterministic, batch_invariant)
+        return self._repro_call(bound, seed, deterministic, batch_invariant, rng=rng)
 
     __call__.__signature__ = full_signature
     __call__.__doc__ = (vanilla.__call__.__doc__ or "") + _CALL_DOC_SUFFIX
@@ -722,6 +737,10 @@ _CALL_DOC_SUFFIX = """
             batch_invariant (`bool`, *optional*, defaults to `False`):
                 Evaluates the models one image at a time, so that every image is bitwise equal to generating it
                 alone (slower).
+            rng (`str`, *optional*, defaults to `"cpu"`):
+                ``"cuda"``: every image's draws are what ``torch.Generator("cuda").manual_seed(seed)`` gives, on any
+                device (emulated off a CUDA device; ``"cuda:108x2048"`` or ``"cuda:A100"`` names the GPU geometry
+                for draws above its threshold). See ``diffusers_repro.PhiloxGenerator``.
 
         The output carries ``provenance``: one ``diffusers_repro.Provenance`` per image, in image order.
 """
@@ -852,16 +871,18 @@ def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | No
             )
         )
         seeds.append(initial)
-        records.append(
-            {
-                "device": str(gen.device),
-                "initial_seed": initial,
-                "seed_certain": bool(certain and not shared),
-                "shared_by_batch": shared,
-                "index": index,
-                "note": note,
-            }
-        )
+        record = {
+            "device": str(gen.device),
+            "initial_seed": initial,
+            "seed_certain": bool(certain and not shared),
+            "shared_by_batch": shared,
+            "index": index,
+            "note": note,
+        }
+        if gen.device.type == "cuda":
+            # torch's CUDA randn depends on the GPU's geometry for large draws; its state is the seed and offset.
+            record.update(offset=gen.get_offset(), geometry=generator_geometry(gen))
+        records.append(record)
     return seeds, records
 
 
@@ -872,8 +893,9 @@ class _NoiseProbe:
     recomputed from the generator as it stood at the start of the call, which costs one small ``randn`` per image.
     """
 
-    def __init__(self, user_generator: Any, seeds: list[int | None]):
+    def __init__(self, user_generator: Any, seeds: list[int | None], cuda_rng: Any = None):
         self.seeds = seeds
+        self.cuda_rng = cuda_rng
         self.shape: tuple[int, ...] | None = None
         self.dtype: torch.dtype | None = None
         self.shared: tuple[torch.Generator, torch.Tensor] | None = None
@@ -917,6 +939,8 @@ class _NoiseProbe:
                 batch = (len(self.seeds), *self.shape)
                 self._batch_noise = torch.randn(batch, generator=generator, device=device, dtype=self.dtype)
             return tensor_digest(self._batch_noise[index : index + 1])
+        if self.cuda_rng is not None:
+            return tensor_digest(self.cuda_rng.first_noise(index, (1, *self.shape), self.dtype))
         if self.states is not None:
             device, state = self.states[index]
             generator = torch.Generator(device).set_state(state)

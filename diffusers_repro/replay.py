@@ -221,6 +221,18 @@ def _replay_differences(
             )
         )
     generator = recorded.recipe.get("generator")
+    emulated = (current.recipe.get("rng") or {}).get("emulated")
+    if isinstance(generator, dict) and emulated:
+        # A user's torch.Generator("cuda") replayed without that GPU: its draws were computed by PhiloxGenerator.
+        geometry = generator.get("geometry")
+        differences = [d for d in differences if d.field != "recipe.rng" and not d.field.startswith("recipe.rng.")]
+        differences.append(
+            Difference(
+                "recipe.generator.device",
+                f"{generator.get('device')} (torch.Generator('cuda'), geometry {geometry})",
+                "emulated by diffusers_repro.PhiloxGenerator (close to the GPU's noise, not bitwise)",
+            )
+        )
     if isinstance(generator, dict):
         if generator.get("shared_by_batch"):
             differences.append(
@@ -488,15 +500,33 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
     return None
 
 
+def _rng_arguments(record: Provenance) -> dict[str, Any]:
+    """``rng=`` for a record made with ``rng="cuda"`` (its recorded geometry), else nothing."""
+    from .cuda_rng import rng_from_record
+
+    rng = record.recipe.get("rng")
+    if isinstance(rng, dict) and rng.get("type") == "cuda":
+        return {"rng": rng_from_record(rng)}
+    return {}
+
+
 def _seed_arguments(record: Provenance) -> dict[str, Any]:
+    from .cuda_rng import CudaGeometry, rng_from_record
+
     if record.seed is None:
         raise ReproductionError("the record has no seed, so its starting noise cannot be drawn again")
     generator = record.recipe.get("generator")
     device = generator.get("device") if isinstance(generator, dict) else None
+    if device and torch.device(device).type == "cuda":
+        # torch's CUDA generator: real on this machine's GPU of the recorded geometry, emulated anywhere else.
+        geometry = rng_from_record(generator)
+        if _available(device) and geometry in ("cuda", CudaGeometry.from_device(device)):
+            return {"generator": [torch.Generator(device).manual_seed(record.seed)]}
+        return {"seed": record.seed, "rng": geometry}
     if device and torch.device(device).type != "cpu" and _available(device):
         # A user generator on an accelerator drew the noise there; the same seed on the CPU gives other noise.
         return {"generator": [torch.Generator(device).manual_seed(record.seed)]}
-    return {"seed": record.seed}
+    return {"seed": record.seed, **_rng_arguments(record)}
 
 
 def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | None, float | None]:
@@ -608,7 +638,10 @@ def reproduce(
         raise ReproductionError(f"cannot regenerate the whole batch of this image: {obstacle}")
     replay_batch = whole_batch is not False and in_batch and obstacle is None
     arguments = _call_arguments(pipe, record, call_overrides, whole_batch=replay_batch)
-    seed_arguments = {"seed": list(record.batch["seeds"])} if replay_batch else _seed_arguments(record)
+    if replay_batch:
+        seed_arguments = {"seed": list(record.batch["seeds"]), **_rng_arguments(record)}
+    else:
+        seed_arguments = _seed_arguments(record)
     index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
 
