@@ -871,18 +871,19 @@ def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | No
             )
         )
         seeds.append(initial)
-        record = {
-            "device": str(gen.device),
-            "initial_seed": initial,
-            "seed_certain": bool(certain and not shared),
-            "shared_by_batch": shared,
-            "index": index,
-            "note": note,
-        }
+        records.append(
+            {
+                "device": str(gen.device),
+                "initial_seed": initial,
+                "seed_certain": bool(certain and not shared),
+                "shared_by_batch": shared,
+                "index": index,
+                "note": note,
+            }
+        )
         if gen.device.type == "cuda":
             # torch's CUDA randn depends on the GPU's geometry for large draws; its state is the seed and offset.
-            record.update(offset=gen.get_offset(), geometry=generator_geometry(gen))
-        records.append(record)
+            records[-1].update(offset=gen.get_offset(), geometry=generator_geometry(gen))
     return seeds, records
 
 
