@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "full_determinism": "determinism",
+    "CudaGeometry": "cuda_rng",
+    "PhiloxGenerator": "cuda_rng",
     "ReproDiffusionPipeline": "factory",
     "reproducible": "factory",
     "ReproducibleMixin": "mixin",
@@ -32,7 +34,9 @@ _EXPORTS = {
 
 __all__ = [
     "__version__",
+    "CudaGeometry",
     "ImageProvenanceError",
+    "PhiloxGenerator",
     "Provenance",
     "ProvenanceError",
     "ReproDDIMPipeline",
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 if _typing.TYPE_CHECKING:
+    from .cuda_rng import CudaGeometry, PhiloxGenerator
     from .determinism import full_determinism
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible

@@ -40,6 +40,7 @@ __all__ = [
     "CudaRandnMode",
     "PhiloxGenerator",
     "CudaRng",
+    "EmulatedCudaGenerator",
     "cuda_generators",
     "parse_rng",
 ]
