@@ -54,7 +54,7 @@ _INV_2POW32 = np.float32(2.0**-32)
 _HALF_INV_2POW32 = np.float32(2.0**-33)
 _INV_2POW32_2PI = np.float32(2.0 * math.pi * 2.0**-32)  # curand's CURAND_2POW32_INV_2PI, a float
 _INV_2PI = np.float32(1.0 / (2.0 * math.pi))
-_CHUNK = 1 << 16  # threads per numpy pass: the working arrays stay in the CPU's cache
+_CHUNK = 1 << 15  # threads per numpy pass: the working arrays stay in the CPU's cache
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 EMULATION_TOLERANCE = 1e-6
@@ -174,20 +174,22 @@ def philox4x32_10(counter: int, threads: np.ndarray, seed: int) -> tuple[np.ndar
     """
     count = threads.shape[0]
     xz = np.empty((2, count), dtype=np.uint32)  # rows: ctr.x, ctr.z
-    yw = np.empty((2, count), dtype=np.uint32)  # rows: ctr.y, ctr.w
     xz[0], xz[1] = counter & _MASK, threads
-    yw[0], yw[1] = (counter >> 32) & _MASK, 0
-    products = np.empty((2, count), dtype=np.uint64)
-    halves = products.view(np.uint32)  # little-endian: [low, high] of each product
+    yw: np.ndarray = np.array([[(counter >> 32) & _MASK], [0]], dtype=np.uint32)  # rows: ctr.y, ctr.w
+    # Two product buffers, used in turn: the low halves of one round's products are the next round's y and w, read
+    # in place as views rather than copied.
+    buffers = (np.empty((2, count), dtype=np.uint64), np.empty((2, count), dtype=np.uint64))
     keys = np.empty((2, 1), dtype=np.uint32)
     key0, key1 = seed & _MASK, (seed >> 32) & _MASK
-    for _ in range(10):
+    for round_index in range(10):
+        products = buffers[round_index % 2]
         np.multiply(_MULTIPLIERS, xz, out=products)
+        halves = products.view(np.uint32)  # little-endian: [low, high] of each product
         keys[0, 0], keys[1, 0] = key0, key1
         # x' = hi(M1 z) ^ y ^ k0, z' = hi(M0 x) ^ w ^ k1, y' = lo(M1 z), w' = lo(M0 x)
         np.bitwise_xor(halves[::-1, 1::2], yw, out=xz)
         np.bitwise_xor(xz, keys, out=xz)
-        yw[...] = halves[::-1, 0::2]
+        yw = halves[::-1, 0::2]
         key0, key1 = (key0 + _KEY_BUMPS[0]) & _MASK, (key1 + _KEY_BUMPS[1]) & _MASK
     return xz[0], yw[0], xz[1], yw[1]
 
