@@ -54,7 +54,7 @@ def main() -> None:
         numel = torch.Size(shape).numel()
         median, best = _rate(lambda g=generator, s=shape: g.randn(s), numel, args.rounds)
         cpu = torch.Generator().manual_seed(0)
-        torch_median, _ = _rate(lambda s=shape: torch.randn(s, generator=cpu), numel, args.rounds)
+        torch_median, _ = _rate(lambda s=shape, c=cpu: torch.randn(s, generator=c), numel, args.rounds)
         rows.append(
             {
                 "case": name,
