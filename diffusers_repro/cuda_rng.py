@@ -16,7 +16,8 @@ other noise. `PhiloxGenerator` computes what such a generator's ``torch.randn`` 
 
 Pipelines use it through `cuda_generators`: stand-in CPU generators that diffusers passes to ``torch.randn`` as
 usual, and `CudaRandnMode`, a torch function mode (per thread) that answers those ``torch.randn`` calls with the
-emulated values.
+emulated values (and those of the fresh generators torchsde's Brownian tree makes, which are CUDA generators on a
+GPU).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import dataclasses
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -428,11 +430,16 @@ class EmulatedCudaGenerator(torch.Generator):
         return self.philox.initial_seed()
 
 
-def _find_emulated(args: tuple, kwargs: dict) -> EmulatedCudaGenerator | None:
+def _find_generator(args: tuple, kwargs: dict) -> torch.Generator | None:
     for value in (*args, *kwargs.values()):
-        if isinstance(value, EmulatedCudaGenerator):
+        if isinstance(value, torch.Generator):
             return value
     return None
+
+
+def _is_fresh(generator: torch.Generator) -> bool:
+    fresh = torch.Generator(generator.device).manual_seed(generator.initial_seed())
+    return torch.equal(fresh.get_state(), generator.get_state())
 
 
 def _randn_shape(args: tuple) -> tuple[int, ...]:
@@ -442,16 +449,37 @@ def _randn_shape(args: tuple) -> tuple[int, ...]:
 
 
 class CudaRandnMode(TorchFunctionMode):
-    """Answers ``torch.randn(..., generator=g)`` for every `EmulatedCudaGenerator` ``g`` with its Philox values.
+    """Answers ``torch.randn(..., generator=g)`` inside a ``rng="cuda"`` call as torch's CUDA generator would.
 
-    Torch function modes are per thread, so a call running in one thread never sees another thread's mode. Other
-    random functions given such a generator raise, rather than draw other numbers than the GPU would.
+    ``g`` an `EmulatedCudaGenerator`: its `PhiloxGenerator` draws. ``g`` a fresh CPU generator made inside the block
+    (torchsde's Brownian tree, which ``DPMSolverSDEScheduler`` uses, makes one per draw on the latents' device, a CUDA
+    generator on a GPU): a `PhiloxGenerator` of its seed draws, and keeps drawing for it. Other generators draw as
+    usual. Torch function modes are per thread, so a call running in one thread never sees another thread's mode;
+    random functions other than ``torch.randn`` given an emulated generator raise, rather than draw other numbers than
+    the GPU would.
+
+    Args:
+        geometry (`CudaGeometry`, *optional*): The GPU geometry for the fresh generators' draws.
     """
+
+    def __init__(self, geometry: CudaGeometry | None = None):
+        super().__init__()
+        self.geometry = geometry
+        self._adopted: weakref.WeakKeyDictionary[torch.Generator, PhiloxGenerator] = weakref.WeakKeyDictionary()
+
+    def _philox_for(self, func: Any, generator: torch.Generator) -> PhiloxGenerator | None:
+        if isinstance(generator, EmulatedCudaGenerator):
+            return generator.philox
+        adopted = self._adopted.get(generator)
+        if adopted is None and func is torch.randn and generator.device.type == "cpu" and _is_fresh(generator):
+            adopted = self._adopted[generator] = PhiloxGenerator.with_geometry(generator.initial_seed(), self.geometry)
+        return adopted
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        generator = _find_emulated(args, kwargs)
-        if generator is None:
+        generator = _find_generator(args, kwargs)
+        philox = None if generator is None else self._philox_for(func, generator)
+        if philox is None:
             return func(*args, **kwargs)
         if func is not torch.randn or kwargs.get("out") is not None or kwargs.get("names") is not None:
             name = getattr(func, "__name__", repr(func))
@@ -463,7 +491,7 @@ class CudaRandnMode(TorchFunctionMode):
         layout = kwargs.get("layout") or torch.strided
         if layout is not torch.strided:
             raise NotImplementedError(f"rng='cuda' emulates strided torch.randn only, got layout={layout}")
-        values = generator.philox.randn(_randn_shape(args), dtype=dtype)
+        values = philox.randn(_randn_shape(args), dtype=dtype)
         device = kwargs.get("device")
         if device is not None:
             values = values.to(device)
@@ -532,7 +560,7 @@ class CudaRng:
 
     def context(self) -> contextlib.AbstractContextManager:
         """`CudaRandnMode` when the draws are emulated, else nothing."""
-        return CudaRandnMode() if self.emulated else contextlib.nullcontext()
+        return CudaRandnMode(self.geometry) if self.emulated else contextlib.nullcontext()
 
     def first_noise(self, index: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         """Image ``index``'s first ``randn`` of ``shape`` from a fresh copy of its generator."""

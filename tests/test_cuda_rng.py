@@ -192,14 +192,33 @@ def test_mode_answers_randn_with_stand_in_generators():
     generators = rng.generators
     assert rng.record == {"type": "cuda", "emulated": True, "geometry": None, "geometry_from": None}
     assert all(isinstance(g, EmulatedCudaGenerator) and g.device.type == "cpu" for g in generators)
+    used = torch.Generator().manual_seed(0)
+    torch.randn(1, generator=used)
     with CudaRandnMode():
         first = torch.randn((3, 4), generator=generators[0], dtype=torch.float32, layout=torch.strided)
         varargs = torch.randn(3, 4, generator=generators[1], dtype=torch.float16)
-        plain = torch.randn(2, generator=torch.Generator().manual_seed(0))
+        plain = torch.randn(2, generator=used)
     assert torch.equal(first, PhiloxGenerator(0).randn((3, 4)))
     assert torch.equal(varargs, PhiloxGenerator(1).randn((3, 4), dtype=torch.float16))
-    assert torch.equal(plain, torch.randn(2, generator=torch.Generator().manual_seed(0)))
+    # A generator that had drawn before the block draws as the CPU generator it is.
+    expected = torch.Generator().manual_seed(0)
+    torch.randn(1, generator=expected)
+    assert torch.equal(plain, torch.randn(2, generator=expected))
     assert generators[0].philox.get_offset() == 4
+
+
+def test_mode_draws_fresh_generators_as_cuda_generators_like_torchsde_on_a_gpu():
+    # torchsde's Brownian tree (DPMSolverSDEScheduler) draws with torch.Generator(latents.device).manual_seed(seed):
+    # a CUDA generator on a GPU.
+    from torchsde._brownian.brownian_interval import _randn
+
+    with CudaRandnMode(CudaGeometry(2, 256)):
+        tree_draw = _randn((4, 16, 16), torch.float32, torch.device("cpu"), 99)
+        fresh = torch.Generator().manual_seed(7)
+        first, second = torch.randn((600,), generator=fresh), torch.randn((5,), generator=fresh)
+    assert torch.equal(tree_draw, PhiloxGenerator(99, 2, 256).randn((4, 16, 16)))
+    stream = PhiloxGenerator(7, 2, 256)
+    assert torch.equal(first, stream.randn((600,))) and torch.equal(second, stream.randn((5,)))
 
 
 def test_mode_refuses_other_random_functions():
@@ -307,6 +326,29 @@ def test_ancestral_scheduler_later_draws_continue_the_cuda_stream(sd_pipe):
         ["a fox", "a bear"], latents=latents, generator=[torch.Generator().manual_seed(s) for s in (8, 2)], **call
     )
     assert np.abs(cpu_later.images - ours.images).max() > 1e-4
+
+
+def test_sde_scheduler_brownian_noise_is_drawn_as_on_a_gpu(sd_pipe):
+    from diffusers import DPMSolverSDEScheduler
+
+    sd_pipe.scheduler = DPMSolverSDEScheduler.from_config(sd_pipe.scheduler.config)
+    call = {"num_inference_steps": 3, "output_type": "np"}
+    ours = sd_pipe(["a fox", "a bear"], seed=[8, 2], rng="cuda", **call)
+    assert ours.provenance[0].recipe["scheduler"]["noise_sampler"]["seed"] == 8
+    # Vanilla diffusers on a GPU: CUDA generators, and the per-image Brownian trees the Repro call seeds, whose
+    # draws torchsde makes with fresh generators on the latents' device.
+    scheduler = DPMSolverSDEScheduler.from_config(sd_pipe.scheduler.config, noise_sampler_seed=[8, 2])
+    plain = _vanilla(sd_pipe)
+    plain.scheduler = scheduler
+    with CudaRandnMode():
+        theirs = plain(["a fox", "a bear"], generator=_emulated([8, 2]), **call)
+    np.testing.assert_array_equal(ours.images, theirs.images)
+    cpu_trees = _vanilla(sd_pipe)
+    cpu_trees.scheduler = DPMSolverSDEScheduler.from_config(sd_pipe.scheduler.config, noise_sampler_seed=[8, 2])
+    size = sd_pipe.unet.config.sample_size
+    latents = torch.cat([PhiloxGenerator(seed).randn((1, 4, size, size)) for seed in (8, 2)])
+    with_cpu_trees = cpu_trees(["a fox", "a bear"], latents=latents, **call)
+    assert np.abs(with_cpu_trees.images - ours.images).max() > 1e-4
 
 
 def test_ddim_eta_draws_and_grid_stride_layout_in_a_pipeline(ddim):
