@@ -166,13 +166,15 @@ GEOMETRY_FREE_LIMIT = min(geometry.threshold for geometry in KNOWN_GEOMETRIES.va
 # Philox4x32-10 and Box-Muller, vectorized
 
 
-def philox4x32_10(counter: int, threads: np.ndarray, seed: int) -> tuple[np.ndarray, ...]:
-    """The 4 uint32 outputs of Philox4x32-10 at counter ``(counter low, counter high, t, 0)`` for each thread ``t``.
+def philox4x32_10(counter: int, threads: np.ndarray, seed: int, outputs: int = 4) -> tuple[np.ndarray, ...]:
+    """The uint32 outputs of Philox4x32-10 at counter ``(counter low, counter high, t, 0)`` for each thread ``t``.
 
     Args:
         counter (`int`): The 64-bit block counter (``offset / 4 + k``), the same for every thread.
         threads (`np.ndarray` of `uint32`): The curand subsequences (thread indices).
         seed (`int`): The 64-bit key.
+        outputs (`int`, *optional*, defaults to 4): 4, or 2 for the first two only (a draw that uses only the first
+            normal of each thread), which spares half of the last round.
     """
     count = threads.shape[0]
     xz = np.empty((2, count), dtype=np.uint32)  # rows: ctr.x, ctr.z
@@ -183,7 +185,7 @@ def philox4x32_10(counter: int, threads: np.ndarray, seed: int) -> tuple[np.ndar
     buffers = (np.empty((2, count), dtype=np.uint64), np.empty((2, count), dtype=np.uint64))
     keys = np.empty((2, 1), dtype=np.uint32)
     key0, key1 = seed & _MASK, (seed >> 32) & _MASK
-    for round_index in range(10):
+    for round_index in range(9 if outputs == 2 else 10):
         products = buffers[round_index % 2]
         np.multiply(_MULTIPLIERS, xz, out=products)
         halves = products.view(np.uint32)  # little-endian: [low, high] of each product
@@ -193,6 +195,12 @@ def philox4x32_10(counter: int, threads: np.ndarray, seed: int) -> tuple[np.ndar
         np.bitwise_xor(xz, keys, out=xz)
         yw = halves[::-1, 0::2]
         key0, key1 = (key0 + _KEY_BUMPS[0]) & _MASK, (key1 + _KEY_BUMPS[1]) & _MASK
+    if outputs == 2:
+        # The last round's x and y come from M1 z alone: hi(M1 z) ^ y ^ k0 and lo(M1 z).
+        last = xz[1].astype(np.uint64)
+        last *= _MULTIPLIERS[1, 0]
+        halves = last.view(np.uint32)
+        return halves[1::2] ^ yw[0] ^ np.uint32(key0), halves[0::2]
     return xz[0], yw[0], xz[1], yw[1]
 
 
@@ -259,8 +267,9 @@ def philox_normal(numel: int, seed: int, offset: int, geometry: CudaGeometry | N
         for start in range(0, active, _CHUNK):
             stop = min(start + _CHUNK, active)
             threads = np.arange(start, stop, dtype=np.uint32)
-            x0, x1, x2, x3 = philox4x32_10(offset // 4 + call, threads, seed)
-            for pair, (a, b) in enumerate(((x0, x1), (x2, x3))):
+            both_pairs = needs[2] > start
+            words = philox4x32_10(offset // 4 + call, threads, seed, outputs=4 if both_pairs else 2)
+            for pair, (a, b) in enumerate((words[0:2], words[2:4]) if both_pairs else (words[0:2],)):
                 first, second = needs[2 * pair], needs[2 * pair + 1]
                 if first <= start:
                     break

@@ -88,6 +88,8 @@ def test_philox_matches_the_scalar_reference():
         vectorized = np.stack(philox4x32_10(counter, threads, seed), axis=1)
         expected = [reference_philox(counter, int(t), seed) for t in threads]
         assert vectorized.tolist() == expected
+        first_two = np.stack(philox4x32_10(counter, threads, seed, outputs=2), axis=1)
+        assert first_two.tolist() == [words[:2] for words in expected]
 
 
 @pytest.mark.parametrize("numel", [1, 255, 256, 300, 1024, 1500, 2049, 5000])
