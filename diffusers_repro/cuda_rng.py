@@ -534,12 +534,15 @@ def parse_rng(rng: Any) -> CudaGeometry | str:
     )
 
 
-def rng_from_record(record: Any) -> CudaGeometry | str:
-    """The ``rng`` argument that replays a record's ``recipe.rng`` (its type and geometry)."""
+def rng_from_record(record: Any, field: str = "recipe.rng") -> CudaGeometry | str:
+    """The ``rng`` argument that replays a record's ``recipe.rng`` (or a CUDA ``recipe.generator``): its geometry."""
     geometry = record.get("geometry") if isinstance(record, dict) else None
-    if isinstance(geometry, dict):
+    if geometry is None:
+        return "cuda"
+    try:
         return CudaGeometry(geometry.get("multiprocessors"), geometry.get("max_threads_per_multiprocessor"))
-    return "cuda"
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"the record's {field}.geometry {geometry!r} is not a GPU geometry: {error}") from None
 
 
 @dataclasses.dataclass

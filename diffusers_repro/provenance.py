@@ -179,7 +179,7 @@ def _check_field_types(data: dict[str, Any], where: str) -> None:
     check("seed", data["seed"], (int,), "an int or null")
     if isinstance(data["seed"], int) and data["seed"] < 0:
         raise ProvenanceError(f"provenance record{where}: seed must not be negative, got {data['seed']!r}")
-    for key in ("call", "batch", "model", "scheduler", "generator"):
+    for key in ("call", "batch", "model", "scheduler", "generator", "rng"):
         check(f"recipe.{key}", data["recipe"].get(key), (dict,), "an object")
     batch = data["recipe"].get("batch") or {}
     check("recipe.batch.size", batch.get("size"), (int,), "an int")

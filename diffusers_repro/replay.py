@@ -519,7 +519,7 @@ def _seed_arguments(record: Provenance) -> dict[str, Any]:
     device = generator.get("device") if isinstance(generator, dict) else None
     if device and torch.device(device).type == "cuda":
         # torch's CUDA generator: real on this machine's GPU of the recorded geometry, emulated anywhere else.
-        geometry = rng_from_record(generator)
+        geometry = rng_from_record(generator, "recipe.generator")
         if _available(device) and geometry in ("cuda", CudaGeometry.from_device(device)):
             return {"generator": [torch.Generator(device).manual_seed(record.seed)]}
         return {"seed": record.seed, "rng": geometry}

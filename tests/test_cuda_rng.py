@@ -457,3 +457,24 @@ def test_generate_cli_with_rng_cuda_records_it_and_resumes_only_the_same_rng(cap
     assert main([*common, "--rng", "tpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("diffusers-repro: error: generate: argument --rng: rng must be 'cpu'")
+
+
+def test_rng_cuda_with_batch_invariant_equals_the_image_made_alone(ddim):
+    call = {"eta": 1.0, "num_inference_steps": 2, "output_type": "np"}
+    batch = ddim(batch_size=2, seed=5, rng="cuda:1x256", batch_invariant=True, **call).images
+    alone = ddim(batch_size=1, seed=6, rng="cuda:1x256", **call).images
+    np.testing.assert_array_equal(batch[1:], alone)
+
+
+def test_a_record_with_a_bad_geometry_is_refused(ddim):
+    from diffusers_repro import Provenance, ProvenanceError
+    from diffusers_repro.replay import reproduce
+
+    data = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=1, output_type="np").provenance[0]
+    data = data.to_dict()
+    data["recipe"]["rng"]["geometry"] = {"multiprocessors": "many", "max_threads_per_multiprocessor": 256}
+    with pytest.raises(ValueError, match=r"^the record's recipe.rng.geometry .* is not a GPU geometry: multiproc"):
+        reproduce(Provenance.from_dict(data), pipe=ddim)
+    data["recipe"]["rng"] = "cuda"
+    with pytest.raises(ProvenanceError, match=r"recipe.rng must be an object, got 'cuda'"):
+        Provenance.from_dict(data)
