@@ -623,6 +623,8 @@ def _default_tolerance() -> float:
 
 
 def _inspect_lines(image_file: Any) -> list[str]:
+    from .cuda_rng import describe_rng
+
     record = image_file.provenance
     call, recipe, env, batch = record.call_arguments, record.recipe, record.environment, record.batch
     model = recipe.get("model") or {}
@@ -637,6 +639,7 @@ def _inspect_lines(image_file: Any) -> list[str]:
         f"{name} {_short_digest(item.get('weights_digest'))}" for name, item in (model.get("components") or {}).items()
     )
     determinism = env.get("determinism") or {}
+    cuda_noise = describe_rng(recipe)
     pixels = {
         True: "intact (they match the digest written with them)",
         False: "CHANGED since the file was written",
@@ -647,6 +650,7 @@ def _inspect_lines(image_file: Any) -> list[str]:
         f"prompt:          {call.get('prompt')!r}" if "prompt" in call else None,
         f"negative prompt: {call.get('negative_prompt')!r}" if call.get("negative_prompt") else None,
         f"seed:            {record.seed} (from {record.seed_source})",
+        f"noise rng:       {cuda_noise}" if cuda_noise else None,
         f"pipeline:        {recipe.get('pipeline_class')}",
         f"model:           {source}",
         f"weights:         {weights}",

@@ -617,6 +617,24 @@ def cuda_generators(
     return CudaRng(generators, geometry, emulated=True, geometry_from=geometry_from)
 
 
+def describe_rng(recipe: dict[str, Any]) -> str | None:
+    """One line on a record's CUDA noise (``rng="cuda"`` or a user's CUDA generator); `None` for CPU noise."""
+    rng, generator = recipe.get("rng"), recipe.get("generator")
+    if isinstance(rng, dict):
+        how = "emulated by PhiloxGenerator" if rng.get("emulated") else "real CUDA generators"
+    elif isinstance(generator, dict) and str(generator.get("device", "")).startswith("cuda"):
+        rng, how = generator, f"the caller's generator on {generator.get('device')}, offset {generator.get('offset')}"
+    else:
+        return None
+    geometry = rng.get("geometry")
+    layout = (
+        f"GPU geometry {geometry.get('multiprocessors')}x{geometry.get('max_threads_per_multiprocessor')}"
+        if isinstance(geometry, dict)
+        else "no GPU geometry (draws up to the smallest threshold)"
+    )
+    return f"torch.Generator('cuda') noise, {how}; {layout}"
+
+
 def generator_geometry(generator: torch.Generator) -> dict[str, int] | None:
     """The geometry of the GPU a CUDA ``torch.Generator`` draws on (`None` for other generators)."""
     if generator.device.type != "cuda":

@@ -478,3 +478,13 @@ def test_a_record_with_a_bad_geometry_is_refused(ddim):
     data["recipe"]["rng"] = "cuda"
     with pytest.raises(ProvenanceError, match=r"recipe.rng must be an object, got 'cuda'"):
         Provenance.from_dict(data)
+
+
+def test_inspect_shows_the_cuda_noise(ddim, tmp_path, capsys):
+    from diffusers_repro.cli import main
+
+    path = ddim(batch_size=1, seed=5, rng="cuda:T4", num_inference_steps=1).save(tmp_path)[0]
+    assert main(["inspect", str(path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("noise rng:")]
+    expected = "noise rng:       torch.Generator('cuda') noise, emulated by PhiloxGenerator; GPU geometry 40x1024"
+    assert lines == [expected]
