@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .concurrency import SETTINGS_LOCK
+
 CUBLAS_WORKSPACE_CONFIG = "CUBLAS_WORKSPACE_CONFIG"
 DEFAULT_CUBLAS_WORKSPACE = ":16:8"
 _VALID_WORKSPACE = re.compile(r"^(:\d+:\d+)+$")
@@ -160,6 +162,16 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
         self._saved: list[dict[str, Any]] = []
 
     def __enter__(self) -> full_determinism:
+        # The settings are process-wide: wait until no call in another thread runs, and keep new ones out until exit.
+        SETTINGS_LOCK.acquire_exclusive()
+        try:
+            self._enter()
+        except BaseException:
+            SETTINGS_LOCK.release_exclusive()
+            raise
+        return self
+
+    def _enter(self) -> None:
         saved = {
             "env": os.environ.get(CUBLAS_WORKSPACE_CONFIG),
             "algorithms": torch.are_deterministic_algorithms_enabled(),
@@ -193,10 +205,12 @@ class full_determinism(contextlib.ContextDecorator):  # noqa: N801 - used like a
         except BaseException:
             self._restore(self._saved.pop())
             raise
-        return self
 
     def __exit__(self, *exc_info) -> bool:
-        self._restore(self._saved.pop())
+        try:
+            self._restore(self._saved.pop())
+        finally:
+            SETTINGS_LOCK.release_exclusive()
         return False
 
     @staticmethod

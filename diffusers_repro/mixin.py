@@ -6,9 +6,11 @@ discovers components from it), ``__call__`` binds the vanilla signature plus ``s
 
 Around the vanilla call it also:
 
-- runs the call inside a forked torch global RNG seeded from the call's seeds, so randomness that escapes the
-  generators (a scheduler calling ``torch.randn`` without ``generator``) is a function of the seeds, and records
-  whether anything drew from it (``recipe.batch.global_rng_used``);
+- gives randomness that escapes the generators (a scheduler calling ``torch.randn`` without ``generator``) a
+  generator seeded from the call's seeds, in the calling thread only, so it is a function of the seeds and torch's
+  global RNG is never touched; records whether anything drew that way (``recipe.batch.global_rng_used``);
+- keeps concurrent calls apart: calls on one pipeline object run one at a time, and no call runs while
+  ``full_determinism()`` has changed torch's process-wide settings for another thread (see `concurrency`);
 - seeds the Brownian-tree noise sampler of SDE schedulers (``DPMSolverSDEScheduler``) per image from the image seeds
   when the scheduler leaves ``noise_sampler_seed`` unset (vanilla diffusers would draw it from the global RNG);
 - records LoRA adapters (names, weights digests, scales, fusions) and digests a component's tensors again once a
@@ -23,6 +25,7 @@ import hashlib
 import inspect
 import json
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +45,7 @@ from .adapters import (
     lora_state,
 )
 from .batching import one_image_at_a_time
+from .concurrency import SETTINGS_LOCK, serialized_per_object
 from .cuda_rng import cuda_generators, generator_geometry, parse_rng
 from .determinism import full_determinism
 from .provenance import (
@@ -53,7 +57,7 @@ from .provenance import (
     state_dict_digest,
     tensor_digest,
 )
-from .randomness import forked_global_rng, global_rng_seed
+from .randomness import global_rng_seed, seeded_stray_randomness
 from .seeding import make_generators, per_image_seeds
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
@@ -220,9 +224,12 @@ class ReproducibleMixin:
     Every output gets ``provenance``: a list with one `Provenance` per image, in image order. With
     ``return_dict=False`` the vanilla tuple is returned unchanged and the records are in ``pipe.last_provenance``.
 
-    The call runs inside a forked torch global RNG seeded from the call's seeds, so code that ignores ``generator``
-    still gives the same bits for the same seeds; torch's global RNG is restored exactly afterwards, and the records
-    say whether anything drew from it (``recipe.batch.global_rng_used``).
+    Random draws that ignore ``generator`` get a generator seeded from the call's seeds (in the calling thread only),
+    so code that ignores ``generator`` still gives the same bits for the same seeds; torch's global RNG is never
+    touched, and the records say whether anything drew that way (``recipe.batch.global_rng_used``).
+
+    Calls from several threads are safe: calls on one pipeline object run one at a time; pipelines made with
+    ``from_pipe`` (one per request, sharing the weights) run side by side, each with the bits it gets alone.
 
     Example:
 
@@ -494,7 +501,7 @@ class ReproducibleMixin:
         return {name: c for name, c in self.components.items() if c is not None and _is_scheduler(c)}
 
     def _repro_devices(self, execution_device: torch.device | str) -> set[torch.device]:
-        """The devices the call computes on, for forking their global RNGs (only CUDA ones are forked besides CPU)."""
+        """The devices the call computes on, recorded as those its stray randomness could be drawn on."""
         devices = {torch.device(execution_device)}
         if not torch.cuda.is_available():
             return devices  # asking every component for its device costs ~2 ms a call, for nothing
@@ -551,6 +558,7 @@ class ReproducibleMixin:
 
     # ---------------------------------------------------------------------------------------------------- calls
 
+    @serialized_per_object
     def _repro_call(
         self, bound: inspect.BoundArguments, seed: Any, deterministic: bool, batch_invariant: bool, rng: Any = "cpu"
     ) -> Any:
@@ -592,12 +600,14 @@ class ReproducibleMixin:
         per_image = user_generator is None or isinstance(user_generator, (list, tuple))
 
         noise = _NoiseProbe(user_generator, seeds, cuda_rng)
-        determinism = full_determinism() if deterministic else contextlib.nullcontext()
+        # The determinism settings are process-wide: a plain call holds the shared side of their lock, so that no
+        # other thread's full_determinism() changes them while it runs (plain calls never wait for each other).
+        determinism = full_determinism() if deterministic else SETTINGS_LOCK.shared()
         one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
         # diffusers walks every module to find the execution device: once per call is enough.
         execution_device = self._execution_device
         denoiser = self._repro_denoiser()
-        global_rng = forked_global_rng(global_rng_seed(seeds), self._repro_devices(execution_device))
+        global_rng = seeded_stray_randomness(global_rng_seed(seeds), self._repro_devices(execution_device))
         with (
             determinism,
             one_at_a_time,
@@ -647,8 +657,8 @@ class ReproducibleMixin:
             if randomness.used:
                 batch["global_rng_used_on"] = list(randomness.used_on)
                 batch["note"] = (
-                    "the call drew from torch's global RNG (code that ignores `generator`); it ran inside a forked "
-                    "global RNG seeded from all the call's seeds, so this image depends on its whole batch: "
+                    "the call drew random numbers without a generator (code that ignores `generator`); they came "
+                    "from a generator seeded from all the call's seeds, so this image depends on its whole batch: "
                     "regenerate it with the same seeds, in the same order"
                 )
             recipe = {
@@ -798,7 +808,8 @@ def _with_noise_sampler(
             "seed": None,
             "seeded_by": "global RNG",
             "note": "noise_sampler_seed was unset and one generator served the whole batch: the Brownian tree's seed "
-            "came from the forked global RNG (recipe.batch.global_rng_seed), so this image depends on its batch",
+            "came from the call's substitute for the global RNG (recipe.batch.global_rng_seed), so this image "
+            "depends on its batch",
         }
     else:
         configured = plan["configured"]
@@ -913,8 +924,11 @@ class _NoiseProbe:
             yield
             return
 
+        # The denoiser may be shared with pipelines that other threads are calling: learn from this thread's call.
+        thread = threading.get_ident()
+
         def hook(module, args, kwargs):
-            if self.shape is None:
+            if self.shape is None and threading.get_ident() == thread:
                 sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
                 if isinstance(sample, torch.Tensor):
                     self.shape, self.dtype = tuple(sample.shape[1:]), sample.dtype

@@ -1,11 +1,16 @@
 """Stray randomness: draws from torch's global RNG during a call, made deterministic and detected.
 
 Seeded calls hand every image its own CPU generator, and diffusers' own code draws from those. A scheduler or a custom
-component that ignores ``generator`` (``torch.randn(shape)``, ``torch.randint(...)``) draws from torch's global RNG
-instead, whose state depends on everything the process did before the call. Running the call inside a forked global
-RNG seeded from the call's seeds makes such draws a function of the seeds, and torch's global RNG is put back exactly
-as it was afterwards. Comparing the forked RNG's state before and after the call tells whether anything drew from it:
-the global stream is shared by the whole batch, so an image that used it depends on its batch (every seed, in order).
+component that ignores ``generator`` (``torch.randn(shape)``, ``torch.randint(...)``, ``F.dropout`` in train mode)
+would draw from torch's global RNG instead, whose state depends on everything the process did before the call and
+which every thread shares. `seeded_stray_randomness` runs the call under a torch function mode - per thread, unlike
+the global RNG - that hands every such draw a generator of the call's own, seeded from the call's seeds: the draws
+become a function of the seeds, they never reach another thread, and torch's global RNG is not touched at all. The
+mode notes which devices it served: the substitute stream is shared by the whole batch, so an image that used it
+depends on its batch (every seed, in order).
+
+`forked_global_rng` is the process-wide way to the same bits for code that runs alone: it seeds torch's global RNG
+itself for the block and restores it afterwards.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["GlobalRandomness", "forked_global_rng", "global_rng_seed"]
+__all__ = ["GlobalRandomness", "forked_global_rng", "global_rng_seed", "seeded_stray_randomness"]
 
 _SEED_DOMAIN = b"diffusers-repro/global-rng/v1|"
 
 
 def global_rng_seed(seeds: Sequence[int | None]) -> int:
-    """The seed of torch's global RNG during a call that makes images with ``seeds``, in image order.
+    """The seed of the generator that stands in for torch's global RNG in a call making images with ``seeds``.
 
     A hash of all the seeds, so that a call that draws from the global RNG gives the same bits for the same seeds and
     different bits for different seeds; it lies in ``[0, 2**64)``, the range ``torch.Generator.manual_seed`` accepts.
@@ -48,15 +56,15 @@ def global_rng_seed(seeds: Sequence[int | None]) -> int:
 
 @dataclasses.dataclass
 class GlobalRandomness:
-    """What `forked_global_rng` did: the seed it used, the RNGs it forked, and which of them were drawn from.
+    """What `seeded_stray_randomness` (or `forked_global_rng`) did: the seed, the devices, which were drawn from.
 
     Args:
         seed (`int`):
-            The seed the forked global RNGs started from.
+            The seed the substitute (or forked global) RNGs started from.
         devices (`list[str]`):
-            The RNGs forked and seeded: ``"cpu"`` and every CUDA device in use (``"cuda:0"``, ...).
+            The devices seeded: ``"cpu"`` and every CUDA device in use (``"cuda:0"``, ...).
         used_on (`list[str]`):
-            The RNGs among ``devices`` whose state changed inside the block; filled in when the block exits.
+            The devices that served draws made without a generator inside the block; filled in when the block exits.
     """
 
     seed: int
@@ -124,3 +132,140 @@ def forked_global_rng(seed: int, devices: Iterable[torch.device | str | None] = 
             yield report
         finally:
             report.used_on = [name for name, state in start.items() if not torch.equal(state, _state(name))]
+
+
+# Functions and methods that draw from torch's global RNG unless given ``generator=`` (all take it as a keyword).
+_TAKE_GENERATOR = frozenset(
+    {
+        torch.randn,
+        torch.rand,
+        torch.randint,
+        torch.randperm,
+        torch.randn_like,
+        torch.rand_like,
+        torch.randint_like,
+        torch.normal,
+        torch.bernoulli,
+        torch.multinomial,
+        torch.poisson,
+        torch.Tensor.normal_,
+        torch.Tensor.uniform_,
+        torch.Tensor.bernoulli,
+        torch.Tensor.bernoulli_,
+        torch.Tensor.multinomial,
+        torch.Tensor.random_,
+        torch.Tensor.exponential_,
+        torch.Tensor.cauchy_,
+        torch.Tensor.log_normal_,
+        torch.Tensor.geometric_,
+    }
+)
+# Dropout takes no generator: in train mode (``training=True``, ``p > 0``) it is computed here as torch's CPU kernel
+# computes it (a Bernoulli mask scaled by ``1 / (1 - p)``), with the mask drawn from the call's generator. The value
+# is the input rank of a batched call for the feature (channel-wise) variants, None for element-wise dropout.
+_DROPOUTS: dict[Any, int | None] = {
+    torch.nn.functional.dropout: None,
+    torch.nn.functional.dropout1d: 3,
+    torch.nn.functional.dropout2d: 4,
+    torch.nn.functional.dropout3d: 5,
+}
+
+
+def _draw_device(args: tuple, kwargs: dict) -> torch.device:
+    device = kwargs.get("device")
+    if device is not None:
+        return torch.device(device)
+    for value in args:
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return torch.get_default_device()
+
+
+class _SeededStrayRandomness(TorchFunctionMode):
+    """Gives every draw made without a generator in this thread a generator seeded from the call's seeds."""
+
+    def __init__(self, report: GlobalRandomness):
+        super().__init__()
+        self.report = report
+        self.generators: dict[str, torch.Generator] = {}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        name = str(device)
+        generator = self.generators.get(name)
+        if generator is None:
+            generator = self.generators[name] = torch.Generator(device).manual_seed(self.report.seed)
+        if name not in self.report.used_on:
+            self.report.used_on.append(name)
+        return generator
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        # Called for every torch operation in the block: the common path must stay short.
+        if func in _TAKE_GENERATOR:
+            kwargs = dict(kwargs or {})
+            if kwargs.get("generator") is None:
+                kwargs["generator"] = self.generator(_draw_device(args, kwargs))
+            return func(*args, **kwargs)
+        if func in _DROPOUTS:
+            return self.dropout(func, args, kwargs or {})
+        return func(*args, **(kwargs or {}))
+
+    def dropout(self, func, args: tuple, kwargs: dict) -> torch.Tensor:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+        bound.apply_defaults()
+        tensor, p, training, inplace = (bound.arguments[name] for name in ("input", "p", "training", "inplace"))
+        if not training or p == 0 or p == 1:
+            return func(*args, **kwargs)  # no draw: torch's own code gives the exact result
+        feature_rank = _DROPOUTS[func]
+        if feature_rank is None:
+            shape = tensor.shape
+        elif tensor.ndim == feature_rank - 1:  # unbatched input: one mask value per channel
+            shape = (tensor.shape[0],) + (1,) * (tensor.ndim - 1)
+        else:
+            shape = tuple(tensor.shape[:2]) + (1,) * (tensor.ndim - 2)
+        noise = tensor.new_empty(shape).bernoulli_(1 - p, generator=self.generator(tensor.device))
+        noise.div_(1 - p)
+        return tensor.mul_(noise) if inplace else tensor * noise
+
+
+@contextlib.contextmanager
+def seeded_stray_randomness(
+    seed: int, devices: Iterable[torch.device | str | None] = ()
+) -> Iterator[GlobalRandomness]:
+    """Gives every random draw made without a generator in this thread, inside the block, a generator of its own.
+
+    Inside the block, ``torch.randn(...)``, ``tensor.normal_()``, ``torch.randint(...)``, ``torch.bernoulli``,
+    ``torch.multinomial``, the ``*_like`` draws, ``F.dropout`` / ``dropout1d/2d/3d`` in train mode and the other
+    functions that take ``generator=`` draw from a generator seeded with ``seed`` (one per device) instead of torch's
+    global RNG, so they give the bits they would give from the global RNG seeded with ``seed``. It is a torch
+    function mode: it acts in the calling thread only, other threads draw from the global RNG as usual, and the global
+    RNG's state is never read or changed. The yielded `GlobalRandomness` says on exit which devices served draws.
+
+    Not covered: ``F.alpha_dropout``, ``F.feature_alpha_dropout`` and ``F.rrelu`` in train mode (they draw inside
+    torch's kernels and take no generator), and randomness from Python's ``random`` or NumPy.
+
+    Args:
+        seed (`int`):
+            The seed of the substitute generators, in ``[0, 2**64)``; see `global_rng_seed`.
+        devices (iterable of `torch.device` or `str`, *optional*):
+            The devices the block computes on: ``GlobalRandomness.devices`` lists the CPU and the CUDA devices
+            among them. A draw on any device gets a generator.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from diffusers_repro.randomness import seeded_stray_randomness
+    >>> state = torch.random.get_rng_state()
+    >>> with seeded_stray_randomness(7) as randomness:
+    ...     stray = torch.randn(2)
+    >>> torch.equal(stray, torch.randn(2, generator=torch.Generator().manual_seed(7)))
+    True
+    >>> randomness.used_on, torch.equal(state, torch.random.get_rng_state())
+    (['cpu'], True)
+    ```
+    """
+    report = GlobalRandomness(seed=seed, devices=["cpu"] + [f"cuda:{index}" for index in _cuda_indices(devices)])
+    with _SeededStrayRandomness(report):
+        yield report
