@@ -54,6 +54,7 @@ from .provenance import (
 )
 from .randomness import forked_global_rng, global_rng_seed
 from .seeding import make_generators, per_image_seeds
+from .siblings import link_batch_records
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
@@ -612,6 +613,7 @@ class ReproducibleMixin:
             for name in _PROMPT_KEYS
             if isinstance(value := arguments.get(name), (list, tuple)) and all(isinstance(v, str) for v in value)
         }
+        same_prompts = all(len(set(values)) <= 1 for values in batch_prompt_lists.values())
         for index in range(num_images):
             per_image_schedulers = {
                 name: _with_noise_sampler(record, noise_samplers.get(name), index, num_images)
@@ -629,9 +631,11 @@ class ReproducibleMixin:
                 "global_rng_used": randomness.used,
             }
             if num_images > 1:
-                # The call's prompt lists, as passed: with the seeds they regenerate the whole batch, which is the
-                # only bitwise way back to an image of a normal batch.
-                batch["prompt_lists"] = {name: list(values) for name, values in batch_prompt_lists.items()}
+                # Never another image's text: the record says how long each prompt list was and whether every image
+                # had the same prompts (then this record alone regenerates the batch); a mixed batch is replayed
+                # from its siblings' own records, known by their digests (added below).
+                batch["same_prompts"] = same_prompts
+                batch["prompt_list_lengths"] = {name: len(values) for name, values in batch_prompt_lists.items()}
             if randomness.used:
                 batch["global_rng_used_on"] = list(randomness.used_on)
                 batch["note"] = (
@@ -677,6 +681,8 @@ class ReproducibleMixin:
                     result=result,
                 )
             )
+        if num_images > 1:
+            link_batch_records(records)
         self.last_provenance = records
         if arguments.get("return_dict", True) and not isinstance(output, tuple):
             output.__class__ = _repro_output_class(type(output))
