@@ -43,6 +43,7 @@ from .adapters import (
 )
 from .batching import one_image_at_a_time
 from .determinism import full_determinism
+from .keywords import check_extra_keywords
 from .provenance import (
     Provenance,
     environment_fingerprint,
@@ -705,11 +706,17 @@ def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
     var_keyword = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
     full_signature = signature.replace(parameters=rest + extra + var_keyword)
+    valid_names = [p.name for p in rest + extra if p.name != "self"]
 
     @functools.wraps(vanilla.__call__)
     def __call__(self, *args, seed=None, deterministic=False, batch_invariant=False, **kwargs):
         # Bind before any work: a wrong argument fails exactly as it would in vanilla diffusers.
         bound = signature.bind(self, *args, **kwargs)
+        if var_keyword and bound.arguments.get(var_keyword[0].name):
+            # A keyword the vanilla **kwargs would swallow without effect (a typo: sed=42) is an error.
+            check_extra_keywords(
+                type(self).__name__, vanilla.__call__, bound.arguments[var_keyword[0].name], valid_names
+            )
         return self._repro_call(bound, seed, deterministic, batch_invariant)
 
     __call__.__signature__ = full_signature
