@@ -47,6 +47,7 @@ __all__ = [
     "read_image_file",
     "read_pixels",
     "read_provenance",
+    "read_text_chunks",
     "save_image",
     "save_outputs",
     "to_pil_image",
@@ -659,6 +660,24 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
     path = Path(path)
     with _open_png(path) as image:
         return _parse_record(path, _text_chunks(image))
+
+
+def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG as they are, unparsed: what a file that fails the schema carries.
+
+    Raises the same errors as `read_provenance` for a file that is not a readable PNG.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_text_chunks
+    >>> sorted(read_text_chunks("outputs/00000-seed42.png"))  # doctest: +SKIP
+    ['diffusers-repro', 'diffusers-repro-pixels', 'parameters']
+    ```
+    """
+    path = Path(path)
+    with _open_png(path) as image:
+        return _text_chunks(image)
 
 
 def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
