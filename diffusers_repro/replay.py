@@ -459,7 +459,12 @@ def _recorded_schedulers(record: Provenance) -> dict[str, Any]:
         ):
             # Not a scheduler of this diffusers version: the pipeline keeps its own and the difference is reported.
             continue
-        schedulers[name] = cls.from_config(scheduler.get("config") or {})
+        try:
+            schedulers[name] = cls.from_config(scheduler.get("config") or {})
+        except Exception as error:  # noqa: BLE001 - a config from a file that the class refuses, in any way
+            raise ReproductionError(
+                f"the record's {name} config cannot build a {cls.__name__}: {type(error).__name__}: {error}"
+            ) from None
     return schedulers
 
 

@@ -311,7 +311,6 @@ _BATCH_V2 = _object(
         "prompt_list_lengths": _object({}, extra=_int(1, _MAX_LIST), keys=_IDENTIFIER),
         "record_digests": _list(_DIGEST_STRING, _MAX_LIST),
     },
-    extra=_any,
     nullable=True,
 )
 

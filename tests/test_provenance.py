@@ -77,7 +77,10 @@ def test_result_digests(record, sd_pipe):
         (lambda d: d.update(schema_version=99), "has schema_version 99, but this diffusers-repro reads versions 1, 2"),
         (lambda d: d.update(schema="other"), "has schema 'other', expected 'diffusers-repro/provenance'"),
         (lambda d: d.pop("recipe"), "lacks the field recipe"),
-        (lambda d: d.update(seed_source="dice"), "seed_source must be one of 'seed', 'random', 'generator', got 'dice'"),
+        (
+            lambda d: d.update(seed_source="dice"),
+            "seed_source must be one of 'seed', 'random', 'generator', got 'dice'",
+        ),
         (lambda d: d.update(result=[]), "result must be an object"),
     ],
 )
@@ -161,9 +164,21 @@ def test_environment_fingerprint_is_cheap_to_copy_and_independent():
             "two",
             "recipe.call.num_inference_steps must be an int from 1 to 10000 or null, got 'two'",
         ),
-        (("recipe", "call", "guidance_scale"), "high", "recipe.call.guidance_scale must be a number from -1e+06 to 1e+06 or null, got 'high'"),
-        (("environment", "torch_num_threads"), "x", "environment.torch_num_threads must be an int from 1 to 65536, got 'x'"),
-        (("result", "output_digest"), 3, "result.output_digest must be a 'sha256:' followed by 64 hex digits or null, got 3"),
+        (
+            ("recipe", "call", "guidance_scale"),
+            "high",
+            "recipe.call.guidance_scale must be a number from -1e+06 to 1e+06 or null, got 'high'",
+        ),
+        (
+            ("environment", "torch_num_threads"),
+            "x",
+            "environment.torch_num_threads must be an int from 1 to 65536, got 'x'",
+        ),
+        (
+            ("result", "output_digest"),
+            3,
+            "result.output_digest must be a 'sha256:' followed by 64 hex digits or null, got 3",
+        ),
     ],
 )
 def test_edited_nested_fields_raise_provenance_error_naming_them(record, path, value, message):
