@@ -136,7 +136,16 @@ class Provenance:
         """Parses a record from JSON text: too long, too deep or broken JSON raises `ProvenanceError`, never
         `JSONDecodeError` or `RecursionError`; then checks it as `from_dict` does."""
         data = parse_json(text, source)
-        return cls.from_dict(data, source=source)
+        check_record(data, source)
+        # Freshly parsed: nothing else holds these dicts, so no copy is needed.
+        return cls(
+            seed=data["seed"],
+            seed_source=data["seed_source"],
+            recipe=data["recipe"],
+            environment=data["environment"],
+            result=data["result"],
+            schema_version=data["schema_version"],
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -555,13 +555,35 @@ def parse_json(text: str | bytes, source: str | None = None) -> Any:
         raise ProvenanceError(f"provenance record{where} must be JSON text, got {type(text).__name__}")
     if len(text) > MAX_RECORD_CHARS:
         raise ProvenanceError(f"provenance record{where} is longer than {MAX_RECORD_CHARS} characters")
-    depth = _depth(text)
-    if depth > MAX_DEPTH:
-        raise ProvenanceError(f"provenance record{where} nests {depth} levels deep, at most {MAX_DEPTH} are read")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, NaN, ints past Python's digit limit
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:  # the C parser stops at the interpreter's recursion limit, cleanly
+        data = _TOO_DEEP
+    except ValueError as error:  # JSONDecodeError, NaN, ints past Python's digit limit
         raise ProvenanceError(f"provenance record{where} is not valid JSON: {error}") from None
+    # Depth is measured on the parsed value (cheap) and, only for a refusal, counted in the text for the message.
+    if data is _TOO_DEEP or _too_deep(data):
+        raise ProvenanceError(
+            f"provenance record{where} nests {_depth(text)} levels deep, at most {MAX_DEPTH} are read"
+        )
+    return data
+
+
+_TOO_DEEP = object()
+
+
+def _too_deep(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((item, depth + 1) for item in value if isinstance(item, (dict, list)))
+    return False
 
 
 def record_digest(data: dict[str, Any]) -> str:
