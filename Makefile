@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test quality benchmark clean
+.PHONY: install demo test fuzz quality benchmark clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# The hypothesis fuzz tests of the readers and the record schema, with many more cases than the normal suite.
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	DIFFUSERS_REPRO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_schema.py -k fuzz
+
 quality: install
 	$(VENV)/bin/ruff check diffusers_repro tests examples benchmarks
 	$(VENV)/bin/ruff format --check diffusers_repro tests examples benchmarks
@@ -30,6 +35,7 @@ benchmark: install
 	$(PY) benchmarks/bench_batch_invariant.py
 	$(PY) benchmarks/bench_loading.py
 	$(PY) benchmarks/bench_distributed.py
+	$(PY) benchmarks/bench_schema.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -30,15 +30,19 @@ _EXPORTS = {
     "ReproductionError": "replay",
     "reproduce": "replay",
     "SettingsMismatchError": "distributed",
+    "LimitExceededError": "limits",
+    "ReplayLimits": "limits",
 }
 
 __all__ = [
     "__version__",
     "CudaGeometry",
     "ImageProvenanceError",
+    "LimitExceededError",
     "PhiloxGenerator",
     "Provenance",
     "ProvenanceError",
+    "ReplayLimits",
     "ReproDDIMPipeline",
     "ReproDiffusionPipeline",
     "ReproStableDiffusionPipeline",
@@ -59,6 +63,7 @@ if _typing.TYPE_CHECKING:
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible
     from .files import ImageProvenanceError, read_provenance, save_image
+    from .limits import LimitExceededError, ReplayLimits
     from .mixin import ReproducibleMixin
     from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
     from .provenance import Provenance, ProvenanceError

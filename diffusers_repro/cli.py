@@ -35,6 +35,7 @@ _DTYPES = ("float32", "float16", "bfloat16")
 _DEMO_PROMPTS = ("a red fox in fresh snow", "a lighthouse at dusk")
 _DEMO_SEEDS = (0, 1)
 _SHOWN_DIFFERENCES = 6
+_RAW_CHUNK_CHARS = 2000
 
 
 class UsageError(Exception):
@@ -207,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="regenerate images from their embedded records and check the pixels",
         description=(
             "Regenerates each image from its embedded provenance record and compares it with the file. Prints one "
-            "verdict per image (bitwise, close, different) and a summary. Exit 0 only when every image reproduces "
-            "bitwise, or within --tolerance when given; 1 otherwise."
+            "verdict per image (bitwise, close, different) and a summary. A file whose record does not fit the schema "
+            "or asks for more than the limits allow is refused (FILE: refused: why) and the others go on. Exit 0 "
+            "only when every image reproduces bitwise, or within --tolerance when given; 1 otherwise."
         ),
     )
     verify.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PNG files or folders of PNG files")
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads (default: each image's recorded count, which CPU bits depend on)",
     )
     verify.add_argument("--json", action="store_true", help="one JSON object per image, then a summary object")
+    _add_replay_safety_arguments(verify)
     verify.set_defaults(handler=_verify)
 
     inspect_ = commands.add_parser(
@@ -512,15 +515,93 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# replay safety: files come from anyone
+
+
+def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
+    from_defaults = "(default: %(default)s)"
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load pickled weights (.bin, .ckpt), which can run code while loading; only for trusted files",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=4096 * 4096,
+        help=f"largest height x width replayed {from_defaults}",
+    )
+    parser.add_argument("--max-steps", type=_positive_int, default=1000, help=f"most denoising steps {from_defaults}")
+    parser.add_argument(
+        "--max-batch-images",
+        type=_positive_int,
+        default=64,
+        help=f"most images regenerated together for a whole-batch replay {from_defaults}",
+    )
+
+
+def _replay_limits(args: argparse.Namespace) -> Any:
+    from .limits import ReplayLimits
+
+    return ReplayLimits(max_pixels=args.max_pixels, max_steps=args.max_steps, max_batch_images=args.max_batch_images)
+
+
+def _refusal_types() -> tuple[type[BaseException], ...]:
+    from .limits import LimitExceededError
+    from .provenance import ProvenanceError
+    from .replay import ReproductionError
+
+    return (ProvenanceError, ReproductionError, LimitExceededError)
+
+
+def _reason(path: Path, error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    # Messages about a file start with its name, which the refused line already shows.
+    for prefix in (f"provenance record in {path}", str(path)):
+        if text.startswith(prefix):
+            text = ("provenance record" if prefix != str(path) else "") + text[len(prefix) :]
+            break
+    return _printable(text.lstrip(": ")) or type(error).__name__
+
+
+def _checked_record(path: Path, limits: Any) -> Any:
+    """The file's record once it passed the schema and the limits, else the one-line reason it is refused."""
+    from .limits import check_limits
+
+    try:
+        record = _read_image(path).provenance
+        in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
+        check_limits(record, limits, record.batch.get("size", 1) if in_batch else 1)
+    except _refusal_types() as error:
+        return _reason(path, error)
+    return record
+
+
+def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
+    if args.json:
+        print(json.dumps({"path": str(path), "refused": reason}))
+    else:
+        print(f"{path}: refused: {reason}")
+
+
+def _printable(text: str) -> str:
+    """Text from a file, safe for a terminal: control characters (escape sequences, newlines) shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # verify
 
 
 class _PipelineCache:
     """One loaded pipeline per recorded model source (and dtype, device), reused for every image that names it."""
 
-    def __init__(self, model: str | None, device: str | None):
+    def __init__(self, model: str | None, device: str | None, allow_pickle: bool = False):
         self.model = model
         self.device = device
+        self.allow_pickle = allow_pickle
         self.pipes: dict[Any, Any] = {}
 
     def get(self, record: Any) -> Any:
@@ -546,7 +627,7 @@ class _PipelineCache:
                 pipe = _load_pipeline(self.model, name if name in _DTYPES else None)
                 self.pipes[key] = pipe.to(self.device) if self.device else pipe
             else:
-                self.pipes[key] = load_pipeline(record, self.device)
+                self.pipes[key] = load_pipeline(record, self.device, allow_pickle=self.allow_pickle)
         return self.pipes[key]
 
 
@@ -557,22 +638,36 @@ def _verify(args: argparse.Namespace) -> int:
 
     device = _check_device(args.device)
     files = _image_files(args.paths)
-    # Every record is read before any work: an unreadable file is a user error, reported at once. Only the records
-    # are kept (reproduce reads each file again), so a folder of thousands of images does not fill the memory.
-    records = [(path, _read_image(path).provenance) for path in files]
-    cache = _PipelineCache(args.model, device)
-    counts = {"bitwise": 0, "close": 0, "different": 0}
+    limits = _replay_limits(args)
+    # Every record is read and checked (schema, limits) before any work; a refused file is reported on its own line
+    # and the others go on. Only the records are kept (reproduce reads each file again), so a folder of thousands of
+    # images does not fill the memory.
+    entries = [(path, _checked_record(path, limits)) for path in files]
+    cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle)
+    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0}
     failed = 0
     previous_threads = torch.get_num_threads()
     try:
-        for path, record in records:
-            threads = args.threads or record.environment.get("torch_num_threads") or previous_threads
+        for path, record in entries:
+            if isinstance(record, str):
+                _print_refused(args, path, record)
+                counts["refused"] += 1
+                continue
+            # Never more threads than this machine has, whatever the record says.
+            threads = args.threads or _usable_threads(record.environment.get("torch_num_threads"), previous_threads)
             torch.set_num_threads(int(threads))
-            result = reproduce(
-                path,
-                pipe=cache.get(record),
-                tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
-            )
+            try:
+                result = reproduce(
+                    path,
+                    pipe=cache.get(record),
+                    tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
+                    limits=limits,
+                    allow_pickle=args.allow_pickle,
+                )
+            except _refusal_types() as error:
+                _print_refused(args, path, _reason(path, error))
+                counts["refused"] += 1
+                continue
             counts[result.verdict] += 1
             # A tolerance forgives drift between machines, never a file edited after it was written.
             accepted = result.bitwise_equal or (
@@ -596,7 +691,8 @@ def _verify(args: argparse.Namespace) -> int:
                     print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
     finally:
         torch.set_num_threads(previous_threads)
-    total = len(records)
+    total = len(entries)
+    failed += counts["refused"]
     ok = failed == 0
     if args.json:
         print(json.dumps({"summary": {"images": total, **counts, "failed": failed, "ok": ok}}))
@@ -605,11 +701,18 @@ def _verify(args: argparse.Namespace) -> int:
             "bitwise" if args.tolerance is None else f"within {args.tolerance:.4g} ({args.tolerance * 255:g}/255)"
         )
         outcome = "OK" if ok else f"FAILED: {failed} image(s) do not reproduce {criterion}"
+        refused = f", {counts['refused']} refused" if counts["refused"] else ""
         print(
             f"{total} image(s): {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
-            f"different; {outcome}"
+            f"different{refused}; {outcome}"
         )
     return 0 if ok else 1
+
+
+def _usable_threads(recorded: Any, fallback: int) -> int:
+    from .limits import usable_threads
+
+    return usable_threads(recorded, fallback)
 
 
 def _default_tolerance() -> float:
@@ -668,11 +771,26 @@ def _inspect_lines(image_file: Any) -> list[str]:
         f"noise digest:    {record.result.get('noise_digest')}",
         f"pixels:          {pixels}",
     ]
-    return [line for line in lines if line is not None]
+    return [_printable(line) for line in lines if line is not None]
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    image_file = _read_image(args.path)
+    from .files import PROVENANCE_KEY, read_text_chunks
+    from .provenance import ProvenanceError
+
+    try:
+        image_file = _read_image(args.path)
+    except ProvenanceError as error:
+        chunks = read_text_chunks(args.path) if args.path.exists() else {}
+        if PROVENANCE_KEY not in chunks:
+            raise  # not a PNG, or no record: nothing to show
+        # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
+        print(f"file:            {_printable(str(args.path))}")
+        print(f"refused:         {_reason(args.path, error)}")
+        for key, text in chunks.items():
+            shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
+            print(f"chunk {_printable(key)!r}: {_printable(shown)}")
+        return 1
     if args.json:
         print(image_file.provenance.to_json(indent=2))
     else:

@@ -47,6 +47,7 @@ __all__ = [
     "read_image_file",
     "read_pixels",
     "read_provenance",
+    "read_text_chunks",
     "save_image",
     "save_outputs",
     "to_pil_image",
@@ -62,6 +63,10 @@ INFOTEXT_KEY = "parameters"
 """PNG text chunk key that Stable Diffusion web UIs read their generation parameters from."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_FILE_PIXELS = 8192 * 8192
+"""Most pixels a read image may have (a 8192 x 8192 image decodes to 192 MiB as RGB); larger files are refused
+before their pixels are decoded."""
+_MAX_PIXEL_RECORD_CHARS = 4096
 _FLOAT_CONVERSION = "round(clip(x, 0, 1) * 255) to uint8, as diffusers' numpy_to_pil"
 _FILE_NUMBER = re.compile(r"^(\d{5,})-")
 # The components the mixin takes for the denoiser, in its order: the first one recorded gives the Model hash.
@@ -563,16 +568,37 @@ def _open_png(path: Path) -> PIL.Image.Image:
             f"{path} is not a PNG file ({what}); diffusers-repro records are stored in PNG files", path
         )
     try:
-        image = PIL.Image.open(path)
+        image = PIL.Image.open(path, formats=["PNG"])
+    except Exception as error:  # noqa: BLE001 - any file is hostile: PIL's every failure is a damaged file
+        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
+    width, height = image.size
+    if width * height > MAX_FILE_PIXELS:
+        image.close()
+        raise ImageProvenanceError(
+            f"{path} is {width}x{height} pixels, more than the {MAX_FILE_PIXELS} pixels diffusers-repro reads", path
+        )
+    try:
         # Text chunks may also follow the pixel data, so the whole file is read before the chunks are looked at.
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageProvenanceError(f"{path} is a damaged PNG file: {error}", path) from None
+    except Exception as error:  # noqa: BLE001 - zlib, struct, decompression-bomb and memory errors alike
+        image.close()
+        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
     return image
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:200]
+    return text or type(error).__name__
+
+
 def _text_chunks(image: PIL.Image.Image) -> dict[str, str]:
-    return dict(getattr(image, "text", None) or {})
+    # PIL caps each text chunk (ImageFile.SAFEBLOCK after decompression) and their sum (MAX_TEXT_MEMORY); keys and
+    # values are str, but a key may repeat or be latin-1 junk: only str -> str pairs are kept.
+    try:
+        chunks = dict(getattr(image, "text", None) or {})
+    except Exception:  # noqa: BLE001 - a chunk PIL cannot decode is a damaged file
+        return {}
+    return {key: value for key, value in chunks.items() if isinstance(key, str) and isinstance(value, str)}
 
 
 def _parse_record(path: Path, chunks: dict[str, str]) -> Provenance:
@@ -599,13 +625,18 @@ def _parse_pixel_record(path: Path, chunks: dict[str, str]) -> str | None:
     if text is None:
         return None
     try:
+        if len(text) > _MAX_PIXEL_RECORD_CHARS:
+            raise ValueError("too long")
         digest = json.loads(text)["pixel_digest"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         raise ImageProvenanceError(
             f"{path}: the {PIXELS_KEY!r} text chunk is not a JSON object with a pixel_digest", path
         ) from None
-    if not isinstance(digest, str):
-        raise ImageProvenanceError(f"{path}: pixel_digest in the {PIXELS_KEY!r} chunk must be a string", path)
+    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ImageProvenanceError(
+            f"{path}: pixel_digest in the {PIXELS_KEY!r} chunk must be a string 'sha256:' followed by 64 hex digits",
+            path,
+        )
     return digest
 
 
@@ -631,6 +662,24 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
         return _parse_record(path, _text_chunks(image))
 
 
+def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks of a PNG as they are, unparsed: what a file that fails the schema carries.
+
+    Raises the same errors as `read_provenance` for a file that is not a readable PNG.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_text_chunks
+    >>> sorted(read_text_chunks("outputs/00000-seed42.png"))  # doctest: +SKIP
+    ['diffusers-repro', 'diffusers-repro-pixels', 'parameters']
+    ```
+    """
+    path = Path(path)
+    with _open_png(path) as image:
+        return _text_chunks(image)
+
+
 def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
     """Reads a PNG written by `save_image`: record, pixels, stored pixel digest and infotext.
 
@@ -649,11 +698,15 @@ def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
         chunks = _text_chunks(image)
         provenance = _parse_record(path, chunks)
         pixels = image.copy()
+    try:
+        digest = image_digest(pixels)
+    except Exception as error:  # noqa: BLE001 - an odd mode or palette numpy cannot take
+        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
     return ProvenanceImage(
         path=path,
         provenance=provenance,
         image=pixels,
-        pixel_digest=image_digest(pixels),
+        pixel_digest=digest,
         stored_pixel_digest=_parse_pixel_record(path, chunks),
         infotext=chunks.get(INFOTEXT_KEY),
     )
@@ -672,4 +725,7 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     with _open_png(path) as image:
-        return np.asarray(image).copy()
+        try:
+            return np.asarray(image).copy()
+        except Exception as error:  # noqa: BLE001 - an odd mode or palette PIL cannot convert
+            raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None

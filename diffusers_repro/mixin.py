@@ -48,6 +48,7 @@ from .batching import one_image_at_a_time
 from .concurrency import SETTINGS_LOCK, serialized_per_object
 from .cuda_rng import cuda_generators, generator_geometry, parse_rng
 from .determinism import full_determinism
+from .keywords import check_extra_keywords
 from .provenance import (
     Provenance,
     environment_fingerprint,
@@ -59,6 +60,7 @@ from .provenance import (
 )
 from .randomness import global_rng_seed, seeded_stray_randomness
 from .seeding import make_generators, per_image_seeds
+from .siblings import link_batch_records
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
@@ -634,6 +636,7 @@ class ReproducibleMixin:
             for name in _PROMPT_KEYS
             if isinstance(value := arguments.get(name), (list, tuple)) and all(isinstance(v, str) for v in value)
         }
+        same_prompts = all(len(set(values)) <= 1 for values in batch_prompt_lists.values())
         for index in range(num_images):
             per_image_schedulers = {
                 name: _with_noise_sampler(record, noise_samplers.get(name), index, num_images)
@@ -651,9 +654,11 @@ class ReproducibleMixin:
                 "global_rng_used": randomness.used,
             }
             if num_images > 1:
-                # The call's prompt lists, as passed: with the seeds they regenerate the whole batch, which is the
-                # only bitwise way back to an image of a normal batch.
-                batch["prompt_lists"] = {name: list(values) for name, values in batch_prompt_lists.items()}
+                # Never another image's text: the record says how long each prompt list was and whether every image
+                # had the same prompts (then this record alone regenerates the batch); a mixed batch is replayed
+                # from its siblings' own records, known by their digests (added below).
+                batch["same_prompts"] = same_prompts
+                batch["prompt_list_lengths"] = {name: len(values) for name, values in batch_prompt_lists.items()}
             if randomness.used:
                 batch["global_rng_used_on"] = list(randomness.used_on)
                 batch["note"] = (
@@ -701,6 +706,8 @@ class ReproducibleMixin:
                     result=result,
                 )
             )
+        if num_images > 1:
+            link_batch_records(records)
         self.last_provenance = records
         if arguments.get("return_dict", True) and not isinstance(output, tuple):
             output.__class__ = _repro_output_class(type(output))
@@ -724,11 +731,17 @@ def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
     var_keyword = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
     full_signature = signature.replace(parameters=rest + extra + var_keyword)
+    valid_names = [p.name for p in rest + extra if p.name != "self"]
 
     @functools.wraps(vanilla.__call__)
     def __call__(self, *args, seed=None, deterministic=False, batch_invariant=False, rng="cpu", **kwargs):
         # Bind before any work: a wrong argument fails exactly as it would in vanilla diffusers.
         bound = signature.bind(self, *args, **kwargs)
+        if var_keyword and bound.arguments.get(var_keyword[0].name):
+            # A keyword the vanilla **kwargs would swallow without effect (a typo: sed=42) is an error.
+            check_extra_keywords(
+                type(self).__name__, vanilla.__call__, bound.arguments[var_keyword[0].name], valid_names
+            )
         return self._repro_call(bound, seed, deterministic, batch_invariant, rng=rng)
 
     __call__.__signature__ = full_signature

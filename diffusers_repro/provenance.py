@@ -28,9 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-SCHEMA_NAME = "diffusers-repro/provenance"
-SCHEMA_VERSION = 1
-SEED_SOURCES = ("seed", "random", "generator")
+from .schema import SCHEMA_NAME, SCHEMA_VERSION, ProvenanceError, check_record, parse_json
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,10 +41,6 @@ __all__ = [
     "jsonable",
     "tensor_digest",
 ]
-
-
-class ProvenanceError(ValueError):
-    """A provenance record (or a file meant to carry one) is missing, malformed or of an unknown schema version."""
 
 
 @dataclasses.dataclass
@@ -123,32 +117,11 @@ class Provenance:
             source (`str`, *optional*): Where the data came from (a file name), quoted in errors.
 
         Raises:
-            `ProvenanceError`: when the data is not a provenance record or has an unknown schema version.
+            `ProvenanceError`: when the data does not fit the record schema (see `diffusers_repro.schema`): the
+                message names the field path, the value and what is expected.
         """
-        where = f" in {source}" if source else ""
-        if not isinstance(data, dict):
-            raise ProvenanceError(f"provenance record{where} must be a JSON object, got {type(data).__name__}")
-        if data.get("schema") != SCHEMA_NAME:
-            raise ProvenanceError(
-                f"provenance record{where} has schema {data.get('schema')!r}, expected {SCHEMA_NAME!r}"
-            )
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ProvenanceError(
-                f"provenance record{where} has schema_version {version!r}, but this diffusers-repro reads "
-                f"version {SCHEMA_VERSION}; upgrade diffusers-repro to read newer records"
-            )
-        missing = [key for key in ("seed", "seed_source", "recipe", "environment", "result") if key not in data]
-        if missing:
-            raise ProvenanceError(f"provenance record{where} lacks the field(s) {', '.join(missing)}")
-        if data["seed_source"] not in SEED_SOURCES:
-            raise ProvenanceError(
-                f"provenance record{where} has seed_source {data['seed_source']!r}, expected one of {SEED_SOURCES}"
-            )
-        for key in ("recipe", "environment", "result"):
-            if not isinstance(data[key], dict):
-                raise ProvenanceError(f"provenance record{where}: {key} must be an object")
-        _check_field_types(data, where)
+        check_record(data, source)
+        version = data["schema_version"]
         return cls(
             seed=data["seed"],
             seed_source=data["seed_source"],
@@ -160,41 +133,19 @@ class Provenance:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str | None = None) -> Provenance:
-        """Parses a record from JSON text; broken JSON raises `ProvenanceError`, not `JSONDecodeError`."""
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            where = f" in {source}" if source else ""
-            raise ProvenanceError(f"provenance record{where} is not valid JSON: {error}") from None
-        return cls.from_dict(data, source=source)
-
-
-def _check_field_types(data: dict[str, Any], where: str) -> None:
-    # A record that parses as JSON can still be edited into nonsense; it fails here, naming the field, rather than
-    # deep inside a replay.
-    def check(path: str, value: Any, types: tuple[type, ...], expected: str) -> None:
-        if value is not None and (isinstance(value, bool) and bool not in types or not isinstance(value, types)):
-            raise ProvenanceError(f"provenance record{where}: {path} must be {expected}, got {value!r}")
-
-    check("seed", data["seed"], (int,), "an int or null")
-    if isinstance(data["seed"], int) and data["seed"] < 0:
-        raise ProvenanceError(f"provenance record{where}: seed must not be negative, got {data['seed']!r}")
-    for key in ("call", "batch", "model", "scheduler", "generator", "rng"):
-        check(f"recipe.{key}", data["recipe"].get(key), (dict,), "an object")
-    batch = data["recipe"].get("batch") or {}
-    check("recipe.batch.size", batch.get("size"), (int,), "an int")
-    check("recipe.batch.index", batch.get("index"), (int,), "an int")
-    check("recipe.batch.seeds", batch.get("seeds"), (list,), "a list")
-    check("recipe.batch.prompt_lists", batch.get("prompt_lists"), (dict,), "an object")
-    call = data["recipe"].get("call") or {}
-    for name in ("num_inference_steps", "num_images_per_prompt", "batch_size", "height", "width"):
-        check(f"recipe.call.{name}", call.get(name), (int,), "an int")
-    for name in ("guidance_scale", "eta", "strength"):
-        check(f"recipe.call.{name}", call.get(name), (int, float), "a number")
-    check("environment.torch_num_threads", data["environment"].get("torch_num_threads"), (int,), "an int")
-    check("environment.determinism", data["environment"].get("determinism"), (dict,), "an object")
-    for name in ("noise_digest", "output_digest"):
-        check(f"result.{name}", data["result"].get(name), (str,), "a string")
+        """Parses a record from JSON text: too long, too deep or broken JSON raises `ProvenanceError`, never
+        `JSONDecodeError` or `RecursionError`; then checks it as `from_dict` does."""
+        data = parse_json(text, source)
+        check_record(data, source)
+        # Freshly parsed: nothing else holds these dicts, so no copy is needed.
+        return cls(
+            seed=data["seed"],
+            seed_source=data["seed_source"],
+            recipe=data["recipe"],
+            environment=data["environment"],
+            result=data["result"],
+            schema_version=data["schema_version"],
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

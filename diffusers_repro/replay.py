@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from .files import ProvenanceImage, read_image_file, to_pil_image
+from .limits import ReplayLimits, check_limits
 from .provenance import Provenance, jsonable
+from .siblings import batch_prompt_lists, find_siblings
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -194,7 +196,8 @@ def record_differences(recorded: Provenance, current: Provenance) -> list[Differ
 
 
 def _batch_description(batch: dict[str, Any]) -> str:
-    return f"image {batch.get('index')} of a batch of {batch.get('size')} (batch_invariant=False)"
+    named = f", batch {batch['id'][:19]}..." if isinstance(batch.get("id"), str) else ""
+    return f"image {batch.get('index')} of a batch of {batch.get('size')} (batch_invariant=False{named})"
 
 
 def _replay_differences(
@@ -259,7 +262,14 @@ def _repro_class(pipeline_class: Any) -> type:
     from .factory import reproducible
 
     vanilla = getattr(diffusers, pipeline_class, None) if isinstance(pipeline_class, str) else None
-    if not isinstance(vanilla, type):
+    # Only diffusers' own pipeline classes: a record never names code to import (no custom or remote pipelines).
+    if not (
+        isinstance(vanilla, type)
+        and issubclass(vanilla, diffusers.DiffusionPipeline)
+        and vanilla.__module__.startswith("diffusers.")
+        and vanilla.__name__ == pipeline_class
+        and vanilla is not diffusers.DiffusionPipeline
+    ):
         raise ReproductionError(
             f"the record's pipeline_class {pipeline_class!r} is not a pipeline class of diffusers "
             f"{diffusers.__version__}; pass pipe= a reproducible pipeline that can make the image"
@@ -294,7 +304,11 @@ def _dtype_keyword() -> str:
 
 
 def load_pipeline(
-    provenance: Provenance, device: str | torch.device | None = None, *, cache_dir: str | os.PathLike | None = None
+    provenance: Provenance,
+    device: str | torch.device | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
 ) -> Any:
     """Loads the pipeline a record was made with: recorded source, revision, pipeline class and dtype.
 
@@ -307,6 +321,8 @@ def load_pipeline(
             this machine has it, else the CPU.
         cache_dir (`str` or `os.PathLike`, *optional*): The Hugging Face cache to find a hub model in (the record
             does not say which cache the original used); defaults to huggingface_hub's.
+        allow_pickle (`bool`, *optional*, defaults to `False`): Also load pickled weights (``.bin``, ``.ckpt``),
+            which can run code while they load. By default only safetensors files are loaded, and never remote code.
 
     Raises:
         `ReproductionError`: when the model was built in memory (no source to load), the folder is missing, or the
@@ -348,6 +364,9 @@ def load_pipeline(
         )
     if model.get("variant"):
         kwargs["variant"] = model["variant"]
+    if not isinstance(allow_pickle, bool):
+        raise TypeError(f"allow_pickle must be a bool, got {allow_pickle!r}")
+    kwargs.update(trust_remote_code=False, use_safetensors=not allow_pickle)
     cls = _repro_class(provenance.recipe.get("pipeline_class"))
     try:
         pipe = cls.from_pretrained(source, **kwargs)
@@ -357,7 +376,7 @@ def load_pipeline(
             " (HF_HUB_OFFLINE is set: only the local cache is searched)" if kwargs.get("local_files_only") else ""
         )
         raise ReproductionError(f"cannot load the record's model {where}{offline}: {error}") from None
-    _replay_lora_operations(pipe, (model.get("lora") or {}).get("operations") or [])
+    _replay_lora_operations(pipe, (model.get("lora") or {}).get("operations") or [], allow_pickle=allow_pickle)
     recorded_device = provenance.environment.get("device")
     if device is None:
         device = recorded_device if _available(recorded_device) else "cpu"
@@ -365,38 +384,69 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]]) -> None:
+def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]], allow_pickle: bool = False) -> None:
     """Applies the recorded LoRA operations (load, set_adapters, fuse, ...) to a freshly loaded pipeline, in order.
 
-    An adapter loaded from a file on this machine or from the hub is loaded again; one that was passed as an
-    in-memory state dict cannot be, and raises `ReproductionError`. The replayed record carries the adapters'
-    digests, so an adapter file that changed since shows up among the differences.
+    Only the operations of `diffusers_repro.schema.LORA_OPERATIONS` are replayed, each with its own typed arguments
+    (the schema checked them); a record never chooses which method runs. An adapter loaded from a safetensors file on
+    this machine or from the hub is loaded again (a pickled file only with ``allow_pickle=True``); one that was
+    passed as an in-memory state dict cannot be, and raises `ReproductionError`. The replayed record carries the
+    adapters' digests, so an adapter file that changed since shows up among the differences.
     """
     for operation in operations:
-        name = operation.get("op")
-        arguments = {key: value for key, value in operation.items() if key != "op"}
+        name = operation["op"]
         if name == "load_lora_weights":
-            source = arguments.get("source") or {}
-            adapter_name = arguments.get("adapter_name")
-            if adapter_name is None and len(arguments.get("adapter_names") or []) == 1:
-                adapter_name = arguments["adapter_names"][0]
-            if source.get("type") == "local" and os.path.isfile(source.get("path") or ""):
-                pipe.load_lora_weights(source["path"], adapter_name=adapter_name)
-            elif source.get("type") == "hub":
-                kwargs = {k: source[k] for k in ("weight_name", "revision") if source.get(k)}
-                pipe.load_lora_weights(source["repo_id"], adapter_name=adapter_name, **kwargs)
-            else:
-                where = source.get("path") or source.get("type")
-                raise ReproductionError(
-                    f"the record's LoRA adapter {adapter_name!r} was loaded from {where!r}, which cannot be loaded "
-                    "again here; pass pipe= a pipeline with the same adapters loaded"
-                )
-            continue
-        method = getattr(pipe, str(name), None)
-        if method is None:
-            raise ReproductionError(f"the record's LoRA operation {name!r} does not exist in this diffusers version")
-        extra = arguments.pop("kwargs", None) or {}
-        method(**arguments, **extra)
+            _replay_lora_load(pipe, operation, allow_pickle)
+        elif name in ("set_adapters", "delete_adapters"):
+            arguments = {"adapter_names": operation["adapter_names"]}
+            if name == "set_adapters":
+                arguments["adapter_weights"] = operation.get("adapter_weights")
+            getattr(pipe, name)(**arguments)
+        elif name == "fuse_lora":
+            arguments = {
+                key: operation[key]
+                for key in ("components", "lora_scale", "safe_fusing", "adapter_names")
+                if key in operation
+            }
+            pipe.fuse_lora(**arguments)
+        elif name == "unfuse_lora":
+            pipe.unfuse_lora(**({"components": operation["components"]} if "components" in operation else {}))
+        elif name in ("unload_lora_weights", "enable_lora", "disable_lora"):
+            getattr(pipe, name)()
+        else:  # the schema refuses any other operation; this keeps the allowlist true on its own
+            raise ReproductionError(f"the record's LoRA operation {name!r} is not one that a replay performs")
+
+
+def _replay_lora_load(pipe: Any, operation: dict[str, Any], allow_pickle: bool) -> None:
+    source = operation["source"]
+    adapter_name = operation.get("adapter_name")
+    if adapter_name is None and len(operation.get("adapter_names") or []) == 1:
+        adapter_name = operation["adapter_names"][0]
+    if source["type"] == "local" and os.path.isfile(source.get("path") or ""):
+        if not allow_pickle and not source["path"].endswith(".safetensors"):
+            raise ReproductionError(
+                f"the record's LoRA adapter {adapter_name!r} was loaded from {source['path']!r}, which is not a "
+                "safetensors file; loading a pickled file can run code: pass allow_pickle=True (--allow-pickle) if "
+                "you trust it"
+            )
+        pipe.load_lora_weights(source["path"], adapter_name=adapter_name)
+    elif source["type"] == "hub" and source.get("repo_id"):
+        weight_name = source.get("weight_name")
+        if not allow_pickle and weight_name and not weight_name.endswith(".safetensors"):
+            raise ReproductionError(
+                f"the record's LoRA adapter {adapter_name!r} is the hub file {weight_name!r}, which is not a "
+                "safetensors file; pass allow_pickle=True (--allow-pickle) if you trust it"
+            )
+        kwargs = {key: source[key] for key in ("weight_name", "revision") if source.get(key)}
+        pipe.load_lora_weights(
+            source["repo_id"], adapter_name=adapter_name, use_safetensors=not allow_pickle, **kwargs
+        )
+    else:
+        where = source.get("path") or source.get("type")
+        raise ReproductionError(
+            f"the record's LoRA adapter {adapter_name!r} was loaded from {where!r}, which cannot be loaded "
+            "again here; pass pipe= a pipeline with the same adapters loaded"
+        )
 
 
 def _recorded_schedulers(record: Provenance) -> dict[str, Any]:
@@ -412,10 +462,21 @@ def _recorded_schedulers(record: Provenance) -> dict[str, Any]:
         if not isinstance(scheduler, dict) or not scheduler.get("class"):
             continue
         cls = getattr(diffusers, scheduler["class"], None)
-        if cls is None or not hasattr(cls, "from_config"):
+        # Only diffusers' own scheduler classes, whatever the record names.
+        if not (
+            isinstance(cls, type)
+            and issubclass(cls, diffusers.SchedulerMixin)
+            and cls.__module__.startswith("diffusers.")
+            and cls.__name__ == scheduler["class"]
+        ):
             # Not a scheduler of this diffusers version: the pipeline keeps its own and the difference is reported.
             continue
-        schedulers[name] = cls.from_config(scheduler.get("config") or {})
+        try:
+            schedulers[name] = cls.from_config(scheduler.get("config") or {})
+        except Exception as error:  # noqa: BLE001 - a config from a file that the class refuses, in any way
+            raise ReproductionError(
+                f"the record's {name} config cannot build a {cls.__name__}: {type(error).__name__}: {error}"
+            ) from None
     return schedulers
 
 
@@ -444,8 +505,10 @@ def _describe_placeholder(value: Any) -> str:
 
 
 def _call_arguments(
-    pipe: Any, record: Provenance, overrides: dict[str, Any], whole_batch: bool = False
+    pipe: Any, record: Provenance, overrides: dict[str, Any], prompt_lists: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
+    # prompt_lists: the whole batch's prompt lists for a whole-batch replay, None to make the image alone.
+    whole_batch = prompt_lists is not None
     reserved = sorted(_RESERVED_OVERRIDES & overrides.keys())
     if reserved:
         raise TypeError(
@@ -458,8 +521,8 @@ def _call_arguments(
     for name, value in record.call_arguments.items():
         if name in overrides:
             continue
-        if whole_batch and name in record.batch["prompt_lists"]:
-            value = record.batch["prompt_lists"][name]
+        if whole_batch and name in prompt_lists:
+            value = prompt_lists[name]
         elif name in _BATCH_ARGUMENTS and not whole_batch:
             value = 1
         if name not in parameters and not takes_any:
@@ -489,8 +552,8 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
     batch = record.batch
     if batch.get("size", 1) <= 1:
         return "the image was made alone"
-    if "prompt_lists" not in batch:
-        return "the record does not hold the batch's prompts (made by an older diffusers-repro)"
+    if "prompt_lists" not in batch and "prompt_list_lengths" not in batch:
+        return "the record does not describe the batch's prompts (made by an older diffusers-repro)"
     if record.seed_source not in ("seed", "random"):
         return "the batch was seeded with user generators, not seeds"
     if overrides:
@@ -548,6 +611,9 @@ def reproduce(
     tolerance: float = DEFAULT_TOLERANCE,
     cache_dir: str | os.PathLike | None = None,
     whole_batch: bool | None = None,
+    batch_from: Any = None,
+    limits: ReplayLimits | None = None,
+    allow_pickle: bool = False,
     **call_overrides: Any,
 ) -> Reproduction:
     """Regenerates one image from its provenance record alone and compares it with the original.
@@ -558,9 +624,17 @@ def reproduce(
 
     An image made alone, or in batch-invariant mode (which promises each image equals the same image made alone),
     is regenerated alone. An image of a normal batch of more than one is regenerated within its whole batch (the
-    recorded prompt lists and seeds, in order) and picked out by its index, since kernels block differently for
-    other batch sizes; with ``whole_batch=False`` it is made alone instead and ``recipe.batch`` is reported among
-    the differences.
+    batch's prompts and seeds, in order) and picked out by its index, since kernels block differently for other
+    batch sizes. A record never holds another image's prompt: when every image had the same prompts the record says
+    so and is enough; otherwise the siblings' records are gathered (beside the file, from the run manifest there, or
+    from ``batch_from``), checked against the digests the record lists, and each image's prompts are taken from its
+    own record. Without them, or with ``whole_batch=False``, the image is made alone and ``recipe.batch`` is
+    reported among the differences.
+
+    The record is hostile input: it was checked against the schema when read, and what it asks for is checked
+    against ``limits`` before any model loads. Only diffusers' own pipeline and scheduler classes are used, only
+    the allowlisted LoRA operations replayed, and weights load from safetensors files only unless
+    ``allow_pickle=True``.
 
     Args:
         path_or_provenance (`str`, `os.PathLike` or `Provenance`):
@@ -578,7 +652,15 @@ def reproduce(
         whole_batch (`bool`, *optional*):
             `None` (default): regenerate the whole batch when the image came from a normal batch of more than one and
             the record allows it, else alone. `False`: always alone (cheaper, not bitwise for such images). `True`:
-            require the whole batch, raising `ReproductionError` when the record does not allow it.
+            require the whole batch, raising `ReproductionError` when the record does not allow it or the siblings'
+            records are not found.
+        batch_from (`str`, `os.PathLike`, a list of them, or a list of `Provenance`, *optional*):
+            Where the siblings of an image of a mixed batch are (files, folders or records); defaults to the
+            image's folder and its run manifest.
+        limits (`ReplayLimits`, *optional*, defaults to `diffusers_repro.limits.DEFAULT_LIMITS`):
+            Bounds on pixels, steps and images per call; a record that asks for more raises `LimitExceededError`.
+        allow_pickle (`bool`, *optional*, defaults to `False`):
+            Load pickled weights too (only with a trusted record: unpickling can run code).
         **call_overrides:
             Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
             ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
@@ -591,6 +673,7 @@ def reproduce(
     Raises:
         `ImageProvenanceError`: when the file carries no readable record.
         `ReproductionError`: when the record cannot be replayed (missing tensor argument, model not found, ...).
+        `LimitExceededError`: when the record asks for more work than ``limits`` allow.
 
     Example:
 
@@ -620,8 +703,28 @@ def reproduce(
         )
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 1:
         raise ValueError(f"tolerance must be a number between 0 and 1 (in [0, 1] pixel units), got {tolerance!r}")
+    if whole_batch not in (None, True, False):
+        raise TypeError(f"whole_batch must be None, True or False, got {whole_batch!r}")
+    in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
+    obstacle = _can_replay_whole_batch(record, call_overrides)
+    if whole_batch is True and obstacle is not None:
+        raise ReproductionError(f"cannot regenerate the whole batch of this image: {obstacle}")
+    prompt_lists = None
+    if whole_batch is not False and in_batch and obstacle is None:
+        needs_siblings = "prompt_lists" not in record.batch and not record.batch.get("same_prompts")
+        path = image_file.path if image_file is not None else None
+        siblings = find_siblings(record, path, batch_from) if needs_siblings else None
+        prompt_lists = batch_prompt_lists(record, siblings)
+        if prompt_lists is None and whole_batch is True:
+            raise ReproductionError(
+                "cannot regenerate the whole batch of this image: the records of its siblings in batch "
+                f"{record.batch.get('id')} were not found; pass batch_from= the folder or files of the batch"
+            )
+    replay_batch = prompt_lists is not None
+    # Bounded work, before any model loads.
+    check_limits(record, limits, record.batch.get("size", 1) if replay_batch else 1)
     if pipe is None:
-        pipe = load_pipeline(record, device, cache_dir=cache_dir)
+        pipe = load_pipeline(record, device, cache_dir=cache_dir, allow_pickle=allow_pickle)
     else:
         if not isinstance(pipe, ReproducibleMixin):
             raise TypeError(
@@ -630,14 +733,7 @@ def reproduce(
             )
         if device is not None:
             pipe.to(device)
-    if whole_batch not in (None, True, False):
-        raise TypeError(f"whole_batch must be None, True or False, got {whole_batch!r}")
-    in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
-    obstacle = _can_replay_whole_batch(record, call_overrides)
-    if whole_batch is True and obstacle is not None:
-        raise ReproductionError(f"cannot regenerate the whole batch of this image: {obstacle}")
-    replay_batch = whole_batch is not False and in_batch and obstacle is None
-    arguments = _call_arguments(pipe, record, call_overrides, whole_batch=replay_batch)
+    arguments = _call_arguments(pipe, record, call_overrides, prompt_lists)
     if replay_batch:
         seed_arguments = {"seed": list(record.batch["seeds"]), **_rng_arguments(record)}
     else:

@@ -463,13 +463,15 @@ def test_unclip_image_reproduces_with_its_three_recorded_schedulers(unclip):
     from diffusers_repro import reproduce
 
     _, pipe = unclip
-    record = pipe(["a horse", "a cat"], seed=[8, 9], **UNCLIP_CALL).provenance[1]
+    records = pipe(["a horse", "a cat"], seed=[8, 9], **UNCLIP_CALL).provenance
+    record = records[1]
     # A replay restores every recorded scheduler, not only one named `scheduler`, and puts the pipe's back.
     swapped = DDPMScheduler.from_config(pipe.decoder_scheduler.config)
     original = pipe.decoder_scheduler
     pipe.decoder_scheduler = swapped
     try:
-        result = reproduce(record, pipe=pipe)
+        # A mixed batch: the other image's prompt comes from its own record.
+        result = reproduce(record, pipe=pipe, batch_from=records)
         assert pipe.decoder_scheduler is swapped
     finally:
         pipe.decoder_scheduler = original

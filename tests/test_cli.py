@@ -116,8 +116,13 @@ def test_unreadable_images_are_user_errors(capsys, tmp_path):
     empty.mkdir()
     code, _, err = run(capsys, "inspect", not_png)
     assert_user_error(code, err, "notes.png", "not a PNG")
-    code, _, err = run(capsys, "verify", plain)
-    assert_user_error(code, err, "plain.png", "no 'diffusers-repro' text chunk")
+    # verify refuses the file on one line of its own and goes on (here with no other file), exiting non-zero.
+    code, out, _ = run(capsys, "verify", plain)
+    assert code == 1
+    assert out.splitlines()[0] == (
+        f"{plain}: refused: has no 'diffusers-repro' text chunk: it was not saved by diffusers-repro, or its "
+        "metadata was stripped (image editors and upload sites often do)"
+    )
     code, _, err = run(capsys, "verify", empty)
     assert_user_error(code, err, "folder without PNG files")
 
@@ -266,7 +271,8 @@ def test_verify_json(capsys, grid):
     assert code == 0
     image, summary = (json.loads(line) for line in out.strip().splitlines())
     assert image["verdict"] == "bitwise" and image["accepted"] is True
-    assert summary == {"summary": {"images": 1, "bitwise": 1, "close": 0, "different": 0, "failed": 0, "ok": True}}
+    expected = {"images": 1, "bitwise": 1, "close": 0, "different": 0, "refused": 0, "failed": 0, "ok": True}
+    assert summary == {"summary": expected}
 
 
 def test_verify_uses_the_recorded_thread_count(capsys, grid):

@@ -326,7 +326,7 @@ def test_unknown_schema_version(sd_pil, tmp_path):
     path = _write_png(tmp_path / "future.png", {PROVENANCE_KEY: json.dumps(data)})
     _expect(
         path,
-        f"provenance record in {path} has schema_version 99, but this diffusers-repro reads version 1; "
+        f"provenance record in {path} has schema_version 99, but this diffusers-repro reads versions 1, 2; "
         "upgrade diffusers-repro to read newer records",
     )
 

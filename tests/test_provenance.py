@@ -74,10 +74,13 @@ def test_result_digests(record, sd_pipe):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(schema_version=99), "has schema_version 99, but this diffusers-repro reads version 1"),
+        (lambda d: d.update(schema_version=99), "has schema_version 99, but this diffusers-repro reads versions 1, 2"),
         (lambda d: d.update(schema="other"), "has schema 'other', expected 'diffusers-repro/provenance'"),
-        (lambda d: d.pop("recipe"), "lacks the field(s) recipe"),
-        (lambda d: d.update(seed_source="dice"), "has seed_source 'dice', expected one of"),
+        (lambda d: d.pop("recipe"), "lacks the field recipe"),
+        (
+            lambda d: d.update(seed_source="dice"),
+            "seed_source must be one of 'seed', 'random', 'generator', got 'dice'",
+        ),
         (lambda d: d.update(result=[]), "result must be an object"),
     ],
 )
@@ -151,19 +154,31 @@ def test_environment_fingerprint_is_cheap_to_copy_and_independent():
 @pytest.mark.parametrize(
     "path, value, message",
     [
-        (("seed",), "abc", "seed must be an int or null, got 'abc'"),
-        (("seed",), -4, "seed must not be negative, got -4"),
-        (("recipe", "batch"), "x", "recipe.batch must be an object, got 'x'"),
+        (("seed",), "abc", "seed must be an int from 0 to 18446744073709551615 or null, got 'abc'"),
+        (("seed",), -4, "seed must be an int from 0 to 18446744073709551615 or null, got -4"),
+        (("recipe", "batch"), "x", "recipe.batch must be an object or null, got 'x'"),
         (("recipe", "call"), [], "recipe.call must be an object, got []"),
-        (("recipe", "batch", "index"), "1", "recipe.batch.index must be an int, got '1'"),
+        (("recipe", "batch", "index"), "1", "recipe.batch.index must be an int from 0 to 4095, got '1'"),
         (
             ("recipe", "call", "num_inference_steps"),
             "two",
-            "recipe.call.num_inference_steps must be an int, got 'two'",
+            "recipe.call.num_inference_steps must be an int from 1 to 10000 or null, got 'two'",
         ),
-        (("recipe", "call", "guidance_scale"), "high", "recipe.call.guidance_scale must be a number, got 'high'"),
-        (("environment", "torch_num_threads"), "x", "environment.torch_num_threads must be an int, got 'x'"),
-        (("result", "output_digest"), 3, "result.output_digest must be a string, got 3"),
+        (
+            ("recipe", "call", "guidance_scale"),
+            "high",
+            "recipe.call.guidance_scale must be a number from -1e+06 to 1e+06 or null, got 'high'",
+        ),
+        (
+            ("environment", "torch_num_threads"),
+            "x",
+            "environment.torch_num_threads must be an int from 1 to 65536, got 'x'",
+        ),
+        (
+            ("result", "output_digest"),
+            3,
+            "result.output_digest must be a 'sha256:' followed by 64 hex digits or null, got 3",
+        ),
     ],
 )
 def test_edited_nested_fields_raise_provenance_error_naming_them(record, path, value, message):

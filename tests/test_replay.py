@@ -202,8 +202,10 @@ def test_one_step_tamper_is_close_within_tolerance(invariant_batch, sd, tmp_path
 
 def test_plain_batch_image_is_regenerated_within_its_batch_bitwise(sd, plain_batch, tmp_path):
     record = plain_batch.provenance[1]
-    assert record.batch["prompt_lists"] == {"prompt": PROMPTS}
-    result = reproduce(record, pipe=sd)
+    # The record names its batch and holds only its own prompt; the siblings' records give theirs.
+    assert "prompt_lists" not in record.batch and record.call_arguments["prompt"] == PROMPTS[1]
+    assert record.batch["prompt_list_lengths"] == {"prompt": 3} and record.batch["same_prompts"] is False
+    result = reproduce(record, pipe=sd, batch_from=plain_batch.provenance)
     assert result.whole_batch is True
     assert result.bitwise_equal and result.verdict == "bitwise" and result.differences == []
     np.testing.assert_array_equal(result.image, plain_batch.images[1])
@@ -235,9 +237,9 @@ def test_whole_batch_must_be_a_bool_or_none(sd, plain_batch):
 def test_plain_batch_reports_the_batch_when_made_alone(sd, plain_batch):
     result = reproduce(plain_batch.provenance[1], pipe=sd, whole_batch=False)
     assert result.whole_batch is False
-    assert Difference("recipe.batch", "image 1 of a batch of 3 (batch_invariant=False)", "generated alone") in (
-        result.differences
-    )
+    batch_id = plain_batch.provenance[1].batch["id"]
+    described = f"image 1 of a batch of 3 (batch_invariant=False, batch {batch_id[:19]}...)"
+    assert Difference("recipe.batch", described, "generated alone") in result.differences
     # Measured: the float output alone differs from the batched one by ~1e-6, so the digests differ.
     assert result.output_digest_equal is False and result.verdict == "different"
 
