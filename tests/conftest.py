@@ -93,3 +93,15 @@ def _make_hub_cache(source, cache_dir, repo_id="tiny-org/tiny-sd", commit="01234
 def make_hub_cache():
     """``make_hub_cache(source, cache_dir, repo_id=..., commit=...)``: a hub-style cache folder made from a folder."""
     return _make_hub_cache
+
+
+@pytest.fixture(scope="session")
+def _repro_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("diffusers-repro-home")
+
+
+@pytest.fixture(autouse=True)
+def repro_home(_repro_home, monkeypatch):
+    """Every test signs with an identity in a session folder, never in the user's own config folder."""
+    monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(_repro_home))
+    return _repro_home
