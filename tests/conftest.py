@@ -95,13 +95,17 @@ def make_hub_cache():
     return _make_hub_cache
 
 
-@pytest.fixture(scope="session")
-def _repro_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("diffusers-repro-home")
+@pytest.fixture(scope="session", autouse=True)
+def _session_repro_home(tmp_path_factory):
+    # Session-scoped so that module- and session-scoped fixtures that write images sign in it too.
+    home = tmp_path_factory.mktemp("diffusers-repro-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFUSERS_REPRO_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(autouse=True)
-def repro_home(_repro_home, monkeypatch):
+def repro_home(_session_repro_home, monkeypatch):
     """Every test signs with an identity in a session folder, never in the user's own config folder."""
-    monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(_repro_home))
-    return _repro_home
+    monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(_session_repro_home))
+    return _session_repro_home
