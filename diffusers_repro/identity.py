@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import logging
 import os
 import secrets
@@ -174,7 +175,7 @@ class SigningIdentity:
             )
         algorithm = _signing_algorithm(private_key, key_path)
         issuer = certificates[1] if len(certificates) > 1 else certificates[0]
-        return cls(
+        identity = cls(
             chain_pem=chain_pem,
             key_pem=key_pem,
             algorithm=algorithm,
@@ -183,11 +184,24 @@ class SigningIdentity:
             chain_path=chain_path,
             key_path=key_path,
         )
+        _check_can_sign(identity)
+        return identity
 
     def describe(self) -> str:
         """One line: who signs, issued by whom, from which files."""
         where = f" ({self.chain_path})" if self.chain_path is not None else ""
         return f"{self.signer!r}, issued by {self.issuer!r}, {self.algorithm.upper()}{where}"
+
+
+def _check_can_sign(identity: SigningIdentity) -> None:
+    """Signs a 1x1 PNG: c2pa's own checks of the chain (extensions, validity) fail here, before any work."""
+    import PIL.Image
+
+    from .credentials import sign_image_bytes
+
+    buffer = io.BytesIO()
+    PIL.Image.new("L", (1, 1)).save(buffer, format="PNG")
+    sign_image_bytes(buffer.getvalue(), "png", identity, "{}")
 
 
 def _common_name(name: Any) -> str:

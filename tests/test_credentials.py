@@ -246,7 +246,10 @@ def test_a_certificate_c2pa_refuses_fails_before_anything_is_written(output, tmp
     from tests.test_identity import _chain_and_key
 
     chain, key = _chain_and_key(tmp_path, signer_is_ca=True)
-    identity = SigningIdentity.from_files(chain, key)
+    with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain}: "):
+        SigningIdentity.from_files(chain, key)
+    # Built directly, past the check from_files makes: the write itself refuses too, and leaves nothing behind.
+    identity = SigningIdentity(chain.read_bytes(), key.read_bytes(), "es256", "x", "x", chain_path=chain)
     folder = tmp_path / "out"
     folder.mkdir()
     with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain}: "):

@@ -35,9 +35,11 @@ def test_infotext_is_in_exif_user_comment_as_a1111_writes_it(output, tmp_path, f
     assert (image_file.format, sniff_format(path)) == (format, format)
     assert image_file.provenance == output.provenance[0] == read_provenance(path)
     assert image_file.infotext == format_infotext(output.provenance[0], size=(16, 16))
-    assert image_file.source_pixel_digest == image_digest(output.images[0]) == output.provenance[0].result[
-        "output_digest"
-    ]
+    assert (
+        image_file.source_pixel_digest
+        == image_digest(output.images[0])
+        == output.provenance[0].result["output_digest"]
+    )
     assert image_file.stored_pixel_digest is None and image_file.pixels_intact is None
 
 

@@ -126,18 +126,23 @@ def _chain_and_key(tmp_path, *, signer_is_ca: bool = False, curve=None):
     chain, key_file = tmp_path / "chain.pem", tmp_path / "key.pem"
     chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return chain, key_file
 
 
 def test_from_files_reads_a_user_chain(tmp_path):
+    made, _ = init_identity(tmp_path / "company")
+    identity = SigningIdentity.from_files(made.chain_path, made.key_path)
+    assert (identity.signer, identity.issuer, identity.algorithm) == (made.signer, made.issuer, "es256")
+    assert identity.describe() == f"{made.signer!r}, issued by {made.issuer!r}, ES256 ({made.chain_path})"
+
+
+def test_from_files_refuses_a_chain_c2pa_cannot_sign_with(tmp_path):
+    # A self-signed certificate without the extensions c2pa-rs requires of a signer.
     chain, key = _chain_and_key(tmp_path)
-    identity = SigningIdentity.from_files(chain, key)
-    assert (identity.signer, identity.issuer, identity.algorithm) == ("Example signer", "Example signer", "es256")
-    assert identity.describe() == f"'Example signer', issued by 'Example signer', ES256 ({chain})"
+    with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain}: Signature: the certificate is invalid$"):
+        SigningIdentity.from_files(chain, key)
 
 
 def test_from_files_errors_name_the_file(tmp_path):
