@@ -28,10 +28,16 @@ _EXPORTS = {
     "ReproductionError": "replay",
     "reproduce": "replay",
     "SettingsMismatchError": "distributed",
+    "Credentials": "credentials",
+    "read_credentials": "credentials",
+    "CredentialsError": "identity",
+    "SigningIdentity": "identity",
 }
 
 __all__ = [
     "__version__",
+    "Credentials",
+    "CredentialsError",
     "ImageProvenanceError",
     "Provenance",
     "ProvenanceError",
@@ -42,7 +48,9 @@ __all__ = [
     "Reproduction",
     "ReproductionError",
     "SettingsMismatchError",
+    "SigningIdentity",
     "full_determinism",
+    "read_credentials",
     "read_provenance",
     "reproduce",
     "reproducible",
@@ -50,10 +58,12 @@ __all__ = [
 ]
 
 if _typing.TYPE_CHECKING:
+    from .credentials import Credentials, read_credentials
     from .determinism import full_determinism
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible
     from .files import ImageProvenanceError, read_provenance, save_image
+    from .identity import CredentialsError, SigningIdentity
     from .mixin import ReproducibleMixin
     from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
     from .provenance import Provenance, ProvenanceError
