@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+
 import piexif
 import piexif.helper
 import PIL.Image
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from diffusers_repro.exif import read_lossy_image, sniff_format
+from diffusers_repro.exif import _infotext, _xmp_properties, encode_lossy, read_lossy_image, sniff_format
 from diffusers_repro.files import (
     ImageProvenanceError,
     format_infotext,
@@ -96,3 +102,16 @@ def test_a_truncated_webp_is_a_damaged_file(output, tmp_path):
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(ImageProvenanceError, match=rf"^{path} is a damaged WEBP file: "):
         read_image_file(path)
+
+
+@settings(max_examples=40, deadline=None)
+@given(record=st.text(), infotext=st.text())
+def test_any_record_text_and_infotext_survive_the_round_trip(record, infotext):
+    # The record is JSON (ASCII, escaped by json.dumps) in XMP; the infotext is any Unicode in EXIF UserComment.
+    record_json = json.dumps({"prompt": record})
+    data = encode_lossy(PIL.Image.new("RGB", (8, 8)), "webp", 90, record_json, {"k": record}, infotext)
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        properties = _xmp_properties(Path("x.webp"), image.info["xmp"])
+        assert properties["record"] == record_json
+        assert json.loads(properties["pixels"]) == {"k": record}
+        assert _infotext(image.info["exif"]) == infotext
