@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
             "bitwise, or within --tolerance when given; 1 otherwise."
         ),
     )
-    verify.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PNG files or folders of PNG files")
+    verify.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, WebP) or folders of them"
+    )
     verify.add_argument(
         "--tolerance",
         type=_tolerance,
@@ -219,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show how an image was made",
         description="Shows the provenance record embedded in an image: prompt, seed, model, settings, environment.",
     )
-    inspect_.add_argument("path", type=Path, metavar="PATH", help="a PNG written by diffusers-repro")
+    inspect_.add_argument(
+        "path", type=Path, metavar="PATH", help="an image (PNG, JPEG, WebP) written by diffusers-repro"
+    )
     inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_trust_option(inspect_)
     inspect_.set_defaults(handler=_inspect)
@@ -639,6 +643,10 @@ def _inspect_lines(image_file: Any) -> list[str]:
         False: "CHANGED since the file was written",
         None: "no pixel digest stored in the file",
     }[image_file.pixels_intact]
+    if image_file.format != "png":
+        pixels = (
+            f"lossy {image_file.format}: the encoded image is digested; the Content Credentials vouch for the file"
+        )
     lines = [
         f"file:            {image_file.path}",
         f"prompt:          {call.get('prompt')!r}" if "prompt" in call else None,

@@ -65,6 +65,7 @@ def test_generate_a_lossy_format_then_verify_and_inspect(tiny_sd_path, tmp_path,
     code, output, _ = run(capsys, "inspect", out / f"job000001-seed1{suffix}")
     assert code == 0
     assert "credentials:     trusted: signed by 'diffusers-repro local signer " in output
+    assert f"pixels:          lossy {format}: the encoded image is digested; the Content Credentials vouch" in output
     # Resuming the same command keeps the files.
     code, output, _ = run(capsys, *generate_args(tiny_sd_path, out, "--format", format, "--quality", "90"))
     assert "(0 generated, 2 already there)" in output
