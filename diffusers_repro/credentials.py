@@ -195,7 +195,8 @@ class Credentials:
         if self.state == "unsigned":
             return "unsigned (no Content Credentials)"
         if self.state == "tampered":
-            return f"TAMPERED ({', '.join(self.failures) or 'signature does not verify'}), signed by {self.signer!r}"
+            codes = ", ".join(self.failures) or "the signature does not verify"
+            return f"tampered: changed after it was signed ({codes}); signed by {self.signer!r}"
         if self.state == "trusted":
             return f"trusted: signed by {self.signer!r}, whose root certificate is on the trust list"
         return f"valid: signed by {self.signer!r}, who is not on the trust list (the file is unchanged since signing)"

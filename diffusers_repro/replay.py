@@ -126,7 +126,7 @@ class Reproduction:
     def summary(self) -> str:
         """One line: the verdict and, when measured, the pixel difference."""
         if self.verdict == "tampered" and self.credentials is not None:
-            return f"tampered: {self.credentials.summary}"
+            return self.credentials.summary
         if self.verdict == "bitwise" and self.file_format in _LOSSY:
             return (
                 f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and the "
