@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -212,12 +211,9 @@ def _find(args: argparse.Namespace) -> int:
     for folder in args.dirs:
         if not folder.is_dir():
             raise _usage_error(f"{str(folder)!r}: no such folder")
-    query_path = os.path.realpath(args.image)
     matches = []
     for folder in args.dirs:
         for path, value in _fingerprints_in(folder).items():
-            if os.path.realpath(path) == query_path:
-                continue
             score = similarity(query, value)
             if score >= threshold:
                 matches.append((score, path))

@@ -672,7 +672,7 @@ def reproduce(
     differences = _replay_differences(record, current, image_file, whole_batch=replay_batch)
     if credentials is not None and credentials.state == "tampered":
         bitwise_equal = False
-        differences.append(Difference("file.credentials", "signed and unchanged since", credentials.summary))
+        differences.append(Difference("file.credentials", "unchanged since signed", ", ".join(credentials.failures)))
         verdict = "tampered"
     elif bitwise_equal:
         verdict = "bitwise"

@@ -95,6 +95,11 @@ def test_find_without_a_manifest_reads_the_files(grid, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"{folder / 'picture.png'}  similarity ")
 
 
+def test_find_of_a_generated_file_names_itself_first(grid, capsys):
+    assert main(["find", str(grid / "job000001-seed1.png"), str(grid)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{grid / 'job000001-seed1.png'}  similarity 1.000"
+
+
 def test_find_of_an_unrelated_image_exits_1(grid, tmp_path, capsys):
     for seed in range(5):
         noise = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
