@@ -4,13 +4,18 @@ A PNG written by `save_image` holds three text chunks besides its pixels:
 
 - ``diffusers-repro`` (iTXt, UTF-8, uncompressed): the full provenance record, exactly ``provenance.to_json()``.
 - ``diffusers-repro-pixels`` (iTXt): a small JSON object about the pixels in this file: ``pixel_digest`` (the
-  `image_digest` of the 8-bit image written), ``converted_from`` and ``conversion``. The record's
+  `image_digest` of the 8-bit image written), ``converted_from``, ``conversion`` and ``fingerprint`` (the perceptual
+  hash `diffusers-repro find` matches copies with, see `diffusers_repro.fingerprint`). The record's
   ``result.output_digest`` is a digest of what the pipeline returned: for ``output_type="pil"`` it equals the pixel
   digest, but for ``"np"`` and ``"pt"`` outputs it is a digest of float values that an 8-bit PNG cannot hold. The
   pixel digest lets a reader check the file's own pixels (tampering, re-encoding) without touching the caller's
   record, which is written unchanged.
 - ``parameters`` (tEXt, or iTXt when the text is not latin-1): an infotext in the format Stable Diffusion web UIs
   and image sites read and show (see `format_infotext`).
+
+Unless ``sign=False``, the file also carries signed Content Credentials (a C2PA manifest, see
+`diffusers_repro.credentials`) over all of these. JPEG and WebP files hold the same record, pixel record and infotext
+in XMP and EXIF (see `diffusers_repro.exif`).
 
 Writes are atomic: the file is written to a hidden temporary file in the same folder, flushed to disk and renamed
 over the target, so a crash leaves either the old file or the complete new one, never a partial image.
