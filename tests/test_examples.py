@@ -54,3 +54,14 @@ def test_batch_grid_saves_one_grid(monkeypatch, capsys, tmp_path):
     grid = Image.open(tmp_path / "grid.png")
     assert grid.size[0] == 2 * grid.size[1]
     assert [int(s) for s in re.findall(r"^seed (\d+)", out, flags=re.M)] == [0, 1, 2, 3, 0, 0, 0, 0]
+
+
+def test_content_credentials_signs_catches_a_tampered_copy_and_finds_a_stripped_one(monkeypatch, capsys, tmp_path):
+    out = run_example("content_credentials.py", monkeypatch, capsys, str(tmp_path))
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "00000-seed0.jpg: trusted",
+        "00001-seed1.jpg: trusted",
+        "tampered.jpg: tampered (assertion.dataHash.mismatch)",
+    ]
+    assert lines[3].startswith("stripped copy: unsigned, came from 00001-seed1.jpg (similarity 0.9")
