@@ -36,6 +36,7 @@ benchmark: install
 	$(PY) benchmarks/bench_loading.py
 	$(PY) benchmarks/bench_distributed.py
 	$(PY) benchmarks/bench_schema.py
+	$(PY) benchmarks/bench_signing.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

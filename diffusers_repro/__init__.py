@@ -32,11 +32,17 @@ _EXPORTS = {
     "SettingsMismatchError": "distributed",
     "LimitExceededError": "limits",
     "ReplayLimits": "limits",
+    "Credentials": "credentials",
+    "read_credentials": "credentials",
+    "CredentialsError": "identity",
+    "SigningIdentity": "identity",
 }
 
 __all__ = [
     "__version__",
     "CudaGeometry",
+    "Credentials",
+    "CredentialsError",
     "ImageProvenanceError",
     "LimitExceededError",
     "PhiloxGenerator",
@@ -50,7 +56,9 @@ __all__ = [
     "Reproduction",
     "ReproductionError",
     "SettingsMismatchError",
+    "SigningIdentity",
     "full_determinism",
+    "read_credentials",
     "read_provenance",
     "reproduce",
     "reproducible",
@@ -59,11 +67,13 @@ __all__ = [
 
 if _typing.TYPE_CHECKING:
     from .cuda_rng import CudaGeometry, PhiloxGenerator
+    from .credentials import Credentials, read_credentials
     from .determinism import full_determinism
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible
     from .files import ImageProvenanceError, read_provenance, save_image
     from .limits import LimitExceededError, ReplayLimits
+    from .identity import CredentialsError, SigningIdentity
     from .mixin import ReproducibleMixin
     from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
     from .provenance import Provenance, ProvenanceError

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_credentials import add_credentials_commands, add_signing_options, add_trust_option, signing_from_args
+
 __all__ = ["UsageError", "build_parser", "environment_report", "main", "parse_seeds"]
 
 PROG = "diffusers-repro"
@@ -36,6 +38,7 @@ _DEMO_PROMPTS = ("a red fox in fresh snow", "a lighthouse at dusk")
 _DEMO_SEEDS = (0, 1)
 _SHOWN_DIFFERENCES = 6
 _RAW_CHUNK_CHARS = 2000
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class UsageError(Exception):
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier run in --out (without it, other settings are refused and the same ones resume)",
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_signing_options(generate)
     generate.set_defaults(handler=_generate)
 
     verify = commands.add_parser(
@@ -213,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
             "only when every image reproduces bitwise, or within --tolerance when given; 1 otherwise."
         ),
     )
-    verify.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PNG files or folders of PNG files")
+    verify.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, WebP) or folders of them"
+    )
     verify.add_argument(
         "--tolerance",
         type=_tolerance,
@@ -228,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="one JSON object per image, then a summary object")
     _add_replay_safety_arguments(verify)
+    add_trust_option(verify)
     verify.set_defaults(handler=_verify)
 
     inspect_ = commands.add_parser(
@@ -235,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="show how an image was made",
         description="Shows the provenance record embedded in an image: prompt, seed, model, settings, environment.",
     )
-    inspect_.add_argument("path", type=Path, metavar="PATH", help="a PNG written by diffusers-repro")
+    inspect_.add_argument(
+        "path", type=Path, metavar="PATH", help="an image (PNG, JPEG, WebP) written by diffusers-repro"
+    )
     inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
+    add_trust_option(inspect_)
     inspect_.set_defaults(handler=_inspect)
 
     env = commands.add_parser(
@@ -276,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, default=1, help="torch threads, pinned for both runs (default: 1)"
     )
     demo.set_defaults(handler=_demo)
+    add_credentials_commands(commands, _ArgumentParser)
     return parser
 
 
@@ -425,9 +436,11 @@ def _image_files(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+            found = sorted(
+                p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
             if not found:
-                raise UsageError(f"{str(path)!r} is a folder without PNG files")
+                raise UsageError(f"{str(path)!r} is a folder without image files (.png, .jpg, .jpeg, .webp)")
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -457,6 +470,7 @@ def _value(value: Any) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    sign = signing_from_args(args)
     prompts = _read_prompts(args)
     seeds = _seeds(args)
     scheduler = _scheduler_class(args.scheduler)
@@ -498,6 +512,9 @@ def _generate(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=device,
             progress=not args.no_progress,
+            format=args.format,
+            quality=args.quality,
+            sign=sign,
             **call_kwargs,
         )
     finally:
@@ -644,7 +661,7 @@ def _verify(args: argparse.Namespace) -> int:
     # images does not fill the memory.
     entries = [(path, _checked_record(path, limits)) for path in files]
     cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle)
-    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0}
+    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0}
     failed = 0
     previous_threads = torch.get_num_threads()
     try:
@@ -663,6 +680,7 @@ def _verify(args: argparse.Namespace) -> int:
                     tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
                     limits=limits,
                     allow_pickle=args.allow_pickle,
+                    trust=args.trust,
                 )
             except _refusal_types() as error:
                 _print_refused(args, path, _reason(path, error))
@@ -684,6 +702,8 @@ def _verify(args: argparse.Namespace) -> int:
                 f"{path}: {result.summary}"
                 + (" - the file was edited after it was written" if result.file_edited else "")
             )
+            if result.credentials is not None and result.verdict != "tampered":
+                print(f"    credentials: {result.credentials.summary}")
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
                     print(f"    {field}: {_value(recorded)} -> {_value(current)}")
@@ -704,7 +724,7 @@ def _verify(args: argparse.Namespace) -> int:
         refused = f", {counts['refused']} refused" if counts["refused"] else ""
         print(
             f"{total} image(s): {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
-            f"different{refused}; {outcome}"
+            f"different" + (f", {counts['tampered']} TAMPERED" if counts["tampered"] else "") + f"{refused}; {outcome}"
         )
     return 0 if ok else 1
 
@@ -748,6 +768,10 @@ def _inspect_lines(image_file: Any) -> list[str]:
         False: "CHANGED since the file was written",
         None: "no pixel digest stored in the file",
     }[image_file.pixels_intact]
+    if image_file.format != "png":
+        pixels = (
+            f"lossy {image_file.format}: the encoded image is digested; the Content Credentials vouch for the file"
+        )
     lines = [
         f"file:            {image_file.path}",
         f"prompt:          {call.get('prompt')!r}" if "prompt" in call else None,
@@ -775,6 +799,7 @@ def _inspect_lines(image_file: Any) -> list[str]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from .credentials import file_credentials
     from .files import PROVENANCE_KEY, read_text_chunks
     from .provenance import ProvenanceError
 
@@ -791,11 +816,16 @@ def _inspect(args: argparse.Namespace) -> int:
             shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
             print(f"chunk {_printable(key)!r}: {_printable(shown)}")
         return 1
+    credentials = file_credentials(image_file, args.trust)
     if args.json:
         print(image_file.provenance.to_json(indent=2))
     else:
         print("\n".join(_inspect_lines(image_file)))
-    return 0
+        print(f"credentials:     {credentials.summary}")
+        if credentials.generator:
+            print(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")
+    # A file changed after it was signed is not what it says it is.
+    return 1 if credentials.state == "tampered" else 0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -962,13 +992,28 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         bitwise += result.bitwise_equal
         print(f"   {path.name}: {result.summary}")
     print(f"   {bitwise}/{total} images reproduce bitwise")
-    ok = identical == total and bitwise == total
+    signed = _demo_inspect(results[0].paths[0])
+    ok = identical == total and bitwise == total and signed
     print(
         f"{'OK' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s. Next: "
         f"`{PROG} inspect {results[0].paths[0]}`, `{PROG} verify {runs[0]}`, "
         f"`{PROG} diff {results[0].paths[0]} {results[0].paths[1]}`"
     )
     return 0 if ok else 1
+
+
+def _demo_inspect(path: Path) -> bool:
+    from .credentials import file_credentials
+    from .files import read_image_file
+
+    print(f"5. inspect {path}: its record and its Content Credentials (signed C2PA manifest)")
+    image_file = read_image_file(path)
+    credentials = file_credentials(image_file)
+    for line in _inspect_lines(image_file):
+        print(f"   {line}")
+    print(f"   credentials:     {credentials.summary}")
+    print(f"   made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")
+    return credentials.intact
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1011,7 +1056,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError(
-                "a command is required: generate, verify, inspect, env, diff or demo (see diffusers-repro --help)"
+                "a command is required: generate, verify, inspect, env, diff, demo, keys or find (see diffusers-repro "
+                "--help)"
             )
         with _command_environment():
             return args.handler(args)

@@ -62,13 +62,13 @@ RUN_NAME = "run.json"
 RUN_FORMAT = "diffusers-repro/run"
 RUN_FORMAT_VERSION = 1
 JOB_ORDER = "prompt-major: for each prompt, for each seed"
-MANIFEST_FIELDS = ("job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest")
+MANIFEST_FIELDS = ("job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest", "fingerprint")
 
 # Test hook: "RANK:N" makes the process with that index SIGKILL itself right after saving its N-th image of the run.
 # tests/test_distributed.py uses it to check that a process killed mid-run loses only its unfinished images.
 KILL_HOOK_ENV = "DIFFUSERS_REPRO_TEST_KILL_AFTER_IMAGES"
 
-_JOB_FILE = re.compile(r"^job\d{6,}-seed\d+\.png$")
+_JOB_FILE = re.compile(r"^job\d{6,}-seed\d+\.(png|jpg|webp)$")
 _PART_PREFIX = ".manifest-part-"
 _TEMP_SUFFIX = ".tmp"
 _POLL_SECONDS = 0.5
@@ -106,10 +106,11 @@ class GenerationJob:
     index: int
     prompt: str | None
     seed: int
+    suffix: str = ".png"
 
     @property
     def file_name(self) -> str:
-        return job_file_name(self.index, self.seed)
+        return job_file_name(self.index, self.seed, self.suffix)
 
 
 @dataclasses.dataclass
@@ -139,8 +140,8 @@ class GenerationResult:
     torch_num_threads: int
 
 
-def job_file_name(index: int, seed: int) -> str:
-    """The file name of a job's image: ``job{index:06d}-seed{seed}.png``.
+def job_file_name(index: int, seed: int, suffix: str = ".png") -> str:
+    """The file name of a job's image: ``job{index:06d}-seed{seed}.png`` (``.jpg``, ``.webp`` for those formats).
 
     Example:
 
@@ -150,7 +151,7 @@ def job_file_name(index: int, seed: int) -> str:
     'job000012-seed42.png'
     ```
     """
-    return f"job{index:06d}-seed{seed}.png"
+    return f"job{index:06d}-seed{seed}{suffix}"
 
 
 def make_jobs(prompts: Sequence[str] | None, seeds: Sequence[int]) -> list[GenerationJob]:
@@ -403,7 +404,7 @@ def _pixel_digest(path: Path) -> str:
     return read_image_file(path).pixel_digest
 
 
-def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str) -> dict[str, Any]:
+def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str, fingerprint: str) -> dict[str, Any]:
     return {
         "job": job.index,
         "file": job.file_name,
@@ -412,6 +413,7 @@ def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str) ->
         "output_digest": record.result.get("output_digest"),
         "pixel_digest": pixel_digest,
         "noise_digest": record.result.get("noise_digest"),
+        "fingerprint": fingerprint,
     }
 
 
@@ -460,6 +462,7 @@ def _verified_line(
 ) -> dict[str, Any] | None:
     """The manifest line of a job whose image is complete and intact, else `None` (missing, corrupt, foreign)."""
     from .files import read_image_file
+    from .fingerprint import fingerprint
 
     path = out_dir / job.file_name
     if not path.is_file():
@@ -471,9 +474,11 @@ def _verified_line(
     record = image_file.provenance
     if not _record_matches(record, job, settings, passed):
         return None
-    if image_file.pixel_digest != record.result.get("output_digest"):
+    # A lossy file's pixels carry the encoder's loss: the digest of the image that was encoded is compared instead.
+    written = image_file.source_pixel_digest if image_file.format != "png" else image_file.pixel_digest
+    if written != record.result.get("output_digest"):
         return None
-    return _manifest_line(job, record, image_file.pixel_digest)
+    return _manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -614,6 +619,9 @@ def generate(
     threads: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    format: str = "png",
+    quality: int | None = None,
+    sign: Any = True,
     **call_kwargs: Any,
 ) -> GenerationResult:
     """Generates the prompt x seed grid into ``out_dir``, sharing micro-batches among the processes of the launch.
@@ -652,6 +660,11 @@ def generate(
             accelerator). ``"cpu"`` forces the CPU.
         progress (`bool`, *optional*, defaults to `True`):
             Shows one progress bar on the main process, counting the images of all processes.
+        format (`str`, *optional*, defaults to ``"png"``), quality (`int`, *optional*):
+            The image format (``"png"``, ``"jpeg"``, ``"webp"``) and the lossy encoders' quality (default 95).
+        sign (`bool` or `SigningIdentity`, *optional*, defaults to `True`):
+            Signs every file with Content Credentials: this machine's identity (made once for all processes when
+            missing), or the given one; `False` for unsigned files. See `diffusers_repro.save_image`.
         **call_kwargs:
             Further pipeline arguments (``num_inference_steps``, ``guidance_scale``, ``height``, ``width``, ...),
             including the Repro call's ``rng`` (``"cuda"``: the noise of ``torch.Generator("cuda")`` on any device).
@@ -676,7 +689,8 @@ def generate(
     """
     from accelerate.utils import broadcast_object_list, gather_object
 
-    from .files import save_image
+    from .files import check_save_options, image_suffix, save_image, to_pil_image
+    from .fingerprint import fingerprint
     from .mixin import ReproducibleMixin
 
     if not isinstance(pipe, ReproducibleMixin):
@@ -702,7 +716,8 @@ def generate(
     _check_call_kwargs(pipe, call_kwargs)
     prompts = _check_prompts(prompts)
     seeds = _check_seeds(seeds)
-    jobs = make_jobs(prompts, seeds)
+    format, quality, identity = check_save_options(format, quality, sign)
+    jobs = [dataclasses.replace(job, suffix=image_suffix(format)) for job in make_jobs(prompts, seeds)]
     batches = micro_batches(jobs, batch_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -733,6 +748,9 @@ def generate(
             device=run_device,
             call_kwargs=call_kwargs,
         )
+        if format != "png":
+            # Other file names and other bits on disk: a run in another format is another run.
+            settings["image_format"] = {"format": format, "quality": quality}
         passed = {name: jsonable(value) for name, value in call_kwargs.items()}
         out_dir.mkdir(parents=True, exist_ok=True)
         # Every process reads the same run.json before the main process rewrites it, so all decide alike.
@@ -795,8 +813,11 @@ def generate(
                 for job, image, record in zip(call_jobs, output.images, output.provenance, strict=True):
                     if job.index not in to_write:
                         continue
-                    path = save_image(image, out_dir / job.file_name, record)
-                    lines[job.index] = _manifest_line(job, record, _pixel_digest(path))
+                    path = save_image(
+                        image, out_dir / job.file_name, record, format=format, quality=quality, sign=identity or False
+                    )
+                    pixels = to_pil_image(image)
+                    lines[job.index] = _manifest_line(job, record, _pixel_digest(path), fingerprint(pixels))
                     generated += 1
                     kill_hook.image_saved()
             _write_atomically(

@@ -4,13 +4,18 @@ A PNG written by `save_image` holds three text chunks besides its pixels:
 
 - ``diffusers-repro`` (iTXt, UTF-8, uncompressed): the full provenance record, exactly ``provenance.to_json()``.
 - ``diffusers-repro-pixels`` (iTXt): a small JSON object about the pixels in this file: ``pixel_digest`` (the
-  `image_digest` of the 8-bit image written), ``converted_from`` and ``conversion``. The record's
+  `image_digest` of the 8-bit image written), ``converted_from``, ``conversion`` and ``fingerprint`` (the perceptual
+  hash `diffusers-repro find` matches copies with, see `diffusers_repro.fingerprint`). The record's
   ``result.output_digest`` is a digest of what the pipeline returned: for ``output_type="pil"`` it equals the pixel
   digest, but for ``"np"`` and ``"pt"`` outputs it is a digest of float values that an 8-bit PNG cannot hold. The
   pixel digest lets a reader check the file's own pixels (tampering, re-encoding) without touching the caller's
   record, which is written unchanged.
 - ``parameters`` (tEXt, or iTXt when the text is not latin-1): an infotext in the format Stable Diffusion web UIs
   and image sites read and show (see `format_infotext`).
+
+Unless ``sign=False``, the file also carries signed Content Credentials (a C2PA manifest, see
+`diffusers_repro.credentials`) over all of these. JPEG and WebP files hold the same record, pixel record and infotext
+in XMP and EXIF (see `diffusers_repro.exif`).
 
 Writes are atomic: the file is written to a hidden temporary file in the same folder, flushed to disk and renamed
 over the target, so a crash leaves either the old file or the complete new one, never a partial image.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import re
@@ -33,15 +39,19 @@ import PIL.Image
 import PIL.PngImagePlugin
 import torch
 
+from .exif import read_lossy_image, sniff_format
 from .provenance import Provenance, ProvenanceError, image_digest, jsonable
 
 __all__ = [
+    "IMAGE_FORMATS",
     "INFOTEXT_KEY",
     "PIXELS_KEY",
     "PROVENANCE_KEY",
     "ImageProvenanceError",
     "ProvenanceImage",
+    "check_save_options",
     "format_infotext",
+    "image_suffix",
     "parse_infotext",
     "pixel_digest",
     "read_image_file",
@@ -96,7 +106,9 @@ class ProvenanceImage:
         pixel_digest (`str`): The digest of the pixels as they are in the file now (see `pixel_digest`).
         stored_pixel_digest (`str` or `None`): The pixel digest written with the file (`None` when the file has no
             ``diffusers-repro-pixels`` chunk).
-        infotext (`str` or `None`): The ``parameters`` chunk.
+        infotext (`str` or `None`): The ``parameters`` chunk (EXIF ``UserComment`` in a JPEG or WebP).
+        format (`str`): ``"png"``, ``"jpeg"`` or ``"webp"``.
+        source_pixel_digest (`str` or `None`): For a lossy file, the digest of the 8-bit image before encoding.
     """
 
     path: Path
@@ -105,6 +117,8 @@ class ProvenanceImage:
     pixel_digest: str
     stored_pixel_digest: str | None
     infotext: str | None
+    format: str = "png"
+    source_pixel_digest: str | None = None
 
     @property
     def pixels(self) -> np.ndarray:
@@ -392,17 +406,21 @@ def _record_json(provenance: Provenance) -> str:
     return json.dumps(jsonable(provenance.to_dict()), sort_keys=True, allow_nan=False)
 
 
-def _png_info(pil_image: PIL.Image.Image, source: Any, provenance: Provenance) -> PIL.PngImagePlugin.PngInfo:
+def _pixel_record(pil_image: PIL.Image.Image, source: Any, fingerprint: str) -> dict[str, Any]:
     converted_from, conversion = _converted_from(source)
-    pixels = {
+    return {
         "pixel_digest": image_digest(pil_image),
         "mode": pil_image.mode,
         "size": list(pil_image.size),
         "converted_from": converted_from,
         "conversion": conversion,
+        "fingerprint": fingerprint,
     }
+
+
+def _png_info(pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance) -> Any:
     info = PIL.PngImagePlugin.PngInfo()
-    info.add_itxt(PROVENANCE_KEY, _record_json(provenance))
+    info.add_itxt(PROVENANCE_KEY, record_json)
     info.add_itxt(PIXELS_KEY, json.dumps(pixels, sort_keys=True))
     # tEXt when the text is latin-1, iTXt otherwise: what the web UIs write, and what every PNG reader shows.
     info.add_text(INFOTEXT_KEY, format_infotext(provenance, size=pil_image.size))
@@ -441,28 +459,90 @@ def _write_atomically(path: Path, write: Any) -> None:
     _fsync_directory(path.parent)
 
 
-def save_image(image: Any, path: str | os.PathLike, provenance: Provenance) -> Path:
-    """Writes one image as a PNG that carries its provenance record, atomically.
+_SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg"), "webp": (".webp",)}
+IMAGE_FORMATS = tuple(_SUFFIXES)
+"""The formats `save_image` writes."""
 
-    The file holds the full record (``diffusers-repro`` chunk, exactly ``provenance.to_json()``), the digest of the
-    8-bit pixels written (``diffusers-repro-pixels`` chunk) and an infotext for other tools (``parameters`` chunk,
-    see `format_infotext`). ``provenance`` is not modified.
+
+def check_save_options(format: Any, quality: Any, sign: Any) -> tuple[str, int | None, Any]:
+    """Checks ``format``, ``quality`` and ``sign`` of `save_image` before any work; returns the format (``"jpg"``
+    becomes ``"jpeg"``), the quality (the default for lossy formats) and the signing identity (`None` unsigned).
+
+    Raises `ValueError`/`TypeError` naming the parameter, and `CredentialsError` for a signing identity that cannot
+    be loaded.
+    """
+    from .exif import DEFAULT_QUALITY
+    from .identity import SigningIdentity, default_identity
+
+    if not isinstance(format, str) or format.lower().replace("jpg", "jpeg") not in _SUFFIXES:
+        raise ValueError(f"format must be one of {', '.join(map(repr, IMAGE_FORMATS))}, got {format!r}")
+    format = format.lower().replace("jpg", "jpeg")
+    if quality is not None:
+        if format == "png":
+            raise ValueError(f"quality is for the lossy formats 'jpeg' and 'webp'; PNG is lossless, got {quality!r}")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise ValueError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    elif format != "png":
+        quality = DEFAULT_QUALITY
+    if sign is True:
+        identity = default_identity()
+    elif sign is False or sign is None:
+        identity = None
+    elif isinstance(sign, SigningIdentity):
+        identity = sign
+    else:
+        raise TypeError(f"sign must be True, False or a SigningIdentity, got {type(sign).__name__}")
+    return format, quality, identity
+
+
+def image_suffix(format: str) -> str:
+    """The file suffix of a format: ``".png"``, ``".jpg"`` or ``".webp"``."""
+    return _SUFFIXES[format][0]
+
+
+def save_image(
+    image: Any,
+    path: str | os.PathLike,
+    provenance: Provenance,
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+    sign: Any = True,
+) -> Path:
+    """Writes one image with its provenance record and signed Content Credentials, atomically.
+
+    A PNG holds the full record (``diffusers-repro`` chunk, exactly ``provenance.to_json()``), the pixel record
+    (``diffusers-repro-pixels`` chunk: digest of the 8-bit pixels written and their perceptual fingerprint) and an
+    infotext for other tools (``parameters`` chunk, see `format_infotext`). A JPEG or WebP holds the same record and
+    pixel record in XMP and the infotext in EXIF ``UserComment`` (see `diffusers_repro.exif`). Unless
+    ``sign=False``, the file also carries a C2PA manifest signed with the local identity (made on first use) or the
+    one given: a ``c2pa.created`` action (trainedAlgorithmicMedia), the record, and the fingerprint as a soft
+    binding (see `diffusers_repro.credentials`). ``provenance`` is not modified.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
             One output image: PIL, ``(H, W, C)`` float array in ``[0, 1]`` (``output_type="np"``) or ``(C, H, W)``
             float tensor in ``[0, 1]`` (``output_type="pt"``); converted to 8 bits as `to_pil_image` says.
         path (`str` or `os.PathLike`):
-            The file to write; must end in ``.png``. Its folder must exist. An existing file is replaced.
+            The file to write, ending in ``.png``, ``.jpg``/``.jpeg`` or ``.webp``. Its folder must exist. An
+            existing file is replaced.
         provenance (`Provenance`):
             The image's record, for example ``output.provenance[i]``.
+        format (`str`, *optional*):
+            ``"png"``, ``"jpeg"`` or ``"webp"``; defaults to the path's suffix, which must agree with it.
+        quality (`int`, *optional*):
+            Encoder quality 1-100 for JPEG and WebP (default 95).
+        sign (`bool` or `SigningIdentity`, *optional*, defaults to `True`):
+            `True`: sign with this machine's identity; a `diffusers_repro.credentials.SigningIdentity`: sign with it
+            (`SigningIdentity.from_files(chain, key)`); `False`: no Content Credentials.
 
     Returns:
         `pathlib.Path`: ``path``.
 
     Raises:
-        `ValueError`: for a path that does not end in ``.png``, an image of the wrong shape, or a record of latents.
+        `ValueError`: for a path or format that does not fit, an image of the wrong shape, or a record of latents.
         `TypeError`: for an image or record of the wrong type.
+        `CredentialsError` (a `ValueError`): for a certificate or key that cannot sign; nothing is written.
 
     Example:
 
@@ -477,6 +557,10 @@ def save_image(image: Any, path: str | os.PathLike, provenance: Provenance) -> P
     True
     ```
     """
+    from .credentials import sign_image_bytes
+    from .exif import encode_lossy
+    from .fingerprint import fingerprint
+
     if not isinstance(provenance, Provenance):
         raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
     if provenance.result.get("output_type") == "latent":
@@ -485,11 +569,30 @@ def save_image(image: Any, path: str | os.PathLike, provenance: Provenance) -> P
             "output_type='pil' (or 'np', 'pt') to save images"
         )
     path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png (the record lives in PNG text chunks), got {str(path)!r}")
+    suffix = path.suffix.lower()
+    if format is None:
+        format = next((name for name, suffixes in _SUFFIXES.items() if suffix in suffixes), None)
+        if format is None:
+            raise ValueError(f"path must end in .png, .jpg, .jpeg or .webp, got {str(path)!r}")
+    format, quality, identity = check_save_options(format, quality, sign)
+    if suffix not in _SUFFIXES[format]:
+        raise ValueError(f"path {str(path)!r} does not end in {' or '.join(_SUFFIXES[format])} for format={format!r}")
     pil_image = to_pil_image(image)
-    info = _png_info(pil_image, image, provenance)
-    _write_atomically(path, lambda handle: pil_image.save(handle, format="PNG", pnginfo=info))
+    record_json = _record_json(provenance)
+    pixels = _pixel_record(pil_image, image, fingerprint(pil_image))
+    infotext = format_infotext(provenance, size=pil_image.size)
+    buffer = io.BytesIO()
+    if format == "png":
+        pil_image.save(buffer, format="PNG", pnginfo=_png_info(pil_image, record_json, pixels, provenance))
+        data = buffer.getvalue()
+    else:
+        # The pixels in a lossy file are not these: the digest is of the image before encoding.
+        pixels["source_pixel_digest"] = pixels.pop("pixel_digest")
+        pixels.update(format=format, quality=quality)
+        data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext)
+    if identity is not None:
+        data = sign_image_bytes(data, format, identity, record_json, pixels["fingerprint"], title=path.name)
+    _write_atomically(path, lambda handle: handle.write(data))
     return path
 
 
@@ -510,7 +613,15 @@ def _split_images(images: Any) -> list[Any]:
     return list(images)
 
 
-def save_outputs(images: Any, provenance: Sequence[Provenance], directory: str | os.PathLike) -> list[Path]:
+def save_outputs(
+    images: Any,
+    provenance: Sequence[Provenance],
+    directory: str | os.PathLike,
+    *,
+    format: str = "png",
+    quality: int | None = None,
+    sign: Any = True,
+) -> list[Path]:
     """Writes every image of a pipeline output with its own record into ``directory``; returns the paths in order.
 
     File names are ``NNNNN-seedS.png`` (``00003-seed42.png``). Numbering continues after the highest ``NNNNN-``
@@ -526,6 +637,8 @@ def save_outputs(images: Any, provenance: Sequence[Provenance], directory: str |
             The output's ``provenance``: one record per image, in image order.
         directory (`str` or `os.PathLike`):
             The folder; created (with its parents) when missing.
+        format (`str`, *optional*, defaults to ``"png"``), quality (`int`, *optional*), sign (*optional*):
+            As for `save_image`; JPEG files end in ``.jpg``, WebP files in ``.webp``.
 
     Example:
 
@@ -535,6 +648,7 @@ def save_outputs(images: Any, provenance: Sequence[Provenance], directory: str |
     ['00000-seed42.png', '00001-seed43.png']
     ```
     """
+    format, quality, identity = check_save_options(format, quality, sign)
     images = _split_images(images)
     records = list(provenance)
     if len(images) != len(records):
@@ -548,7 +662,10 @@ def save_outputs(images: Any, provenance: Sequence[Provenance], directory: str |
     paths = []
     for offset, (image, record) in enumerate(zip(images, records, strict=True)):
         seed = f"-seed{record.seed}" if record.seed is not None else ""
-        paths.append(save_image(image, directory / f"{first + offset:05d}{seed}.png", record))
+        name = f"{first + offset:05d}{seed}{image_suffix(format)}"
+        paths.append(
+            save_image(image, directory / name, record, format=format, quality=quality, sign=identity or False)
+        )
     return paths
 
 
@@ -658,6 +775,8 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
     ```
     """
     path = Path(path)
+    if sniff_format(path) is not None:
+        return read_lossy_image(path).provenance
     with _open_png(path) as image:
         return _parse_record(path, _text_chunks(image))
 
@@ -694,6 +813,8 @@ def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
     ```
     """
     path = Path(path)
+    if sniff_format(path) is not None:
+        return read_lossy_image(path)
     with _open_png(path) as image:
         chunks = _text_chunks(image)
         provenance = _parse_record(path, chunks)

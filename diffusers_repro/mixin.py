@@ -983,14 +983,25 @@ class ReproOutputMixin:
 
     provenance: list[Provenance]
 
-    def save(self, directory: str | os.PathLike) -> list[Path]:
-        """Writes every image with its own provenance record into ``directory`` and returns the paths.
+    def save(
+        self, directory: str | os.PathLike, format: str = "png", quality: int | None = None, sign: Any = True
+    ) -> list[Path]:
+        """Writes every image with its own provenance record and signed Content Credentials into ``directory`` and
+        returns the paths.
 
-        File names carry the image index and seed. See `diffusers_repro.save_image` for the file format.
+        File names carry the image index and seed. ``format`` is ``"png"``, ``"jpeg"`` or ``"webp"`` (``quality``
+        1-100 for the lossy ones); ``sign=False`` writes no Content Credentials, a
+        `diffusers_repro.credentials.SigningIdentity` signs with that identity. See `diffusers_repro.save_image`.
+
+        Example:
+
+        ```py
+        >>> paths = out.save("outputs", format="jpeg", quality=90)  # doctest: +SKIP
+        ```
         """
         from .files import save_outputs
 
-        return save_outputs(self.images, self.provenance, directory)
+        return save_outputs(self.images, self.provenance, directory, format=format, quality=quality, sign=sign)
 
 
 @functools.cache

@@ -18,16 +18,17 @@ import dataclasses
 import inspect
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from .credentials import Credentials, file_credentials
 from .files import ProvenanceImage, read_image_file, to_pil_image
 from .limits import ReplayLimits, check_limits
-from .provenance import Provenance, jsonable
+from .provenance import Provenance, image_digest, jsonable
 from .siblings import batch_prompt_lists, find_siblings
 
 __all__ = [
@@ -44,8 +45,9 @@ __all__ = [
 DEFAULT_TOLERANCE = 2 / 255
 """Largest per-pixel difference (in ``[0, 1]`` units: two 8-bit steps) for which a regeneration counts as close."""
 
-VERDICTS = ("bitwise", "close", "different")
-"""The verdicts of `reproduce`, best first."""
+VERDICTS = ("bitwise", "close", "different", "tampered")
+"""The verdicts of `reproduce`, best first. ``tampered``: the file's Content Credentials show that its pixels or
+record changed after it was signed (whatever the regeneration gives)."""
 
 # Call arguments that define the batch: the regeneration makes one image, the batch itself is reported separately.
 _BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
@@ -53,6 +55,7 @@ _BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
 _RESERVED_OVERRIDES = frozenset({"seed", "generator", "deterministic", "batch_invariant", "return_dict"})
 # jsonable() keeps only a digest of these values: they cannot be rebuilt from JSON.
 _DIGEST_KEYS = ("tensor_digest", "array_digest", "image_digest", "callable")
+_LOSSY = ("jpeg", "webp")
 
 
 class ReproductionError(ValueError):
@@ -92,6 +95,11 @@ class Reproduction:
         path (`pathlib.Path` or `None`): The file that was replayed.
         whole_batch (`bool`): The image was regenerated within its whole original batch (same prompts, same seeds,
             same order) rather than alone.
+        credentials (`diffusers_repro.credentials.Credentials` or `None`): What the file's Content Credentials say
+            (state ``trusted``, ``valid``, ``unsigned`` or ``tampered``, signer, failure codes); `None` without a file.
+        file_format (`str` or `None`): ``"png"``, ``"jpeg"`` or ``"webp"``; `None` without a file. For the lossy
+            formats ``bitwise`` means the regenerated output equals the recorded output digest and the Content
+            Credentials vouch that the file is the one written (its pixels carry the encoder's loss).
     """
 
     image: Any
@@ -107,15 +115,25 @@ class Reproduction:
     tolerance: float
     path: Path | None = None
     whole_batch: bool = False
+    credentials: Credentials | None = None
+    file_format: str | None = None
 
     @property
     def file_edited(self) -> bool:
-        """The file's pixels no longer match the pixel digest written with them: it was changed after saving."""
-        return any(difference.field == "file.pixel_digest" for difference in self.differences)
+        """The file was changed after saving: its pixels no longer match the pixel digest written with them, or its
+        Content Credentials say it was tampered with."""
+        return any(difference.field in ("file.pixel_digest", "file.credentials") for difference in self.differences)
 
     @property
     def summary(self) -> str:
         """One line: the verdict and, when measured, the pixel difference."""
+        if self.verdict == "tampered" and self.credentials is not None:
+            return self.credentials.summary
+        if self.verdict == "bitwise" and self.file_format in _LOSSY:
+            return (
+                f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and the "
+                "Content Credentials vouch that the file is the one written)"
+            )
         if self.max_abs_diff is None or self.verdict == "bitwise":
             return self.verdict
         psnr = "inf" if self.psnr is None or math.isinf(self.psnr) else f"{self.psnr:.1f}"
@@ -135,6 +153,8 @@ class Reproduction:
             "tolerance": self.tolerance,
             "whole_batch": self.whole_batch,
             "file_edited": self.file_edited,
+            "file_format": self.file_format,
+            "credentials": self.credentials.to_dict() if self.credentials is not None else None,
             "differences": [difference._asdict() for difference in self.differences],
         }
 
@@ -614,6 +634,7 @@ def reproduce(
     batch_from: Any = None,
     limits: ReplayLimits | None = None,
     allow_pickle: bool = False,
+    trust: Sequence[str | os.PathLike] = (),
     **call_overrides: Any,
 ) -> Reproduction:
     """Regenerates one image from its provenance record alone and compares it with the original.
@@ -661,6 +682,9 @@ def reproduce(
             Bounds on pixels, steps and images per call; a record that asks for more raises `LimitExceededError`.
         allow_pickle (`bool`, *optional*, defaults to `False`):
             Load pickled weights too (only with a trusted record: unpickling can run code).
+        trust (`list` of paths, *optional*):
+            PEM files of further trust anchors for the file's Content Credentials (see
+            `diffusers_repro.credentials.read_credentials`).
         **call_overrides:
             Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
             ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
@@ -691,11 +715,14 @@ def reproduce(
     """
     from .mixin import ReproducibleMixin
 
+    credentials = None
     if isinstance(path_or_provenance, Provenance):
         record, image_file = path_or_provenance, None
     elif isinstance(path_or_provenance, (str, os.PathLike)):
         image_file = read_image_file(path_or_provenance)
         record = image_file.provenance
+        # Before any work: a manifest that does not parse is an error naming the file.
+        credentials = file_credentials(image_file, trust)
     else:
         raise TypeError(
             "path_or_provenance must be a path to a PNG written by diffusers-repro or a Provenance, got "
@@ -765,8 +792,18 @@ def reproduce(
     if image_file is not None:
         pixels_equal, max_abs_diff, psnr = _compare_pixels(image, image_file.pixels)
     checks = [check for check in (output_digest_equal, pixels_equal) if check is not None]
+    if image_file is not None and image_file.format in _LOSSY:
+        # A lossy file's pixels carry the encoder's loss: the output digest, the digest of the 8-bit image that was
+        # encoded and the Content Credentials (which vouch the file is the one written) decide instead.
+        source_equal = image_file.source_pixel_digest == image_digest(to_pil_image(image))
+        checks = [check for check in (output_digest_equal, source_equal, credentials.intact) if check is not None]
     bitwise_equal = bool(checks) and all(checks)
-    if bitwise_equal:
+    differences = _replay_differences(record, current, image_file, whole_batch=replay_batch)
+    if credentials is not None and credentials.state == "tampered":
+        bitwise_equal = False
+        differences.append(Difference("file.credentials", "unchanged since signed", ", ".join(credentials.failures)))
+        verdict = "tampered"
+    elif bitwise_equal:
         verdict = "bitwise"
     elif max_abs_diff is not None and max_abs_diff <= tolerance:
         verdict = "close"
@@ -782,8 +819,10 @@ def reproduce(
         max_abs_diff=max_abs_diff,
         psnr=psnr,
         verdict=verdict,
-        differences=_replay_differences(record, current, image_file, whole_batch=replay_batch),
+        differences=differences,
         tolerance=float(tolerance),
         path=image_file.path if image_file is not None else None,
         whole_batch=replay_batch,
+        credentials=credentials,
+        file_format=image_file.format if image_file is not None else None,
     )

@@ -93,3 +93,19 @@ def _make_hub_cache(source, cache_dir, repo_id="tiny-org/tiny-sd", commit="01234
 def make_hub_cache():
     """``make_hub_cache(source, cache_dir, repo_id=..., commit=...)``: a hub-style cache folder made from a folder."""
     return _make_hub_cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_repro_home(tmp_path_factory):
+    # Session-scoped so that module- and session-scoped fixtures that write images sign in it too.
+    home = tmp_path_factory.mktemp("diffusers-repro-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIFFUSERS_REPRO_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(autouse=True)
+def repro_home(_session_repro_home, monkeypatch):
+    """Every test signs with an identity in a session folder, never in the user's own config folder."""
+    monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(_session_repro_home))
+    return _session_repro_home

@@ -124,7 +124,7 @@ def test_unreadable_images_are_user_errors(capsys, tmp_path):
         "metadata was stripped (image editors and upload sites often do)"
     )
     code, _, err = run(capsys, "verify", empty)
-    assert_user_error(code, err, "folder without PNG files")
+    assert_user_error(code, err, "folder without image files (.png, .jpg, .jpeg, .webp)")
 
 
 def test_prompt_is_required_for_a_text_to_image_model(capsys, tmp_path, tiny_sd_path):
@@ -164,7 +164,9 @@ def test_generate_writes_images_manifest_and_settings(grid):
         (3, "a bear", 1),
     ]
     for line in lines:
-        assert list(line) == ["job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest"]
+        assert list(line) == [
+            *("job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest", "fingerprint")
+        ]
         image_file = read_image_file(grid / line["file"])
         assert line["pixel_digest"] == line["output_digest"] == image_file.pixel_digest
         assert line["noise_digest"] == image_file.provenance.result["noise_digest"]
@@ -271,7 +273,9 @@ def test_verify_json(capsys, grid):
     assert code == 0
     image, summary = (json.loads(line) for line in out.strip().splitlines())
     assert image["verdict"] == "bitwise" and image["accepted"] is True
-    expected = {"images": 1, "bitwise": 1, "close": 0, "different": 0, "refused": 0, "failed": 0, "ok": True}
+    expected = {
+        "images": 1, "bitwise": 1, "close": 0, "different": 0, "refused": 0, "tampered": 0, "failed": 0, "ok": True,
+    }
     assert summary == {"summary": expected}
 
 

@@ -63,3 +63,14 @@ def test_cuda_generator_images_are_made_again_anywhere(monkeypatch, capsys):
     pattern = r"seed 42: CUDA noise \((emulated|torch.Generator\('cuda'\))\), noise sha256:[0-9a-f]{16}"
     assert re.fullmatch(pattern, lines[-3])
     assert lines[-1] == "reproduced image 1 from its record: bitwise"
+
+
+def test_content_credentials_signs_catches_a_tampered_copy_and_finds_a_stripped_one(monkeypatch, capsys, tmp_path):
+    out = run_example("content_credentials.py", monkeypatch, capsys, str(tmp_path))
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "00000-seed0.jpg: trusted",
+        "00001-seed1.jpg: trusted",
+        "tampered.jpg: tampered (assertion.dataHash.mismatch)",
+    ]
+    assert lines[3].startswith("stripped copy: unsigned, came from 00001-seed1.jpg (similarity 0.9")

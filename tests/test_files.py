@@ -30,6 +30,7 @@ from diffusers_repro.files import (
     save_outputs,
     to_pil_image,
 )
+from diffusers_repro.fingerprint import fingerprint
 from diffusers_repro.provenance import image_digest
 
 PROMPTS = ["a fox", "a bear"]
@@ -98,6 +99,7 @@ def test_round_trip_pil_output(sd_pil, tmp_path):
         "size": [64, 64],
         "converted_from": "pil",
         "conversion": None,
+        "fingerprint": fingerprint(sd_pil.images[1]),
     }
 
 
@@ -163,11 +165,9 @@ def test_existing_file_is_replaced(sd_pil, tmp_path):
 # -------------------------------------------------------------------------------------------------------- bad input
 
 
-def test_path_must_be_png(sd_pil, tmp_path):
-    with pytest.raises(
-        ValueError, match=re.escape("path must end in .png (the record lives in PNG text chunks), got")
-    ):
-        save_image(sd_pil.images[0], tmp_path / "image.jpg", sd_pil.provenance[0])
+def test_path_must_be_an_image_format_we_write(sd_pil, tmp_path):
+    with pytest.raises(ValueError, match=re.escape("path must end in .png, .jpg, .jpeg or .webp, got")):
+        save_image(sd_pil.images[0], tmp_path / "image.gif", sd_pil.provenance[0])
 
 
 def test_latents_are_not_saved_as_images(sd, tmp_path):
@@ -269,13 +269,13 @@ def test_not_a_png(tmp_path):
     )
 
 
-def test_a_jpeg(tmp_path):
+def test_a_jpeg_from_another_tool(tmp_path):
     path = tmp_path / "photo.jpg"
     PIL.Image.new("RGB", (4, 4)).save(path, format="JPEG")
     _expect(
         path,
-        f"{path} is not a PNG file (it starts with b'\\xff\\xd8\\xff\\xe0', not the PNG signature); "
-        "diffusers-repro records are stored in PNG files",
+        f"{path} has no 'diffusers-repro' record in its XMP: it was not saved by diffusers-repro, or its metadata "
+        "was stripped (image editors and upload sites often do)",
     )
 
 

@@ -16,6 +16,7 @@ def test_every_module_all_is_reachable():
     import importlib
 
     modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
+    modules += ("credentials", "identity", "exif", "fingerprint", "cli_credentials")
     for module in (*modules, "distributed", "randomness", "batching", "tiny", "cuda_rng"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")
         for name in loaded.__all__:

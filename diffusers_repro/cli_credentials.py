@@ -1,0 +1,228 @@
+"""The command line's Content Credentials parts: ``keys init|show``, ``find``, and the signing and trust options.
+
+``diffusers-repro keys init`` makes this machine's signing identity (``--force`` replaces it); ``keys show`` prints
+who signs and which trust anchors count. ``diffusers-repro find IMAGE DIR...`` names the generated files a copy came
+from, by perceptual fingerprint: exit 0 with the matches, 1 when nothing matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option", "signing_from_args"]
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _usage_error(message: str) -> Exception:
+    from .cli import UsageError
+
+    return UsageError(message)
+
+
+def _similarity_threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0.5 and 1, got {text!r}") from None
+    if not 0.5 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0.5 and 1, got {text!r}")
+    return value
+
+
+def add_signing_options(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--quality``, ``--no-sign``, ``--cert``, ``--key`` of commands that write images."""
+    parser.add_argument(
+        "--format", choices=("png", "jpeg", "webp"), default="png", help="image file format (default: png)"
+    )
+    parser.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (default: 95)")
+    parser.add_argument(
+        "--no-sign", action="store_true", help="write files without Content Credentials (signed C2PA manifest)"
+    )
+    parser.add_argument(
+        "--cert", type=Path, help="PEM certificate chain to sign with (signer first); default: this machine's identity"
+    )
+    parser.add_argument("--key", type=Path, help="PEM private key of --cert")
+
+
+def signing_from_args(args: argparse.Namespace) -> Any:
+    """``sign=`` for `save_image` from ``--no-sign``, ``--cert`` and ``--key``: `True`, `False` or an identity."""
+    from .identity import SigningIdentity
+
+    if args.no_sign and (args.cert or args.key):
+        raise _usage_error("--no-sign writes unsigned files; leave out --cert and --key, or --no-sign")
+    if (args.cert is None) != (args.key is None):
+        raise _usage_error("--cert and --key go together: the certificate chain and its private key")
+    if args.quality is not None and args.format == "png":
+        raise _usage_error(f"--quality {args.quality}: PNG is lossless; --quality goes with --format jpeg or webp")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise _usage_error(f"--quality {args.quality}: expected an integer from 1 to 100")
+    if args.no_sign:
+        return False
+    if args.cert is not None:
+        return SigningIdentity.from_files(args.cert, args.key)
+    return True
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """``--trust FILE.pem`` (repeatable) of commands that read Content Credentials."""
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.pem",
+        help="a PEM certificate to trust as a signer's root, besides this machine's own CA; repeat for several",
+    )
+
+
+def add_credentials_commands(commands: Any, parser_class: type) -> None:
+    """Adds ``keys`` and ``find`` to the subcommands of ``diffusers-repro``."""
+    keys = commands.add_parser(
+        "keys",
+        help="this machine's signing identity for Content Credentials",
+        description=(
+            "Content Credentials are signed with a local CA and signer certificate kept under $DIFFUSERS_REPRO_HOME "
+            "(default: the user config folder of diffusers-repro). `keys init` makes them (done on first write "
+            "otherwise), `keys show` prints who signs and the trust anchors."
+        ),
+    )
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=parser_class)
+    init = actions.add_parser("init", help="make the local signing identity (if there is none)")
+    init.add_argument("--force", action="store_true", help="replace an existing identity (the old one is kept aside)")
+    init.set_defaults(handler=_keys_init)
+    show = actions.add_parser("show", help="who signs, and which certificates are trusted")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_keys_show)
+    keys.set_defaults(handler=_keys_missing)
+
+    find = commands.add_parser(
+        "find",
+        help="find the generated file(s) a copy of an image came from",
+        description=(
+            "Compares the perceptual fingerprint of IMAGE (any copy: resized, re-encoded, stripped of metadata) with "
+            "the images in each DIR (recursively; fingerprints are read from manifest.jsonl where there is one). "
+            "Prints every match with its similarity. Exit 0 when something matches, 1 when nothing does."
+        ),
+    )
+    find.add_argument("image", type=Path, metavar="IMAGE", help="the copy to look up")
+    find.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="folders of generated images")
+    find.add_argument(
+        "--threshold",
+        type=_similarity_threshold,
+        help="smallest similarity that counts as a match, 0.5-1 (default: 0.8)",
+    )
+    find.add_argument("--json", action="store_true", help="print JSON")
+    find.set_defaults(handler=_find)
+
+
+def _keys_missing(args: argparse.Namespace) -> int:
+    raise _usage_error("keys: an action is required: init or show (see diffusers-repro keys --help)")
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from .identity import IDENTITY_DIR, identity_home, init_identity
+
+    identity, made = init_identity(force=args.force)
+    folder = identity_home() / IDENTITY_DIR
+    if made:
+        print(f"made a signing identity in {folder}: signer {identity.describe()}")
+    else:
+        print(f"a signing identity exists in {folder}: signer {identity.describe()} (--force replaces it)")
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    from .identity import IDENTITY_DIR, identity_home, init_identity, trust_anchors
+
+    folder = identity_home() / IDENTITY_DIR
+    if not folder.is_dir():
+        raise _usage_error(f"no signing identity in {folder} yet; `diffusers-repro keys init` makes one")
+    identity, _ = init_identity()
+    anchors = [str(path) for path in trust_anchors()]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "signer": identity.signer,
+                    "issuer": identity.issuer,
+                    "algorithm": identity.algorithm,
+                    "certificate_chain": str(identity.chain_path),
+                    "private_key": str(identity.key_path),
+                    "trust_anchors": anchors,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"signer:        {identity.signer}")
+    print(f"issued by:     {identity.issuer}")
+    print(f"algorithm:     {identity.algorithm.upper()}")
+    print(f"certificates:  {identity.chain_path}")
+    print(f"private key:   {identity.key_path}")
+    print(f"trusted roots: {', '.join(anchors) if anchors else 'none'}")
+    return 0
+
+
+def _fingerprints_in(folder: Path) -> dict[Path, str]:
+    """``{file: fingerprint}`` of the images under ``folder``: from manifest.jsonl lines where present, else from
+    the files' pixels."""
+    from .fingerprint import FINGERPRINT_PREFIX, fingerprint
+
+    found: dict[Path, str] = {}
+    for manifest in sorted(folder.rglob("manifest.jsonl")):
+        try:
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for text in lines:
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            value, name = (line.get("fingerprint"), line.get("file")) if isinstance(line, dict) else (None, None)
+            if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and isinstance(name, str):
+                path = manifest.parent / name
+                if path.parent == manifest.parent and path.is_file():
+                    found[path] = value
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in _IMAGE_SUFFIXES or path.name.startswith(".") or path in found:
+            continue
+        try:
+            found[path] = fingerprint(path)
+        except (OSError, ValueError, SyntaxError):
+            continue  # not an image after all; a folder of outputs may hold anything
+    return found
+
+
+def _find(args: argparse.Namespace) -> int:
+    from .fingerprint import MATCH_THRESHOLD, fingerprint, similarity
+
+    threshold = MATCH_THRESHOLD if args.threshold is None else args.threshold
+    if not args.image.is_file():
+        raise _usage_error(f"{str(args.image)!r}: no such file")
+    try:
+        query = fingerprint(args.image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {error}") from None
+    for folder in args.dirs:
+        if not folder.is_dir():
+            raise _usage_error(f"{str(folder)!r}: no such folder")
+    matches = []
+    for folder in args.dirs:
+        for path, value in _fingerprints_in(folder).items():
+            score = similarity(query, value)
+            if score >= threshold:
+                matches.append((score, path))
+    matches.sort(key=lambda item: (-item[0], str(item[1])))
+    if args.json:
+        print(json.dumps([{"file": str(path), "similarity": round(score, 4)} for score, path in matches]))
+    elif matches:
+        for score, path in matches:
+            print(f"{path}  similarity {score:.3f}")
+    else:
+        print(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
+    return 0 if matches else 1

@@ -1,0 +1,340 @@
+"""Content Credentials (C2PA): signed manifests in the image files we write, and reading them back.
+
+Every image file diffusers-repro writes carries a C2PA manifest signed with c2pa-python (the Content Authenticity
+Initiative's bindings of c2pa-rs). The manifest holds:
+
+- ``c2pa.actions``: one ``c2pa.created`` action with digitalSourceType ``trainedAlgorithmicMedia`` and the software
+  agent (diffusers-repro and diffusers versions) - how C2PA marks an image as made by a generative model;
+- ``org.diffusers-repro.provenance``: the whole provenance record, as the exact JSON text of the file's plain record;
+- ``c2pa.soft-binding``: the image's perceptual fingerprint (see `diffusers_repro.fingerprint`), which finds the
+  record again for a copy whose metadata was stripped.
+
+The manifest is bound to the file's bytes (a hash of everything outside the manifest, plain-text record and infotext
+included), so a file whose pixels or record changed after signing reads back as ``tampered``. Who signs and whom we
+trust: `diffusers_repro.identity`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .identity import CredentialsError, SigningIdentity, read_file, trust_bundle
+
+__all__ = [
+    "ASSERTION_LABEL",
+    "CREDENTIAL_STATES",
+    "DIGITAL_SOURCE_TYPE",
+    "SOFT_BINDING_ALG",
+    "Credentials",
+    "CredentialsError",
+    "file_credentials",
+    "read_credentials",
+    "sign_image_bytes",
+]
+
+ASSERTION_LABEL = "org.diffusers-repro.provenance"
+"""Label of the manifest assertion holding the provenance record."""
+
+SOFT_BINDING_ALG = "org.diffusers-repro.phash-16"
+"""Algorithm name of the ``c2pa.soft-binding`` assertion (a 256-bit perceptual hash, see `fingerprint`)."""
+
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+"""IPTC digital source type of an image made by a trained generative model."""
+
+CREDENTIAL_STATES = ("trusted", "valid", "unsigned", "tampered")
+"""What `read_credentials` can say about a file, best first."""
+
+_MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Failure codes that mean "the signer is not on the trust list", not "the file changed".
+_TRUST_CODES = frozenset({"signingCredential.untrusted"})
+_RECORD_MISMATCH = "diffusers-repro.record.mismatch"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signing
+
+
+def _software_agent() -> dict[str, str]:
+    import diffusers
+
+    from . import __version__
+
+    return {"name": "diffusers-repro", "version": f"{__version__} (diffusers {diffusers.__version__})"}
+
+
+def _manifest_definition(title: str, record_json: str, fingerprint: str | None) -> dict[str, Any]:
+    from . import __version__
+
+    assertions: list[dict[str, Any]] = [
+        {
+            "label": "c2pa.actions",
+            "data": {
+                "actions": [
+                    {
+                        "action": "c2pa.created",
+                        "digitalSourceType": DIGITAL_SOURCE_TYPE,
+                        "softwareAgent": _software_agent(),
+                    }
+                ]
+            },
+        },
+        # The record as its exact JSON text: compared byte for byte with the file's plain record when read.
+        {"label": ASSERTION_LABEL, "data": {"record": record_json}},
+    ]
+    if fingerprint is not None:
+        assertions.append(
+            {
+                "label": "c2pa.soft-binding",
+                "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": fingerprint}]},
+            }
+        )
+    return {
+        "claim_generator_info": [{"name": "diffusers-repro", "version": __version__}],
+        "title": title,
+        "assertions": assertions,
+    }
+
+
+def _context(trust_pem: str | None = None) -> Any:
+    import c2pa
+
+    # No thumbnail: it would double the file and the signing time, and the file is the picture.
+    settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}}
+    if trust_pem:
+        settings["trust"] = {"user_anchors": trust_pem}
+    return c2pa.Context(c2pa.Settings.from_dict(settings))
+
+
+def sign_image_bytes(
+    data: bytes,
+    format: str,
+    identity: SigningIdentity,
+    record_json: str,
+    fingerprint: str | None = None,
+    title: str = "image",
+) -> bytes:
+    """Returns ``data`` (an encoded PNG, JPEG or WebP) with a signed C2PA manifest embedded.
+
+    Args:
+        data (`bytes`): The encoded image, with its plain-text record already in it.
+        format (`str`): ``"png"``, ``"jpeg"`` or ``"webp"``.
+        identity (`SigningIdentity`): Who signs.
+        record_json (`str`): The provenance record's JSON text (stored as the ``org.diffusers-repro.provenance``
+            assertion).
+        fingerprint (`str`, *optional*): The perceptual fingerprint, stored as a ``c2pa.soft-binding`` assertion.
+        title (`str`, *optional*): The manifest title (the file name).
+
+    Raises:
+        `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.credentials import default_identity, sign_image_bytes
+    >>> signed = sign_image_bytes(png_bytes, "png", default_identity(), record.to_json())  # doctest: +SKIP
+    ```
+    """
+    import c2pa
+
+    mime = _MIME_TYPES[format]
+    try:
+        signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(identity.algorithm, identity.chain_pem, identity.key_pem, None)
+        )
+        destination = io.BytesIO()
+        definition = _manifest_definition(title, record_json, fingerprint)
+        with _context() as context, c2pa.Builder(definition, context) as builder:
+            builder.sign(signer, mime, io.BytesIO(data), destination)
+    except c2pa.C2paError as error:
+        where = identity.chain_path if identity.chain_path is not None else "the signing identity"
+        raise CredentialsError(f"cannot sign with {where}: {error}") from None
+    return destination.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclasses.dataclass
+class Credentials:
+    """What a file's Content Credentials say.
+
+    Args:
+        state (`str`): ``"trusted"`` (intact, signed by a trust anchor's chain), ``"valid"`` (intact, signer not
+            on the trust list), ``"unsigned"`` (no manifest) or ``"tampered"`` (the file changed after signing, or
+            the signature does not verify).
+        signer (`str` or `None`): The signer certificate's common name.
+        issuer (`str` or `None`): The certificate issuer's organization, as c2pa reports it.
+        failures (`list[str]`): c2pa's failure codes (``assertion.dataHash.mismatch``, ...), trust aside.
+        record_json (`str` or `None`): The provenance record the manifest vouches for.
+        fingerprint (`str` or `None`): The perceptual fingerprint of the ``c2pa.soft-binding`` assertion.
+        generator (`str` or `None`): The software agent of the ``c2pa.created`` action.
+    """
+
+    state: str
+    signer: str | None = None
+    issuer: str | None = None
+    failures: list[str] = dataclasses.field(default_factory=list)
+    record_json: str | None = dataclasses.field(default=None, repr=False)
+    fingerprint: str | None = None
+    generator: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        """Signed and unchanged since signing (trusted or not)."""
+        return self.state in ("trusted", "valid")
+
+    @property
+    def summary(self) -> str:
+        """One line, e.g. ``trusted: signed by 'diffusers-repro local signer 1a2b3c4d', whose root ...``."""
+        if self.state == "unsigned":
+            return "unsigned (no Content Credentials)"
+        if self.state == "tampered":
+            codes = ", ".join(self.failures) or "the signature does not verify"
+            return f"tampered: changed after it was signed ({codes}); signed by {self.signer!r}"
+        if self.state == "trusted":
+            return f"trusted: signed by {self.signer!r}, whose root certificate is on the trust list"
+        return f"valid: signed by {self.signer!r}, who is not on the trust list (the file is unchanged since signing)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (without the record text)."""
+        return {
+            "state": self.state,
+            "signer": self.signer,
+            "issuer": self.issuer,
+            "failures": list(self.failures),
+            "fingerprint": self.fingerprint,
+            "generator": self.generator,
+        }
+
+
+def _failure_codes(results: dict[str, Any] | None) -> list[str]:
+    codes = []
+    for entry in ((results or {}).get("activeManifest") or {}).get("failure") or []:
+        code = entry.get("code") if isinstance(entry, dict) else None
+        if isinstance(code, str) and code not in codes:
+            codes.append(code)
+    return codes
+
+
+def _assertion(manifest: dict[str, Any], label: str) -> Any:
+    for assertion in manifest.get("assertions") or []:
+        if isinstance(assertion, dict) and assertion.get("label") == label:
+            return assertion.get("data")
+    return None
+
+
+def _generator(manifest: dict[str, Any]) -> str | None:
+    # c2pa-rs writes the actions we give it as version 2 of the assertion.
+    actions = _assertion(manifest, "c2pa.actions.v2") or _assertion(manifest, "c2pa.actions")
+    for action in actions.get("actions") or [] if isinstance(actions, dict) else []:
+        agent = action.get("softwareAgent") if isinstance(action, dict) else None
+        if isinstance(agent, dict) and action.get("action") == "c2pa.created":
+            return f"{agent.get('name')} {agent.get('version')}"
+    return None
+
+
+def read_credentials(
+    path: str | os.PathLike,
+    trust: Sequence[str | os.PathLike] = (),
+) -> Credentials:
+    """Reads and validates the Content Credentials of an image file with c2pa-python.
+
+    Args:
+        path (`str` or `os.PathLike`): A PNG, JPEG or WebP file.
+        trust (`list` of paths, *optional*): PEM files of further trust anchors (besides this machine's CA and
+            ``$DIFFUSERS_REPRO_HOME/trust/*.pem``).
+
+    Returns:
+        `Credentials`
+
+    Raises:
+        `CredentialsError`: when the file cannot be read, c2pa does not know its format, or its manifest does not
+            parse (the message names the file).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.credentials import read_credentials
+    >>> read_credentials("outputs/00000-seed42.png").state  # doctest: +SKIP
+    'trusted'
+    ```
+    """
+    import c2pa
+
+    path = Path(path)
+    data = read_file(path, "image")
+    trust_pem = trust_bundle(trust)
+    try:
+        with _context(trust_pem) as context:
+            reader = c2pa.Reader.try_create(None, io.BytesIO(data), None, context)
+            if reader is None:
+                return Credentials(state="unsigned")
+            with reader:
+                validation_state = reader.get_validation_state()
+                results = reader.get_validation_results()
+                manifest = reader.get_active_manifest() or {}
+    except c2pa.C2paError as error:
+        message = " ".join(str(error).split())
+        raise CredentialsError(f"{path}: its Content Credentials cannot be read: {message}") from None
+    signature = manifest.get("signature_info") or {}
+    record = _assertion(manifest, ASSERTION_LABEL)
+    record_json = record.get("record") if isinstance(record, dict) else None
+    binding = _assertion(manifest, "c2pa.soft-binding")
+    fingerprint = None
+    if isinstance(binding, dict) and binding.get("alg") == SOFT_BINDING_ALG:
+        blocks = binding.get("blocks") or []
+        value = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
+        fingerprint = value if isinstance(value, str) else None
+    failures = [code for code in _failure_codes(results) if code not in _TRUST_CODES]
+    if failures or validation_state == "Invalid":
+        state = "tampered"
+    elif validation_state == "Trusted":
+        state = "trusted"
+    else:
+        state = "valid"
+    return Credentials(
+        state=state,
+        signer=signature.get("common_name"),
+        issuer=signature.get("issuer"),
+        failures=failures,
+        record_json=record_json if isinstance(record_json, str) else None,
+        fingerprint=fingerprint,
+        generator=_generator(manifest),
+    )
+
+
+def file_credentials(image_file: Any, trust: Sequence[str | os.PathLike] = ()) -> Credentials:
+    """`read_credentials` of a file already read with `diffusers_repro.files.read_image_file`, plus a check that the
+    record the manifest vouches for is the file's plain record (``diffusers-repro.record.mismatch`` otherwise).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.credentials import file_credentials
+    >>> from diffusers_repro.files import read_image_file
+    >>> file_credentials(read_image_file("outputs/00000-seed42.png")).state  # doctest: +SKIP
+    'trusted'
+    ```
+    """
+    from .provenance import Provenance, ProvenanceError
+
+    credentials = read_credentials(image_file.path, trust)
+    if credentials.state in ("unsigned", "tampered"):
+        return credentials
+    try:
+        same = (
+            credentials.record_json is not None
+            and Provenance.from_json(credentials.record_json, source=str(image_file.path)) == image_file.provenance
+        )
+    except ProvenanceError:
+        same = False
+    if not same:
+        credentials.failures.append(_RECORD_MISMATCH)
+        credentials.state = "tampered"
+    return credentials

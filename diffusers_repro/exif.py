@@ -1,0 +1,198 @@
+"""JPEG and WebP files that carry their recipe: the record in XMP, the A1111 infotext in EXIF ``UserComment``.
+
+A JPEG or WebP written by `diffusers_repro.save_image` holds:
+
+- an XMP packet with two properties in the ``urn:diffusers-repro:xmp:1`` namespace: ``record`` (the provenance
+  record, exactly the JSON a PNG holds in its ``diffusers-repro`` chunk) and ``pixels`` (the pixel record: the
+  digest of the 8-bit image before encoding, its fingerprint, format and quality);
+- EXIF ``UserComment`` with the infotext, written as the Stable Diffusion web UI (A1111) writes it
+  (``piexif.helper.UserComment.dump(text, encoding="unicode")``), so the tools people use show prompt and seed;
+- the signed C2PA manifest, when signed (see `diffusers_repro.credentials`).
+
+The files are lossy: their pixels are not the pipeline's output. "Bitwise" for them means the regenerated output
+equals the recorded output digest and the Content Credentials vouch that the file is the one written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import PIL.Image
+
+from .provenance import Provenance, ProvenanceError, image_digest
+
+__all__ = ["DEFAULT_QUALITY", "LOSSY_FORMATS", "XMP_NAMESPACE", "encode_lossy", "read_lossy_image", "sniff_format"]
+
+LOSSY_FORMATS = ("jpeg", "webp")
+"""The lossy formats `save_image` writes."""
+
+DEFAULT_QUALITY = 95
+"""Encoder quality used when none is given (1-100)."""
+
+XMP_NAMESPACE = "urn:diffusers-repro:xmp:1"
+"""XML namespace of the ``record`` and ``pixels`` XMP properties."""
+
+# A JPEG APP1 segment holds at most 65533 bytes, of which 29 name the XMP namespace.
+_MAX_JPEG_XMP = 65504
+_PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+
+
+def sniff_format(path: str | os.PathLike) -> str | None:
+    """``"jpeg"`` or ``"webp"`` when the file starts like one, else `None` (PNG, other, missing or a folder)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return None
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _xmp_packet(record_json: str, pixels_json: str) -> bytes:
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:dr="{XMP_NAMESPACE}">'
+        f"<dr:record>{escape(record_json)}</dr:record><dr:pixels>{escape(pixels_json)}</dr:pixels>"
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def encode_lossy(
+    pil_image: PIL.Image.Image, format: str, quality: int, record_json: str, pixels: dict[str, Any], infotext: str
+) -> bytes:
+    """Encodes ``pil_image`` as JPEG or WebP with the record in XMP and the infotext in EXIF ``UserComment``.
+
+    Raises:
+        `ValueError`: for an image JPEG cannot hold (with an alpha channel), or a record too long for JPEG's XMP
+            segment (64 KB).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.exif import encode_lossy
+    >>> data = encode_lossy(image, "jpeg", 95, record.to_json(), {}, "a fox")  # doctest: +SKIP
+    ```
+    """
+    import piexif
+    import piexif.helper
+
+    if format == "jpeg" and pil_image.mode not in ("RGB", "L"):
+        raise ValueError(
+            f"a JPEG cannot hold an image of mode {pil_image.mode!r} (alpha channel); save it with format='png' or "
+            "format='webp'"
+        )
+    xmp = _xmp_packet(record_json, json.dumps(pixels, sort_keys=True))
+    if format == "jpeg" and len(xmp) > _MAX_JPEG_XMP:
+        raise ValueError(
+            f"the provenance record is {len(record_json)} bytes, too long for a JPEG's XMP segment (64 KB); save it "
+            "with format='png' or format='webp'"
+        )
+    comment = piexif.helper.UserComment.dump(infotext, encoding="unicode")
+    exif = piexif.dump({"0th": {}, "Exif": {piexif.ExifIFD.UserComment: comment}, "GPS": {}, "1st": {}})
+    buffer = io.BytesIO()
+    pil_image.save(buffer, format=_PIL_FORMATS[format], quality=quality, exif=exif, xmp=xmp)
+    return buffer.getvalue()
+
+
+def _xmp_properties(path: Path, xmp: Any) -> dict[str, str]:
+    from .files import ImageProvenanceError
+
+    if isinstance(xmp, bytes):
+        xmp = xmp.decode("utf-8", errors="replace")
+    if not isinstance(xmp, str) or not xmp:
+        return {}
+    try:
+        root = ElementTree.fromstring(xmp)
+    except ElementTree.ParseError as error:
+        raise ImageProvenanceError(f"{path}: its XMP packet is not well-formed XML: {error}", path) from None
+    properties = {}
+    for name in ("record", "pixels"):
+        element = root.find(f".//{{{XMP_NAMESPACE}}}{name}")
+        if element is not None and element.text is not None:
+            properties[name] = element.text
+    return properties
+
+
+def _infotext(exif: Any) -> str | None:
+    import piexif
+    import piexif.helper
+
+    if not isinstance(exif, bytes) or not exif:
+        return None
+    try:
+        comment = piexif.load(exif).get("Exif", {}).get(piexif.ExifIFD.UserComment)
+        return piexif.helper.UserComment.load(comment) if isinstance(comment, bytes) else None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, piexif.InvalidImageDataError):
+        return None
+
+
+def read_lossy_image(path: str | os.PathLike) -> Any:
+    """Reads a JPEG or WebP written by `save_image`: record, pixels, pixel record and infotext.
+
+    Returns:
+        `diffusers_repro.files.ProvenanceImage` with ``format`` ``"jpeg"`` or ``"webp"``; ``stored_pixel_digest``
+        is `None` (a lossy file's pixels are not the ones digested), ``source_pixel_digest`` is the digest of the
+        8-bit image before encoding.
+
+    Raises:
+        `ImageProvenanceError` (a `ValueError`): a damaged file, no record, a record that does not parse. The
+            message names the file.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.exif import read_lossy_image
+    >>> read_lossy_image("outputs/00000-seed42.jpg").provenance.seed  # doctest: +SKIP
+    42
+    ```
+    """
+    from .files import INFOTEXT_KEY, PROVENANCE_KEY, ImageProvenanceError, ProvenanceImage
+
+    path = Path(path)
+    format = sniff_format(path)
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            info = dict(image.info)
+            pixels = image.copy()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageProvenanceError(f"{path} is a damaged {str(format).upper()} file: {error}", path) from None
+    properties = _xmp_properties(path, info.get("xmp"))
+    infotext = _infotext(info.get("exif"))
+    if "record" not in properties:
+        hint = f"; it has a {INFOTEXT_KEY!r} infotext, which is not enough to reproduce it" if infotext else ""
+        raise ImageProvenanceError(
+            f"{path} has no {PROVENANCE_KEY!r} record in its XMP: it was not saved by diffusers-repro, or its "
+            f"metadata was stripped (image editors and upload sites often do){hint}",
+            path,
+        )
+    try:
+        provenance = Provenance.from_json(properties["record"], source=str(path))
+    except ProvenanceError as error:
+        raise ImageProvenanceError(str(error), path) from None
+    source_digest = None
+    if "pixels" in properties:
+        try:
+            pixel_record = json.loads(properties["pixels"])
+            source_digest = pixel_record.get("source_pixel_digest") if isinstance(pixel_record, dict) else None
+        except json.JSONDecodeError:
+            raise ImageProvenanceError(f"{path}: the XMP pixel record is not JSON", path) from None
+    return ProvenanceImage(
+        path=path,
+        provenance=provenance,
+        image=pixels,
+        pixel_digest=image_digest(pixels),
+        stored_pixel_digest=None,
+        infotext=infotext,
+        format=format or "jpeg",
+        source_pixel_digest=source_digest if isinstance(source_digest, str) else None,
+    )
