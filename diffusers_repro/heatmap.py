@@ -4,8 +4,8 @@ The difference of a pixel is its largest channel difference in 8-bit steps (0-25
 inferno-like ramp, amplified so that the largest difference of the pair takes the brightest colour: a pair that
 differs by one step somewhere shows that pixel as brightly as a pair that differs by 200. Pixels that are equal stay
 black, and one 8-bit step is drawn a quarter of the way up the ramp (purple), never near-black, so that a single
-changed pixel stands out (with a scale of one step, it is the brightest colour). The map is the images' size, pixel for pixel; `Heatmap.with_legend` adds a scale
-below it.
+changed pixel stands out (with a scale of one step, it is the brightest colour). The map is the images' size, pixel
+for pixel; `Heatmap.with_legend` adds a scale below it.
 """
 
 from __future__ import annotations

@@ -120,15 +120,16 @@ def _thumbnail_uri(image: PIL.Image.Image, size: int) -> tuple[str, int, int]:
     return uri, thumbnail.width, thumbnail.height
 
 
-def _heatmap_thumbnail(difference: np.ndarray, scale: int, size: int) -> tuple[str, int, int]:
-    # Block maxima, not an average: a thumbnail must still show the one pixel that changed.
+def _heatmap_thumbnail(difference: np.ndarray, scale: int, size: tuple[int, int]) -> str:
+    # Block maxima, not an average: a thumbnail must still show the one pixel that changed. Then enlarged without
+    # smoothing to the images' thumbnail size, so that the three pictures line up.
     height, width = difference.shape
-    factor = math.ceil(max(height, width) / size)
+    factor = math.ceil(max(height / size[1], width / size[0]))
     padded = np.zeros((math.ceil(height / factor) * factor, math.ceil(width / factor) * factor), np.uint8)
     padded[:height, :width] = difference
     blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).max(axis=(1, 3))
     picture = PIL.Image.fromarray(heatmap_colors(blocks, scale), mode="RGB")
-    return _data_uri(picture, "PNG"), picture.width, picture.height
+    return _data_uri(picture.resize(size, PIL.Image.Resampling.NEAREST), "PNG")
 
 
 def _figure(caption: str, image: PIL.Image.Image, size: int, lossless_full: bool) -> _Figure:
@@ -158,7 +159,8 @@ def _figures(result: Any, size: int) -> tuple[tuple[_Figure, ...], tuple[int, in
     if max(file_image.size) <= size:
         figures.append(_Figure(caption, _data_uri(heatmap.image, "PNG"), file_image.width, file_image.height))
     else:
-        src, width, height = _heatmap_thumbnail(difference_map(file_image, regenerated), heatmap.scale, size)
+        width, height = figures[0].width, figures[0].height
+        src = _heatmap_thumbnail(difference_map(file_image, regenerated), heatmap.scale, (width, height))
         figures.append(_Figure(caption, src, width, height, _data_uri(heatmap.image, "PNG")))
     return tuple(figures), file_image.size, None
 
@@ -396,7 +398,7 @@ def _environment_html(entries: Sequence[ReportEntry]) -> str:
     header = "<tr><th>field</th><th>recorded</th><th>this machine</th></tr>"
     html_ = (
         f'<h2>Environment: this machine against the recorded one</h2><p class="muted">{differing} of {len(rows)} '
-        f"fields differ (highlighted)</p><table class=\"environment\">{header}{_environment_rows(shown)}</table>"
+        f'fields differ (highlighted)</p><table class="environment">{header}{_environment_rows(shown)}</table>'
     )
     if folded:
         html_ += (
@@ -448,15 +450,15 @@ def render_report(entries: Iterable[Any], *, title: str = "diffusers-repro verif
     from . import __version__
 
     head = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         # Nothing but inline pictures and the inline style may load: no network, no script, whatever a record holds.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
         "style-src 'unsafe-inline'\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_STYLE.replace('RAMP', _ramp_css())}</style></head><body>"
     )
     intro = (
-        f"<h1>{_e(title)}</h1><div class=\"muted\">{len(entries)} image(s), written {created} by diffusers-repro "
+        f'<h1>{_e(title)}</h1><div class="muted">{len(entries)} image(s), written {created} by diffusers-repro '
         f"{_e(__version__)}; images that are not bitwise first.</div>"
         '<div class="legend">heatmaps: equal <span class="ramp"></span> the largest difference of the pair (one '
         "8-bit step or more: amplified)</div>"
