@@ -28,6 +28,9 @@ _EXPORTS = {
     "ReproductionError": "replay",
     "reproduce": "replay",
     "SettingsMismatchError": "distributed",
+    "write_report": "report",
+    "difference_heatmap": "heatmap",
+    "write_heatmap": "heatmap",
 }
 
 __all__ = [
@@ -42,11 +45,14 @@ __all__ = [
     "Reproduction",
     "ReproductionError",
     "SettingsMismatchError",
+    "difference_heatmap",
     "full_determinism",
     "read_provenance",
     "reproduce",
     "reproducible",
     "save_image",
+    "write_heatmap",
+    "write_report",
 ]
 
 if _typing.TYPE_CHECKING:
@@ -54,10 +60,12 @@ if _typing.TYPE_CHECKING:
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible
     from .files import ImageProvenanceError, read_provenance, save_image
+    from .heatmap import difference_heatmap, write_heatmap
     from .mixin import ReproducibleMixin
     from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
     from .provenance import Provenance, ProvenanceError
     from .replay import Reproduction, ReproductionError, reproduce
+    from .report import write_report
 
 
 def __getattr__(name: str) -> _typing.Any:

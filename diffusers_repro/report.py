@@ -12,9 +12,10 @@ file's image beside the regenerated one, the amplified difference heatmap when t
 
 Images up to ``thumbnail_size`` pixels on their longest side are shown as they are (lossless PNG, enlarged without
 smoothing). Larger ones are shown as thumbnails (JPEG; the heatmap's thumbnail keeps the largest difference of each
-block, so one changed pixel still shows) with the full images under a "full size" toggle: lossless PNG when the
-image is not bitwise, where every 8-bit step matters, and a JPEG preview when it is (the file holds the exact
-pixels, and the regeneration equals them).
+block, so one changed pixel still shows) with the full images under a "full size" toggle: JPEG previews (quality 85)
+of the file and the regeneration, and the heatmap lossless. The heatmap is measured on the exact pixels; lossless
+copies of every regenerated image would make a report of a model change (every image "close") about as large as the
+images themselves, which is not usable at 1,000 images of 512x512.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 import PIL.Image
 
 from .files import _write_atomically, read_pixels, to_pil_image
-from .heatmap import difference_heatmap, difference_map, heatmap_colors
+from .heatmap import difference_map, heatmap_colors
 
 __all__ = ["THUMBNAIL_SIZE", "ReportEntry", "render_report", "report_entry", "write_report"]
 
@@ -45,7 +46,7 @@ THUMBNAIL_SIZE = 256
 
 _VERDICT_ORDER = {"different": 0, "close": 1, "bitwise": 2}
 _THUMBNAIL_QUALITY = 85
-_PREVIEW_QUALITY = 90
+_PREVIEW_QUALITY = 85
 _VALUE_LIMIT = 400
 # Shown even when equal: what a reader checks first to know whether bits can match at all.
 _MAIN_ENVIRONMENT_FIELDS = (
@@ -120,6 +121,13 @@ def _thumbnail_uri(image: PIL.Image.Image, size: int) -> tuple[str, int, int]:
     return uri, thumbnail.width, thumbnail.height
 
 
+def _heatmap_uri(difference: np.ndarray, scale: int) -> str:
+    # A palette PNG: the heatmap has at most 256 colours, one per difference; a third of the bytes of RGB, lossless.
+    picture = PIL.Image.fromarray(difference, mode="L")
+    picture.putpalette(heatmap_colors(np.arange(256), scale).tobytes())
+    return _data_uri(picture, "PNG")
+
+
 def _heatmap_thumbnail(difference: np.ndarray, scale: int, size: tuple[int, int]) -> str:
     # Block maxima, not an average: a thumbnail must still show the one pixel that changed. Then enlarged without
     # smoothing to the images' thumbnail size, so that the three pictures line up.
@@ -128,40 +136,42 @@ def _heatmap_thumbnail(difference: np.ndarray, scale: int, size: tuple[int, int]
     padded = np.zeros((math.ceil(height / factor) * factor, math.ceil(width / factor) * factor), np.uint8)
     padded[:height, :width] = difference
     blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).max(axis=(1, 3))
-    picture = PIL.Image.fromarray(heatmap_colors(blocks, scale), mode="RGB")
-    return _data_uri(picture.resize(size, PIL.Image.Resampling.NEAREST), "PNG")
+    enlarged = PIL.Image.fromarray(blocks, mode="L").resize(size, PIL.Image.Resampling.NEAREST)
+    return _heatmap_uri(np.asarray(enlarged), scale)
 
 
-def _figure(caption: str, image: PIL.Image.Image, size: int, lossless_full: bool) -> _Figure:
+def _figure(caption: str, image: PIL.Image.Image, size: int) -> _Figure:
     if max(image.size) <= size:
         return _Figure(caption, _data_uri(image, "PNG"), image.width, image.height)
     src, width, height = _thumbnail_uri(image, size)
-    return _Figure(caption, src, width, height, _data_uri(image, "PNG" if lossless_full else "JPEG"))
+    return _Figure(caption, src, width, height, _data_uri(image, "JPEG"))
 
 
 def _figures(result: Any, size: int) -> tuple[tuple[_Figure, ...], tuple[int, int] | None, str | None]:
     regenerated = to_pil_image(result.image)
     if result.path is None:
         note = "no file: the regeneration was compared with the record's output digest only"
-        return (_figure("regenerated", regenerated, size, not result.bitwise_equal),), regenerated.size, note
+        return (_figure("regenerated", regenerated, size),), regenerated.size, note
     file_image = PIL.Image.fromarray(read_pixels(result.path))
     if result.bitwise_equal:
-        return (_figure("file = regenerated, bit for bit", file_image, size, False),), file_image.size, None
-    figures = [_figure("file", file_image, size, True), _figure("regenerated", regenerated, size, True)]
+        return (_figure("file = regenerated, bit for bit", file_image, size),), file_image.size, None
+    figures = [_figure("file", file_image, size), _figure("regenerated", regenerated, size)]
     if file_image.size != regenerated.size:
         (fw, fh), (rw, rh) = file_image.size, regenerated.size
         return tuple(figures), file_image.size, f"the sizes differ ({fw}x{fh} in the file, {rw}x{rh} regenerated)"
-    heatmap = difference_heatmap(file_image, regenerated)
+    difference = difference_map(file_image, regenerated)
+    max_diff = int(difference.max(initial=0))
+    scale = max(max_diff, 1)  # as difference_heatmap: the largest difference is the brightest colour
     caption = (
-        f"difference x{heatmap.amplification:.3g} (max {heatmap.max_diff}/255, "
-        f"{heatmap.changed_pixels} of {heatmap.total_pixels} pixels)"
+        f"difference x{255 / scale:.3g} (max {max_diff}/255, {np.count_nonzero(difference)} of {difference.size} "
+        "pixels)"
     )
     if max(file_image.size) <= size:
-        figures.append(_Figure(caption, _data_uri(heatmap.image, "PNG"), file_image.width, file_image.height))
+        figures.append(_Figure(caption, _heatmap_uri(difference, scale), file_image.width, file_image.height))
     else:
         width, height = figures[0].width, figures[0].height
-        src = _heatmap_thumbnail(difference_map(file_image, regenerated), heatmap.scale, (width, height))
-        figures.append(_Figure(caption, src, width, height, _data_uri(heatmap.image, "PNG")))
+        src = _heatmap_thumbnail(difference, scale, (width, height))
+        figures.append(_Figure(caption, src, width, height, _heatmap_uri(difference, scale)))
     return tuple(figures), file_image.size, None
 
 
@@ -360,7 +370,7 @@ def _entry_html(entry: ReportEntry, number: int, box: int) -> str:
         parts.append(f'<p class="muted">{_e(entry.note)}</p>')
     full = [figure for figure in entry.figures if figure.full_src is not None]
     if full:
-        kind = "lossless PNG" if not entry.bitwise else "JPEG preview; the file holds the exact pixels"
+        kind = "JPEG previews; the heatmap is exact" if not entry.bitwise else "JPEG preview; the file is exact"
         parts.append(
             f'<details class="full"><summary>full size ({kind})</summary><div class="figures">'
             + "".join(_figure_html(figure, box, full=True) for figure in full)

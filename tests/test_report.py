@@ -23,7 +23,7 @@ import pytest
 
 from diffusers_repro.cli import main
 from diffusers_repro.files import read_pixels
-from diffusers_repro.heatmap import HEATMAP_KEY, difference_map
+from diffusers_repro.heatmap import HEATMAP_KEY, difference_heatmap, difference_map
 from diffusers_repro.provenance import Provenance
 from diffusers_repro.replay import Difference, Reproduction, reproduce
 from diffusers_repro.report import THUMBNAIL_SIZE, ReportEntry, render_report, report_entry, write_report
@@ -190,7 +190,10 @@ def test_report_shows_the_file_beside_the_regeneration_and_the_heatmap_where_the
     assert (file_image == read_pixels(edited / "job000002-seed0.png")).all()  # lossless, exact
     assert (regenerated == read_pixels(clean / "job000002-seed0.png")).all()
     heatmap_caption = next(caption for caption in pictures if caption.startswith("difference"))
-    heatmap = np.asarray(decode(pictures[heatmap_caption]).convert("RGB"))
+    decoded = decode(pictures[heatmap_caption])
+    assert decoded.mode == "P"  # a palette PNG: lossless, a third of RGB's bytes
+    heatmap = np.asarray(decoded.convert("RGB"))
+    assert (heatmap == np.asarray(difference_heatmap(file_image, regenerated).image)).all()
     assert heatmap.shape == (64, 64, 3)
     changed = heatmap.any(axis=2)
     expected = difference_map(file_image, regenerated) > 0
@@ -320,17 +323,19 @@ def test_large_images_get_thumbnails_and_their_full_images_on_click(tmp_path):
         assert max(figure.width, figure.height) == THUMBNAIL_SIZE and figure.full_src is not None
     assert decode(entry.figures[0].src).format == "JPEG"
     full_file, full_regenerated, full_heatmap = (decode(figure.full_src) for figure in entry.figures)
-    assert full_file.format == "PNG" and (np.asarray(full_file) == file_pixels).all()
-    assert (np.asarray(full_regenerated) == regenerated).all()
-    assert full_heatmap.size == (600, 400) and int(np.asarray(full_heatmap).any(axis=2).sum()) == 1
+    assert full_file.format == full_regenerated.format == "JPEG" and full_file.size == (600, 400)
+    assert full_heatmap.format == "PNG" and full_heatmap.size == (600, 400)
+    assert (
+        int(np.asarray(full_heatmap.convert("RGB")).any(axis=2).sum()) == 1
+    )  # exact: measured before any compression
     thumbnail = np.asarray(decode(entry.figures[2].src).convert("RGB"))
     assert thumbnail.shape == (171, 256, 3)  # the images' thumbnail size
     # The 3x3 block of (300, 450), enlarged from 134x200 to 171x256 without smoothing: one or two pixels each way.
     rows, columns = np.nonzero(thumbnail.any(axis=2))
     assert set(rows.tolist()) <= {127, 128, 129} and set(columns.tolist()) <= {191, 192, 193} and len(rows) >= 1
     card = cards(render_report([entry]))[0]
-    assert '<details class="full"><summary>full size (lossless PNG)</summary>' in card
-    assert card.count(entry.figures[0].full_src) == 1
+    assert '<details class="full"><summary>full size (JPEG previews; the heatmap is exact)</summary>' in card
+    assert entry.figures[0].full_src in card and entry.figures[2].full_src in card
 
 
 def test_bitwise_large_image_has_one_picture_and_a_jpeg_preview(tmp_path):
@@ -338,7 +343,7 @@ def test_bitwise_large_image_has_one_picture_and_a_jpeg_preview(tmp_path):
     entry = report_entry(synthetic(tmp_path, "same.png", pixels, pixels.copy()))
     assert [figure.caption for figure in entry.figures] == ["file = regenerated, bit for bit"]
     assert decode(entry.figures[0].full_src).format == "JPEG"
-    assert "full size (JPEG preview; the file holds the exact pixels)" in render_report([entry])
+    assert "full size (JPEG preview; the file is exact)" in render_report([entry])
 
 
 def test_small_images_are_embedded_as_they_are(tmp_path):
@@ -527,3 +532,14 @@ def test_report_renders_in_headless_chromium(verified, tmp_path):
     assert red.sum() > 100
     bright = np.abs(pixels.astype(int) - (252, 255, 164)).max(axis=2) <= 8  # the heatmap's changed patch
     assert bright.sum() > 100
+
+
+def test_public_names():
+    import diffusers_repro
+    from diffusers_repro import heatmap, report
+
+    assert diffusers_repro.write_report is report.write_report
+    assert diffusers_repro.difference_heatmap is heatmap.difference_heatmap
+    assert diffusers_repro.write_heatmap is heatmap.write_heatmap
+    for module in (heatmap, report):
+        assert all(hasattr(module, name) for name in module.__all__)
