@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import html.parser
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -233,6 +234,24 @@ def test_report_keeps_the_exit_status_of_verify(capsys, verified, folders, tmp_p
     assert cards((tmp_path / "clean.html").read_text())[0].startswith('<section class="card bitwise"')
 
 
+def test_report_with_json_keeps_stdout_json(capsys, folders, tmp_path):
+    clean, _ = folders
+    code, out, _ = run(capsys, "verify", clean, "--json", "--report", tmp_path / "r.html")
+    assert code == 0 and len(cards((tmp_path / "r.html").read_text())) == 4
+    assert [sorted(json.loads(line))[0] for line in out.splitlines()] == ["accepted"] * 4 + ["summary"]
+
+
+def test_demo_writes_its_report(capsys, tmp_path, tiny_cache, monkeypatch):
+    monkeypatch.setenv("DIFFUSERS_REPRO_CACHE", str(tiny_cache))
+    code, out, _ = run(capsys, "demo", "--out", tmp_path / "demo", "--steps", "2")
+    assert code == 0
+    assert f"   the report, each file beside its regeneration: {tmp_path / 'demo' / 'report.html'}" in out.splitlines()
+    page = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
+    assert [card[: len('<section class="card bitwise"')] for card in cards(page)] == [
+        '<section class="card bitwise"'
+    ] * 4
+
+
 def test_report_path_is_checked_before_any_work(capsys, folders, tmp_path):
     clean, _ = folders
     code, out, err = run(capsys, "verify", clean, "--report", tmp_path / "missing" / "r.html")
@@ -417,8 +436,6 @@ def test_diff_heatmap_writes_the_difference_picture_beside_the_text_diff(capsys,
 
 
 def eval_json(text):
-    import json
-
     data = json.loads(text)
     return {key: data[key] for key in ("width", "height", "max_diff", "scale")}
 
