@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test fuzz quality benchmark clean
+.PHONY: install demo test fuzz quality benchmark browser clean
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ benchmark: install
 	$(PY) benchmarks/bench_distributed.py
 	$(PY) benchmarks/bench_schema.py
 	$(PY) benchmarks/bench_signing.py
+
+# Headless Chromium for the test that renders the verify report (Debian's package; nothing when installed).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -36,6 +36,9 @@ _EXPORTS = {
     "read_credentials": "credentials",
     "CredentialsError": "identity",
     "SigningIdentity": "identity",
+    "write_report": "report",
+    "difference_heatmap": "heatmap",
+    "write_heatmap": "heatmap",
 }
 
 __all__ = [
@@ -57,27 +60,32 @@ __all__ = [
     "ReproductionError",
     "SettingsMismatchError",
     "SigningIdentity",
+    "difference_heatmap",
     "full_determinism",
     "read_credentials",
     "read_provenance",
     "reproduce",
     "reproducible",
     "save_image",
+    "write_heatmap",
+    "write_report",
 ]
 
 if _typing.TYPE_CHECKING:
-    from .cuda_rng import CudaGeometry, PhiloxGenerator
     from .credentials import Credentials, read_credentials
+    from .cuda_rng import CudaGeometry, PhiloxGenerator
     from .determinism import full_determinism
     from .distributed import SettingsMismatchError
     from .factory import ReproDiffusionPipeline, reproducible
     from .files import ImageProvenanceError, read_provenance, save_image
-    from .limits import LimitExceededError, ReplayLimits
+    from .heatmap import difference_heatmap, write_heatmap
     from .identity import CredentialsError, SigningIdentity
+    from .limits import LimitExceededError, ReplayLimits
     from .mixin import ReproducibleMixin
     from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
     from .provenance import Provenance, ProvenanceError
     from .replay import Reproduction, ReproductionError, reproduce
+    from .report import write_report
 
 
 def __getattr__(name: str) -> _typing.Any:

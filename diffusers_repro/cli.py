@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="one JSON object per image, then a summary object")
     _add_replay_safety_arguments(verify)
     add_trust_option(verify)
+    verify.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML page: each file beside its regeneration, difference heatmaps",
+    )
     verify.set_defaults(handler=_verify)
 
     inspect_ = commands.add_parser(
@@ -269,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", type=Path, metavar="A", help="a PNG written by diffusers-repro")
     diff.add_argument("b", type=Path, metavar="B", help="another one")
     diff.add_argument("--json", action="store_true", help="print JSON")
+    diff.add_argument(
+        "--heatmap",
+        type=Path,
+        metavar="OUT.png",
+        help="also write the picture of the pixel differences (the images' size, with a scale below)",
+    )
     diff.set_defaults(handler=_diff)
 
     demo = commands.add_parser(
@@ -661,9 +673,11 @@ def _verify(args: argparse.Namespace) -> int:
     # images does not fill the memory.
     entries = [(path, _checked_record(path, limits)) for path in files]
     cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle)
+    report = _report_entries(args.report)
     counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0}
     failed = 0
     previous_threads = torch.get_num_threads()
+    progress = _VerifyProgress(entries)
     try:
         for path, record in entries:
             if isinstance(record, str):
@@ -687,6 +701,8 @@ def _verify(args: argparse.Namespace) -> int:
                 counts["refused"] += 1
                 continue
             counts[result.verdict] += 1
+            if report is not None:
+                report.append(_report_entry(result))
             # A tolerance forgives drift between machines, never a file edited after it was written.
             accepted = result.bitwise_equal or (
                 args.tolerance is not None
@@ -710,6 +726,7 @@ def _verify(args: argparse.Namespace) -> int:
                 if len(result.differences) > _SHOWN_DIFFERENCES:
                     print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
     finally:
+        progress.close()
         torch.set_num_threads(previous_threads)
     total = len(entries)
     failed += counts["refused"]
@@ -726,6 +743,8 @@ def _verify(args: argparse.Namespace) -> int:
             f"{total} image(s): {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
             f"different" + (f", {counts['tampered']} TAMPERED" if counts["tampered"] else "") + f"{refused}; {outcome}"
         )
+    if report is not None:
+        _write_report(report, args.report, quiet=args.json)
     return 0 if ok else 1
 
 
@@ -739,6 +758,59 @@ def _default_tolerance() -> float:
     from .replay import DEFAULT_TOLERANCE
 
     return DEFAULT_TOLERANCE
+
+
+def _report_entries(path: Path | None) -> list | None:
+    """A list to collect ``--report`` entries in (`None` without ``--report``); the path is checked before any work."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"--report {str(path)!r} is a folder; expected an HTML file to write, e.g. report.html")
+    if not path.parent.is_dir():
+        raise UsageError(f"--report {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    return []
+
+
+def _report_entry(result: Any) -> Any:
+    from .report import report_entry
+
+    return report_entry(result)
+
+
+def _write_report(entries: list, path: Path, quiet: bool) -> None:
+    from .report import write_report
+
+    write_report(entries, path)
+    if not quiet:
+        print(f"report: {path}")
+
+
+class _VerifyProgress:
+    """A tqdm bar with ETA over the images of a verify of more than a few, on stderr when it is a terminal.
+
+    While the bar is shown, lines printed on stdout go above it instead of through it.
+    """
+
+    SHOWN_ABOVE = 3
+
+    def __init__(self, items: Sequence[Any]):
+        from tqdm import tqdm
+        from tqdm.contrib import DummyTqdmFile
+
+        quiet = len(items) <= self.SHOWN_ABOVE
+        # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe, CI).
+        self.bar = tqdm(items, desc="verify", unit="image", dynamic_ncols=True, disable=True if quiet else None)
+        self.stdout = None
+        if not self.bar.disable:
+            self.stdout, sys.stdout = sys.stdout, DummyTqdmFile(sys.stdout)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.bar)
+
+    def close(self) -> None:
+        if self.stdout is not None:
+            sys.stdout, self.stdout = self.stdout, None
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -910,6 +982,7 @@ def _diff(args: argparse.Namespace) -> int:
 
     a, b = _read_image(args.a), _read_image(args.b)
     differences = record_differences(a.provenance, b.provenance)
+    heatmap = _heatmap(args, a, b) if args.heatmap is not None else None
     if args.json:
         print(json.dumps([difference._asdict() for difference in differences], indent=2, default=str))
     elif not differences:
@@ -918,7 +991,32 @@ def _diff(args: argparse.Namespace) -> int:
         print(f"{len(differences)} field(s) differ between {args.a} and {args.b}:")
         for field, left, right in differences:
             print(f"  {field}: {_value(left)} -> {_value(right)}")
+    if heatmap is not None and not args.json:
+        pixels = (
+            f"max diff {heatmap.max_diff}/255, {heatmap.changed_pixels} of {heatmap.total_pixels} pixels differ"
+            if heatmap.max_diff
+            else "the pixels are identical"
+        )
+        print(f"heatmap: {args.heatmap} ({pixels})")
     return 0 if not differences else 1
+
+
+def _heatmap(args: argparse.Namespace, a: Any, b: Any) -> Any:
+    """Writes ``diff --heatmap``: the pixel differences of the two files, with a scale."""
+    from .heatmap import write_heatmap
+
+    path = args.heatmap
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--heatmap {str(path)!r}: expected a .png file (a lossy format would blur the differences)")
+    if not path.parent.is_dir():
+        raise UsageError(f"--heatmap {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    if a.image.size != b.image.size:
+        (aw, ah), (bw, bh) = a.image.size, b.image.size
+        raise UsageError(
+            f"--heatmap: the images differ in size ({args.a} is {aw}x{ah}, {args.b} is {bw}x{bh}); a heatmap needs "
+            "two images of one size"
+        )
+    return write_heatmap(a.image, b.image, path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -987,17 +1085,22 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
     print(f"   {identical}/{total} images bitwise identical across the two runs")
     print(f"4. verify {runs[0]}: regenerate every image from the record embedded in its PNG")
     bitwise = 0
+    report = []
     for path in results[0].paths:
         result = reproduce(path, pipe=pipe)
         bitwise += result.bitwise_equal
+        report.append(_report_entry(result))
         print(f"   {path.name}: {result.summary}")
     print(f"   {bitwise}/{total} images reproduce bitwise")
     signed = _demo_inspect(results[0].paths[0])
+    _write_report(report, args.out / "report.html", quiet=True)
+    print(f"   the report, each file beside its regeneration: {args.out / 'report.html'}")
     ok = identical == total and bitwise == total and signed
     print(
         f"{'OK' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s. Next: "
         f"`{PROG} inspect {results[0].paths[0]}`, `{PROG} verify {runs[0]}`, "
-        f"`{PROG} diff {results[0].paths[0]} {results[0].paths[1]}`"
+        f"`{PROG} diff {results[0].paths[0]} {results[0].paths[1]}`, "
+        f"`{PROG} verify {runs[0]} --report report.html`"
     )
     return 0 if ok else 1
 

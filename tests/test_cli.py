@@ -274,7 +274,14 @@ def test_verify_json(capsys, grid):
     image, summary = (json.loads(line) for line in out.strip().splitlines())
     assert image["verdict"] == "bitwise" and image["accepted"] is True
     expected = {
-        "images": 1, "bitwise": 1, "close": 0, "different": 0, "refused": 0, "tampered": 0, "failed": 0, "ok": True,
+        "images": 1,
+        "bitwise": 1,
+        "close": 0,
+        "different": 0,
+        "refused": 0,
+        "tampered": 0,
+        "failed": 0,
+        "ok": True,
     }
     assert summary == {"summary": expected}
 
