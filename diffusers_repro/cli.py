@@ -679,7 +679,7 @@ def _verify(args: argparse.Namespace) -> int:
     previous_threads = torch.get_num_threads()
     progress = _VerifyProgress(entries)
     try:
-        for path, record in entries:
+        for path, record in progress:
             if isinstance(record, str):
                 _print_refused(args, path, record)
                 counts["refused"] += 1

@@ -394,6 +394,24 @@ _MODEL = _object(
 )
 
 
+# rng="cuda": the GPU geometry the draws were laid out for (replay rebuilds a CudaGeometry from it).
+_GEOMETRY = _object(
+    {"multiprocessors": _int(1, 1 << 16), "max_threads_per_multiprocessor": _int(256, 1 << 16)},
+    required=("multiprocessors", "max_threads_per_multiprocessor"),
+    nullable=True,
+)
+_RNG = _object(
+    {
+        "type": _string(choices=("cuda",)),
+        "emulated": _bool(),
+        "geometry": _GEOMETRY,
+        "geometry_from": _string(nullable=True, choices=("device", "caller", "record")),
+    },
+    required=("type",),
+    nullable=True,
+)
+
+
 def _recipe(batch):
     return _object(
         {
@@ -404,6 +422,7 @@ def _recipe(batch):
             "call": _CALL,
             "batch": batch,
             "generator": _object({}, extra=_any, nullable=True),
+            "rng": _RNG,
             "defaults_resolved": _list(_string(pattern=_IDENTIFIER, what="a parameter name"), 256),
             "requires_inputs": _list(_string(pattern=_IDENTIFIER, what="a parameter name"), 256),
         },

@@ -38,7 +38,8 @@ def main() -> None:
         rng = record.recipe["rng"]
         how = "emulated" if rng["emulated"] else "torch.Generator('cuda')"
         print(f"seed {record.seed}: CUDA noise ({how}), noise {record.result['noise_digest'][:23]}")
-    again = reproduce(out.provenance[1], pipe=pipe)
+    # A mixed batch: its records name each other by digest, so the siblings are passed to replay the whole batch.
+    again = reproduce(out.provenance[1], pipe=pipe, batch_from=out.provenance)
     print(f"reproduced image 1 from its record: {again.verdict}")
 
 

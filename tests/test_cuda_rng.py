@@ -473,11 +473,23 @@ def test_a_record_with_a_bad_geometry_is_refused(ddim):
     data = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=1, output_type="np").provenance[0]
     data = data.to_dict()
     data["recipe"]["rng"]["geometry"] = {"multiprocessors": "many", "max_threads_per_multiprocessor": 256}
-    with pytest.raises(ValueError, match=r"^the record's recipe.rng.geometry .* is not a GPU geometry: multiproc"):
-        reproduce(Provenance.from_dict(data), pipe=ddim)
-    data["recipe"]["rng"] = "cuda"
-    with pytest.raises(ProvenanceError, match=r"recipe.rng must be an object, got 'cuda'"):
+    # The schema refuses it when the record is read, before any replay.
+    with pytest.raises(
+        ProvenanceError,
+        match=r"^provenance record: recipe.rng.geometry.multiprocessors must be an int from 1 to 65536, got 'many'$",
+    ):
         Provenance.from_dict(data)
+    data["recipe"]["rng"]["geometry"] = {"multiprocessors": 4, "max_threads_per_multiprocessor": 100}
+    with pytest.raises(ProvenanceError, match=r"recipe.rng.geometry.max_threads_per_multiprocessor must be an int"):
+        Provenance.from_dict(data)
+    data["recipe"]["rng"] = "cuda"
+    with pytest.raises(ProvenanceError, match=r"recipe.rng must be an object or null, got 'cuda'"):
+        Provenance.from_dict(data)
+    # A record checked in code (not read from a file) still cannot pass a geometry CudaGeometry refuses.
+    record = Provenance.from_dict({**data, "recipe": {**data["recipe"], "rng": None}})
+    record.recipe["rng"] = {"type": "cuda", "geometry": {"multiprocessors": 0, "max_threads_per_multiprocessor": 256}}
+    with pytest.raises(ValueError, match=r"^the record's recipe.rng.geometry .* is not a GPU geometry: multiproc"):
+        reproduce(record, pipe=ddim)
 
 
 def test_inspect_shows_the_cuda_noise(ddim, tmp_path, capsys):
