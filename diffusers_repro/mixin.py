@@ -42,7 +42,7 @@ from .adapters import (
     lora_state,
 )
 from .batching import one_image_at_a_time
-from .cuda_rng import cuda_generators, generator_geometry, parse_rng
+from .cuda_noise import cuda_generators, generator_geometry, parse_rng
 from .determinism import full_determinism
 from .provenance import (
     Provenance,

@@ -502,7 +502,7 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
 
 def _rng_arguments(record: Provenance) -> dict[str, Any]:
     """``rng=`` for a record made with ``rng="cuda"`` (its recorded geometry), else nothing."""
-    from .cuda_rng import rng_from_record
+    from .cuda_noise import rng_from_record
 
     rng = record.recipe.get("rng")
     if isinstance(rng, dict) and rng.get("type") == "cuda":
@@ -511,7 +511,8 @@ def _rng_arguments(record: Provenance) -> dict[str, Any]:
 
 
 def _seed_arguments(record: Provenance) -> dict[str, Any]:
-    from .cuda_rng import CudaGeometry, rng_from_record
+    from .cuda_noise import rng_from_record
+    from .cuda_rng import CudaGeometry
 
     if record.seed is None:
         raise ReproductionError("the record has no seed, so its starting noise cannot be drawn again")
