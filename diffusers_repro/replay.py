@@ -206,6 +206,8 @@ def _replay_differences(
     # values themselves are compared in recipe.call).
     skip = frozenset(
         {"seed_source", "recipe.batch", "recipe.generator", "recipe.defaults_resolved", "result.output_digest"}
+        # Where the CUDA geometry came from (the device, the caller; a replay takes it from the record) is no cause.
+        | {"recipe.rng.geometry_from"}
         | {f"recipe.call.{name}" for name in _BATCH_ARGUMENTS}
     )
     differences = _compare(_record_fields(recorded), _record_fields(current), skip)

@@ -310,3 +310,16 @@ def test_inspect_shows_the_cuda_noise(ddim, tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("noise rng:")]
     expected = "noise rng:       torch.Generator('cuda') noise, emulated by PhiloxGenerator; GPU geometry 40x1024"
     assert lines == [expected]
+
+
+def test_an_rng_cuda_record_made_on_a_gpu_is_emulated_here_and_said_so(ddim):
+    from diffusers_repro import Provenance
+    from diffusers_repro.replay import Difference, reproduce
+
+    made = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=2, output_type="np").provenance[0]
+    data = made.to_dict()
+    # What the same call writes on a GPU of that geometry: real CUDA generators, geometry read from the device.
+    data["recipe"]["rng"].update(emulated=False, geometry_from="device")
+    result = reproduce(Provenance.from_dict(data), pipe=ddim)
+    assert result.output_digest_equal is True  # this record's digest came from the emulation, here
+    assert result.differences == [Difference("recipe.rng.emulated", False, True)]
