@@ -29,6 +29,7 @@ __all__ = [
     "describe_rng",
     "generator_geometry",
     "parse_rng",
+    "refuse_philox_generators",
     "rng_from_record",
 ]
 
@@ -124,6 +125,18 @@ class CudaRandnMode(TorchFunctionMode):
         if kwargs.get("requires_grad"):
             values.requires_grad_(True)
         return values
+
+
+def refuse_philox_generators(generator: Any) -> None:
+    """A `PhiloxGenerator` passed as a pipeline's ``generator`` is not a torch generator: say what to pass instead."""
+    generators = generator if isinstance(generator, (list, tuple)) else [generator]
+    for item in generators:
+        if isinstance(item, PhiloxGenerator):
+            geometry = f"'cuda:{item.geometry}'" if item.geometry is not None else "'cuda'"
+            raise TypeError(
+                f"generator={item!r} is not a torch.Generator; to draw a pipeline's noise as torch.Generator('cuda') "
+                f"would, pass seed={item.initial_seed()} with rng={geometry}"
+            )
 
 
 def parse_rng(rng: Any) -> CudaGeometry | str:

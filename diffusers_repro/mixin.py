@@ -42,7 +42,7 @@ from .adapters import (
     lora_state,
 )
 from .batching import one_image_at_a_time
-from .cuda_noise import cuda_generators, generator_geometry, parse_rng
+from .cuda_noise import cuda_generators, generator_geometry, parse_rng, refuse_philox_generators
 from .determinism import full_determinism
 from .provenance import (
     Provenance,
@@ -585,6 +585,7 @@ class ReproducibleMixin:
         else:
             if rng != "cpu":
                 raise ValueError(f"rng={rng!r} picks the generators that seed= makes; pass seed instead of generator")
+            refuse_philox_generators(user_generator)
             cuda_rng = None
             seed_source = "generator"
             seeds, generator_record = _describe_generators(user_generator, num_images)

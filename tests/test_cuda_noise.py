@@ -201,6 +201,10 @@ def test_rng_errors_before_any_work(ddim):
         ddim(seed=1, rng="gpu", num_inference_steps=1)
     with pytest.raises(ValueError, match=r"^rng='cuda' picks the generators that seed= makes; pass seed instead"):
         ddim(generator=torch.Generator().manual_seed(1), rng="cuda", num_inference_steps=1)
+    with pytest.raises(TypeError, match=r"^generator=PhiloxGenerator\(seed=3, offset=0, geometry=1x256\) is not a "):
+        ddim(generator=[PhiloxGenerator(3, 1, 256)], num_inference_steps=1)
+    with pytest.raises(TypeError, match=r"pass seed=3 with rng='cuda:1x256'$"):
+        ddim(generator=PhiloxGenerator(3, 1, 256), num_inference_steps=1)
 
 
 def test_rng_cuda_calls_in_threads_do_not_see_each_other(ddim):
