@@ -112,7 +112,7 @@ def _seed(text: str) -> int:
 
 def _rng(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:<multiprocessors>x<max threads per multiprocessor>`` / ``cuda:<GPU>``."""
-    from .cuda_rng import parse_rng
+    from .cuda_noise import parse_rng
 
     try:
         parse_rng(text)
@@ -818,7 +818,7 @@ class _VerifyProgress:
 
 
 def _inspect_lines(image_file: Any) -> list[str]:
-    from .cuda_rng import describe_rng
+    from .cuda_noise import describe_rng
 
     record = image_file.provenance
     call, recipe, env, batch = record.call_arguments, record.recipe, record.environment, record.batch

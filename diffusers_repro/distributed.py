@@ -447,7 +447,7 @@ def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, 
 
 def _rng_matches(record: Provenance, rng: Any) -> bool:
     """The record's noise generators are the ones ``rng`` (a call argument, ``"cpu"`` by default) asks for."""
-    from .cuda_rng import parse_rng
+    from .cuda_noise import parse_rng
 
     recorded, wanted = record.recipe.get("rng"), parse_rng(rng)
     if wanted == "cpu":

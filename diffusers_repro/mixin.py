@@ -46,7 +46,7 @@ from .adapters import (
 )
 from .batching import one_image_at_a_time
 from .concurrency import SETTINGS_LOCK, serialized_per_object
-from .cuda_rng import cuda_generators, generator_geometry, parse_rng
+from .cuda_noise import cuda_generators, generator_geometry, parse_rng, refuse_philox_generators
 from .determinism import full_determinism
 from .keywords import check_extra_keywords
 from .provenance import (
@@ -595,6 +595,7 @@ class ReproducibleMixin:
         else:
             if rng != "cpu":
                 raise ValueError(f"rng={rng!r} picks the generators that seed= makes; pass seed instead of generator")
+            refuse_philox_generators(user_generator)
             cuda_rng = None
             seed_source = "generator"
             seeds, generator_record = _describe_generators(user_generator, num_images)

@@ -229,6 +229,8 @@ def _replay_differences(
     # values themselves are compared in recipe.call).
     skip = frozenset(
         {"seed_source", "recipe.batch", "recipe.generator", "recipe.defaults_resolved", "result.output_digest"}
+        # Where the CUDA geometry came from (the device, the caller; a replay takes it from the record) is no cause.
+        | {"recipe.rng.geometry_from"}
         | {f"recipe.call.{name}" for name in _BATCH_ARGUMENTS}
     )
     differences = _compare(_record_fields(recorded), _record_fields(current), skip)
@@ -585,7 +587,7 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
 
 def _rng_arguments(record: Provenance) -> dict[str, Any]:
     """``rng=`` for a record made with ``rng="cuda"`` (its recorded geometry), else nothing."""
-    from .cuda_rng import rng_from_record
+    from .cuda_noise import rng_from_record
 
     rng = record.recipe.get("rng")
     if isinstance(rng, dict) and rng.get("type") == "cuda":
@@ -594,7 +596,8 @@ def _rng_arguments(record: Provenance) -> dict[str, Any]:
 
 
 def _seed_arguments(record: Provenance) -> dict[str, Any]:
-    from .cuda_rng import CudaGeometry, rng_from_record
+    from .cuda_noise import rng_from_record
+    from .cuda_rng import CudaGeometry
 
     if record.seed is None:
         raise ReproductionError("the record has no seed, so its starting noise cannot be drawn again")

@@ -16,8 +16,8 @@ def test_every_module_all_is_reachable():
     import importlib
 
     modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
-    modules += ("credentials", "identity", "exif", "fingerprint", "cli_credentials")
-    for module in (*modules, "distributed", "randomness", "batching", "tiny", "cuda_rng"):
+    modules += ("credentials", "identity", "exif", "fingerprint", "cli_credentials", "cuda_rng", "cuda_noise")
+    for module in (*modules, "distributed", "randomness", "batching", "tiny"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")
         for name in loaded.__all__:
             assert hasattr(loaded, name), f"{module}.{name}"
