@@ -28,6 +28,7 @@ import torch
 from .files import ProvenanceImage, read_image_file, to_pil_image
 from .limits import ReplayLimits, check_limits
 from .provenance import Provenance, jsonable
+from .schema import check_record
 from .siblings import batch_prompt_lists, find_siblings
 
 __all__ = [
@@ -663,6 +664,8 @@ def reproduce(
 
     if isinstance(path_or_provenance, Provenance):
         record, image_file = path_or_provenance, None
+        # A record built in code (not read from a file) meets the same schema before any work.
+        check_record(jsonable(record.to_dict()), source="the record passed to reproduce")
     elif isinstance(path_or_provenance, (str, os.PathLike)):
         image_file = read_image_file(path_or_provenance)
         record = image_file.provenance

@@ -58,6 +58,11 @@ def test_records_are_written_in_version_2_and_version_1_is_read(saved):
         batch.pop(key)
     batch["prompt_lists"] = {"prompt": ["a fox", "a bear"]}
     assert Provenance.from_dict(old).schema_version == 1
+    for wrong in ([], ["a", "b", "c"]):
+        batch["prompt_lists"] = {"prompt": wrong}
+        message = f"the batch's prompt list must have a length that divides recipe.batch.size=2, got {len(wrong)}"
+        with pytest.raises(ProvenanceError, match=re.escape(message)):
+            Provenance.from_dict(old)
     old["schema_version"] = 2  # prompt lists are a version 1 field only
     with pytest.raises(ProvenanceError, match=re.escape("recipe.batch.prompt_lists must be absent (allowed keys:")):
         Provenance.from_dict(old)
@@ -73,7 +78,10 @@ def test_records_are_written_in_version_2_and_version_1_is_read(saved):
         ),
         (lambda d: d["recipe"]["call"].update(height=True), "recipe.call.height must be an int from 1 to 65536"),
         (lambda d: d["recipe"]["call"].update(prompt=3), "recipe.call.prompt must be a string, a list of strings"),
-        (lambda d: d["recipe"]["call"].update(output_type="exe"), "recipe.call.output_type must be one of 'pil'"),
+        (
+            lambda d: d["recipe"]["call"].update(output_type="pil.Image"),
+            "recipe.call.output_type must be an output type name such as 'pil' or null, got 'pil.Image'",
+        ),
         (lambda d: d["recipe"]["call"].update({"not a name": 1}), "recipe.call.not a name must be a key that is"),
         (lambda d: d["recipe"]["call"].update(strength=2.5), "recipe.call.strength must be a number from 0 to 1"),
         (

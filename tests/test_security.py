@@ -118,6 +118,21 @@ def test_weights_load_as_safetensors_only_unless_pickle_is_allowed(tmp_path, tin
     assert reproduce(record, allow_pickle=True).verdict == "bitwise"
 
 
+def test_verify_allow_pickle_flag(tmp_path, tiny_ddim_path, capsys):
+    from diffusers import DDIMPipeline
+
+    from diffusers_repro import ReproDDIMPipeline
+
+    folder = tmp_path / "pickled-ddim"
+    DDIMPipeline.from_pretrained(tiny_ddim_path).save_pretrained(folder, safe_serialization=False)
+    out = ReproDDIMPipeline.from_pretrained(folder)(num_inference_steps=STEPS, seed=1)
+    path = save_image(out.images[0], tmp_path / "ddim.png", out.provenance[0])
+    code, printed, _ = run(capsys, "verify", path)
+    assert code == 1 and printed.startswith(f"{path}: refused: cannot load the record's model {folder}")
+    code, printed, _ = run(capsys, "verify", "--allow-pickle", path)
+    assert code == 0 and printed.startswith(f"{path}: bitwise")
+
+
 def test_a_pickled_lora_file_is_refused_unless_pickle_is_allowed(alone, tmp_path):
     weights = tmp_path / "pytorch_lora_weights.bin"
     weights.write_bytes(b"not loaded")
