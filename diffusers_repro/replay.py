@@ -504,7 +504,6 @@ def _call_arguments(
             f"reproduce() takes {', '.join(reserved)} from the record; pass only call arguments to override"
         )
     parameters = inspect.signature(pipe.__call__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     arguments = {}
     missing = []
     for name, value in record.call_arguments.items():
@@ -514,7 +513,8 @@ def _call_arguments(
             value = prompt_lists[name]
         elif name in _BATCH_ARGUMENTS and not whole_batch:
             value = 1
-        if name not in parameters and not takes_any:
+        # Only named parameters: a name the vanilla **kwargs would take is never passed from a record.
+        if name not in parameters:
             if value is None:
                 continue  # a parameter of another diffusers version, left at its default
             raise ReproductionError(

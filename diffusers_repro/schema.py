@@ -297,8 +297,6 @@ _BATCH_COMMON = {
 }
 _BATCH_V1 = _object(
     {**_BATCH_COMMON, "prompt_lists": _object({}, extra=_list(_string(), _MAX_LIST), keys=_IDENTIFIER)},
-    extra=_any,
-    nullable=True,
 )
 _BATCH_V2 = _object(
     {
@@ -308,7 +306,6 @@ _BATCH_V2 = _object(
         "prompt_list_lengths": _object({}, extra=_int(1, _MAX_LIST), keys=_IDENTIFIER),
         "record_digests": _list(_DIGEST_STRING, _MAX_LIST),
     },
-    nullable=True,
 )
 
 _LORA_SOURCE = _object(

@@ -92,6 +92,15 @@ def test_an_allowed_lora_operation_takes_only_its_own_arguments(alone, operation
         Provenance.from_dict(data)
 
 
+def test_a_call_argument_the_pipeline_does_not_name_is_never_passed(sd, alone):
+    data = _edited(alone, lambda d: d["recipe"]["call"].update(safety_override=1))
+    message = (
+        "the record's call argument safety_override=1 is not a parameter of ReproStableDiffusionPipeline.__call__"
+    )
+    with pytest.raises(ReproductionError, match=re.escape(message)):
+        reproduce(Provenance.from_dict(data), pipe=sd)
+
+
 @pytest.mark.parametrize("name", ["DiffusionPipeline", "UNet2DConditionModel", "load_image", "os"])
 def test_only_diffusers_own_pipeline_classes_are_loaded(alone, name):
     record = Provenance.from_dict(_edited(alone, lambda d: d["recipe"].update(pipeline_class=name)))
