@@ -545,6 +545,9 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
         return "the record does not describe the batch's prompts (made by an older diffusers-repro)"
     if record.seed_source not in ("seed", "random"):
         return "the batch was seeded with user generators, not seeds"
+    seeds = batch.get("seeds")
+    if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
+        return "the record does not list the batch's seeds"
     if overrides:
         return "call arguments were overridden"
     if record.recipe.get("requires_inputs"):

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import diffusers_repro.replay as replay
 from diffusers_repro import ImageProvenanceError, Provenance, ProvenanceError
 from diffusers_repro.files import read_image_file, read_provenance, save_image
 from diffusers_repro.limits import LimitExceededError, check_limits
@@ -26,7 +27,7 @@ from diffusers_repro.schema import (
     parse_json,
     record_digest,
 )
-from diffusers_repro.siblings import batch_prompt_lists
+from diffusers_repro.siblings import batch_prompt_lists, find_siblings
 
 FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))
 
@@ -192,6 +193,12 @@ def _use_as_replay_would(record: Provenance) -> None:
     except LimitExceededError:
         pass
     batch_prompt_lists(record, None)
+    find_siblings(record, None, [record])
+    replay._can_replay_whole_batch(record, {})
+    try:
+        replay._recorded_schedulers(record)
+    except replay.ReproductionError:
+        pass
     json.loads(record.to_json())
     assert Provenance.from_json(record.to_json()) == record
 
