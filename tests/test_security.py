@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 
 import numpy as np
 import PIL.Image
@@ -161,10 +160,8 @@ def test_a_huge_image_is_refused_before_any_model_loads(alone, tmp_path, monkeyp
         "the record asks for recipe.call.height x width = 8192x8192 (67108864 pixels), above the replay limit "
         "max_pixels=16777216; pass limits=ReplayLimits(max_pixels=...) or --max-pixels to allow it"
     )
-    started = time.perf_counter()
     with pytest.raises(LimitExceededError, match=re.escape(message)):
-        reproduce(path)
-    assert time.perf_counter() - started < 5  # generous: refused without work, not timed precisely
+        reproduce(path)  # refused before any model loads (load_pipeline fails the test if reached)
     code, out, _ = run(capsys, "verify", path)
     assert code == 1 and out.splitlines()[0] == f"{path}: refused: {message}"
     check_limits(Provenance.from_dict(data), ReplayLimits(max_pixels=8192 * 8192))  # a user who means it
