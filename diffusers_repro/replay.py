@@ -29,6 +29,7 @@ from .credentials import Credentials, file_credentials
 from .files import ProvenanceImage, read_image_file, to_pil_image
 from .limits import ReplayLimits, check_limits
 from .provenance import Provenance, image_digest, jsonable
+from .schema import check_record
 from .siblings import batch_prompt_lists, find_siblings
 
 __all__ = [
@@ -537,7 +538,6 @@ def _call_arguments(
             f"reproduce() takes {', '.join(reserved)} from the record; pass only call arguments to override"
         )
     parameters = inspect.signature(pipe.__call__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     arguments = {}
     missing = []
     for name, value in record.call_arguments.items():
@@ -547,7 +547,8 @@ def _call_arguments(
             value = prompt_lists[name]
         elif name in _BATCH_ARGUMENTS and not whole_batch:
             value = 1
-        if name not in parameters and not takes_any:
+        # Only named parameters: a name the vanilla **kwargs would take is never passed from a record.
+        if name not in parameters:
             if value is None:
                 continue  # a parameter of another diffusers version, left at its default
             raise ReproductionError(
@@ -578,6 +579,9 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
         return "the record does not describe the batch's prompts (made by an older diffusers-repro)"
     if record.seed_source not in ("seed", "random"):
         return "the batch was seeded with user generators, not seeds"
+    seeds = batch.get("seeds")
+    if not isinstance(seeds, list) or not all(isinstance(seed, int) for seed in seeds):
+        return "the record does not list the batch's seeds"
     if overrides:
         return "call arguments were overridden"
     if record.recipe.get("requires_inputs"):
@@ -721,6 +725,8 @@ def reproduce(
     credentials = None
     if isinstance(path_or_provenance, Provenance):
         record, image_file = path_or_provenance, None
+        # A record built in code (not read from a file) meets the same schema before any work.
+        check_record(jsonable(record.to_dict()), source="the record passed to reproduce")
     elif isinstance(path_or_provenance, (str, os.PathLike)):
         image_file = read_image_file(path_or_provenance)
         record = image_file.provenance

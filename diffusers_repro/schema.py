@@ -235,13 +235,11 @@ _CLASS_NAME = _string(pattern=_IDENTIFIER, what="a class name (a Python identifi
 _NAMES = _list(_string(pattern=_IDENTIFIER, what="a name (a Python identifier)"), 256)
 _ADAPTER_NAME = _string(what="an adapter name")
 _ADAPTER_NAMES = _one_of(_ADAPTER_NAME, _list(_ADAPTER_NAME, 256), expected="an adapter name or a list of them")
-_SCALAR = _one_of(
-    _bool(nullable=True), _number(-1e12, 1e12), _string(), expected="a JSON scalar (null, bool, number or string)"
-)
-
 LIMIT_STEPS = 10_000
 LIMIT_SIDE = 65_536
 
+# "pil", "np", "pt", "latent"; Shap-E adds "mesh": a short name, never a value that selects code.
+_OUTPUT_TYPE = _string(nullable=True, pattern=re.compile(r"[a-z]{1,16}"), what="an output type name such as 'pil'")
 _PROMPT = _one_of(_string(nullable=True), _list(_string(), 4096), expected="a string, a list of strings or null")
 _CALL_FIELDS = {
     "prompt": _PROMPT,
@@ -260,13 +258,13 @@ _CALL_FIELDS = {
     "eta": _number(-1e6, 1e6, nullable=True),
     "strength": _number(0, 1, nullable=True),
     "clip_skip": _int(0, 1024, nullable=True),
-    "output_type": _string(nullable=True, choices=("pil", "np", "pt", "latent")),
+    "output_type": _OUTPUT_TYPE,
     "timesteps": _list(_number(-1e9, 1e9), LIMIT_STEPS, nullable=True),
     "sigmas": _list(_number(-1e9, 1e9), LIMIT_STEPS, nullable=True),
     "original_size": _list(_int(1, LIMIT_SIDE), 2, nullable=True),
     "target_size": _list(_int(1, LIMIT_SIDE), 2, nullable=True),
     "crops_coords_top_left": _list(_int(0, LIMIT_SIDE), 2, nullable=True),
-    "cross_attention_kwargs": _object({}, extra=_SCALAR, nullable=True),
+    "cross_attention_kwargs": _object({}, extra=_any, keys=_IDENTIFIER, nullable=True),
 }
 _CALL = _object(_CALL_FIELDS, extra=_any, keys=_IDENTIFIER)
 
@@ -276,7 +274,6 @@ _SCHEDULER = _object(
         "config": _object(
             {
                 "num_train_timesteps": _int(1, 100_000, nullable=True),
-                "trained_betas": _list(_number(-1e6, 1e6), 100_000, nullable=True),
             },
             extra=_any,
             keys=_IDENTIFIER,
@@ -300,8 +297,6 @@ _BATCH_COMMON = {
 }
 _BATCH_V1 = _object(
     {**_BATCH_COMMON, "prompt_lists": _object({}, extra=_list(_string(), _MAX_LIST), keys=_IDENTIFIER)},
-    extra=_any,
-    nullable=True,
 )
 _BATCH_V2 = _object(
     {
@@ -311,7 +306,6 @@ _BATCH_V2 = _object(
         "prompt_list_lengths": _object({}, extra=_int(1, _MAX_LIST), keys=_IDENTIFIER),
         "record_digests": _list(_DIGEST_STRING, _MAX_LIST),
     },
-    nullable=True,
 )
 
 _LORA_SOURCE = _object(
@@ -329,10 +323,15 @@ _LORA_SOURCE = _object(
 )
 _EMPTY_KWARGS = _object({}, nullable=True)
 _LORA_SCALE = _number(-1e3, 1e3)
+# Per-component and per-block weights are (nested) objects of numbers: {"unet": {"down": 0.5}}.
+_BLOCK_WEIGHTS = _object({}, extra=_any, keys=_IDENTIFIER)
+_ADAPTER_WEIGHT = _one_of(
+    _number(-1e3, 1e3, nullable=True), _BLOCK_WEIGHTS, expected="a number, an object of weights or null"
+)
 _ADAPTER_WEIGHTS = _one_of(
-    _number(-1e3, 1e3, nullable=True),
-    _list(_number(-1e3, 1e3, nullable=True), 256),
-    expected="a number, a list of numbers or null",
+    _ADAPTER_WEIGHT,
+    _list(_ADAPTER_WEIGHT, 256),
+    expected="a number, an object of weights, a list of them or null",
 )
 
 LORA_OPERATIONS: dict[str, Any] = {
@@ -443,7 +442,7 @@ _RESULT = _object(
     {
         "noise_digest": _NULLABLE_DIGEST,
         "output_digest": _NULLABLE_DIGEST,
-        "output_type": _string(nullable=True, choices=("pil", "np", "pt", "latent")),
+        "output_type": _OUTPUT_TYPE,
     },
     extra=_any,
 )
@@ -489,10 +488,11 @@ def check_record(data: Any, source: str | None = None) -> None:
 
     ```py
     >>> from diffusers_repro.schema import check_record
-    >>> check_record({"schema": "diffusers-repro/provenance", "schema_version": 2, "seed": "7"})
+    >>> record = {"schema": "diffusers-repro/provenance", "schema_version": 2, "seed": "7", "seed_source": "seed"}
+    >>> check_record({**record, "recipe": {}, "environment": {}, "result": {}}, source="a.png")
     Traceback (most recent call last):
     ...
-    diffusers_repro.schema.ProvenanceError: provenance record: seed must be an int from 0 to ... or null, got '7'
+    diffusers_repro.schema.ProvenanceError: provenance record in a.png: seed must be an int from 0 to ... got '7'
     ```
     """
     where = _where(source)
@@ -537,10 +537,11 @@ def _check_batch(batch: dict[str, Any] | None, where: str) -> None:
                 f"provenance record{where}: recipe.batch.{name} must have recipe.batch.size={size} items, got "
                 f"{len(batch[name])}"
             )
-    for name, length in (batch.get("prompt_list_lengths") or {}).items():
-        if size % length:
+    lengths = {name: len(values) for name, values in (batch.get("prompt_lists") or {}).items()}
+    for name, length in {**lengths, **(batch.get("prompt_list_lengths") or {})}.items():
+        if length == 0 or size % length:
             raise ProvenanceError(
-                f"provenance record{where}: recipe.batch.prompt_list_lengths.{name} must divide "
+                f"provenance record{where}: the batch's {name} list must have a length that divides "
                 f"recipe.batch.size={size}, got {length}"
             )
 
@@ -614,7 +615,7 @@ def record_digest(data: dict[str, Any]) -> str:
     ```py
     >>> from diffusers_repro.schema import record_digest
     >>> record_digest({"seed": 1, "recipe": {"batch": {"record_digests": []}}})[:15]
-    'sha256:4a3c5a9'
+    'sha256:252fc5f3'
     ```
     """
     recipe = dict(data.get("recipe") or {})

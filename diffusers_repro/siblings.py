@@ -110,10 +110,12 @@ def find_siblings(record: Provenance, path: Path | None, batch_from: Any = None)
     from .schema import ProvenanceError
 
     batch = record.batch
-    digests = batch["record_digests"]
-    if batch_id(digests) != batch.get("id") or _digest_without_id(record) != digests[batch["index"]]:
+    digests, index = batch.get("record_digests"), batch.get("index")
+    if not digests or index is None:
+        return None  # the record does not name its siblings
+    if batch_id(digests) != batch.get("id") or _digest_without_id(record) != digests[index]:
         return None  # the record was edited: its batch cannot be trusted
-    found: dict[str, Provenance] = {digests[batch["index"]]: record}
+    found: dict[str, Provenance] = {digests[index]: record}
     wanted = set(digests)
     if batch_from is not None and all(isinstance(item, Provenance) for item in batch_from):
         candidates: Iterable[Provenance] = batch_from

@@ -156,7 +156,7 @@ def test_environment_fingerprint_is_cheap_to_copy_and_independent():
     [
         (("seed",), "abc", "seed must be an int from 0 to 18446744073709551615 or null, got 'abc'"),
         (("seed",), -4, "seed must be an int from 0 to 18446744073709551615 or null, got -4"),
-        (("recipe", "batch"), "x", "recipe.batch must be an object or null, got 'x'"),
+        (("recipe", "batch"), "x", "recipe.batch must be an object, got 'x'"),
         (("recipe", "call"), [], "recipe.call must be an object, got []"),
         (("recipe", "batch", "index"), "1", "recipe.batch.index must be an int from 0 to 4095, got '1'"),
         (

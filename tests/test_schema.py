@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import diffusers_repro.replay as replay
 from diffusers_repro import ImageProvenanceError, Provenance, ProvenanceError
 from diffusers_repro.files import read_image_file, read_provenance, save_image
 from diffusers_repro.limits import LimitExceededError, check_limits
@@ -26,7 +27,7 @@ from diffusers_repro.schema import (
     parse_json,
     record_digest,
 )
-from diffusers_repro.siblings import batch_prompt_lists
+from diffusers_repro.siblings import batch_prompt_lists, find_siblings
 
 FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))
 
@@ -58,6 +59,11 @@ def test_records_are_written_in_version_2_and_version_1_is_read(saved):
         batch.pop(key)
     batch["prompt_lists"] = {"prompt": ["a fox", "a bear"]}
     assert Provenance.from_dict(old).schema_version == 1
+    for wrong in ([], ["a", "b", "c"]):
+        batch["prompt_lists"] = {"prompt": wrong}
+        message = f"the batch's prompt list must have a length that divides recipe.batch.size=2, got {len(wrong)}"
+        with pytest.raises(ProvenanceError, match=re.escape(message)):
+            Provenance.from_dict(old)
     old["schema_version"] = 2  # prompt lists are a version 1 field only
     with pytest.raises(ProvenanceError, match=re.escape("recipe.batch.prompt_lists must be absent (allowed keys:")):
         Provenance.from_dict(old)
@@ -73,7 +79,10 @@ def test_records_are_written_in_version_2_and_version_1_is_read(saved):
         ),
         (lambda d: d["recipe"]["call"].update(height=True), "recipe.call.height must be an int from 1 to 65536"),
         (lambda d: d["recipe"]["call"].update(prompt=3), "recipe.call.prompt must be a string, a list of strings"),
-        (lambda d: d["recipe"]["call"].update(output_type="exe"), "recipe.call.output_type must be one of 'pil'"),
+        (
+            lambda d: d["recipe"]["call"].update(output_type="pil.Image"),
+            "recipe.call.output_type must be an output type name such as 'pil' or null, got 'pil.Image'",
+        ),
         (lambda d: d["recipe"]["call"].update({"not a name": 1}), "recipe.call.not a name must be a key that is"),
         (lambda d: d["recipe"]["call"].update(strength=2.5), "recipe.call.strength must be a number from 0 to 1"),
         (
@@ -184,6 +193,12 @@ def _use_as_replay_would(record: Provenance) -> None:
     except LimitExceededError:
         pass
     batch_prompt_lists(record, None)
+    find_siblings(record, None, [record])
+    replay._can_replay_whole_batch(record, {})
+    try:
+        replay._recorded_schedulers(record)
+    except replay.ReproductionError:
+        pass
     json.loads(record.to_json())
     assert Provenance.from_json(record.to_json()) == record
 
