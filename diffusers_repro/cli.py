@@ -504,7 +504,8 @@ def _generate(args: argparse.Namespace) -> int:
             ("guidance_scale", args.guidance),
             ("height", args.height),
             ("width", args.width),
-            ("rng", args.rng),
+            # rng="cpu" is the default call: left out, so runs made before --rng existed resume unchanged.
+            ("rng", None if args.rng == "cpu" else args.rng),
         )
         if value is not None
     }
