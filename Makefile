@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,serve]'
 	touch $(STAMP)
 
 demo: install
@@ -30,6 +30,7 @@ benchmark: install
 	$(PY) benchmarks/bench_batch_invariant.py
 	$(PY) benchmarks/bench_loading.py
 	$(PY) benchmarks/bench_distributed.py
+	$(PY) benchmarks/bench_concurrency.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
