@@ -303,7 +303,7 @@ class ReproducibleMixin:
         A fast tokenizer keeps its padding and truncation settings in its Rust backend and sets them on every call;
         shared by pipelines that threads call at once (one ``from_pipe`` pipeline per request), one call's
         ``padding="longest"`` reaches another call's ``padding="max_length"`` and changes its text embeddings
-        (measured: 2 in 24 tiny SD images changed, by up to 0.64). A copy costs one tokenizer, not the weights.
+        (measured: up to 3 in 24 tiny SD images changed, by up to 0.64). A copy costs one tokenizer, not the weights.
         """
         for name, component in self.components.items():
             if name not in passed and hasattr(component, "backend_tokenizer"):

@@ -16,7 +16,7 @@ def test_every_module_all_is_reachable():
     import importlib
 
     modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
-    for module in (*modules, "distributed", "randomness", "batching", "tiny"):
+    for module in (*modules, "distributed", "randomness", "batching", "concurrency", "tiny"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")
         for name in loaded.__all__:
             assert hasattr(loaded, name), f"{module}.{name}"
