@@ -57,7 +57,7 @@ from .provenance import (
     state_dict_digest,
     tensor_digest,
 )
-from .randomness import global_rng_seed, seeded_stray_randomness
+from .randomness import draws_nothing_stray, global_rng_seed, seeded_stray_randomness
 from .seeding import make_generators, per_image_seeds
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
@@ -610,7 +610,9 @@ class ReproducibleMixin:
         # diffusers walks every module to find the execution device: once per call is enough.
         execution_device = self._execution_device
         denoiser = self._repro_denoiser()
-        global_rng = seeded_stray_randomness(global_rng_seed(seeds), self._repro_devices(execution_device))
+        # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside while they run.
+        clean = [c for c in self.components.values() if isinstance(c, torch.nn.Module) and draws_nothing_stray(c)]
+        global_rng = seeded_stray_randomness(global_rng_seed(seeds), self._repro_devices(execution_device), clean)
         with (
             determinism,
             one_at_a_time,

@@ -4,9 +4,15 @@ seed, the global RNG left alone, and detection."""
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
-from diffusers_repro.randomness import GlobalRandomness, forked_global_rng, global_rng_seed, seeded_stray_randomness
+from diffusers_repro.randomness import (
+    GlobalRandomness,
+    draws_nothing_stray,
+    forked_global_rng,
+    global_rng_seed,
+    seeded_stray_randomness,
+)
 
 SD_CALL = {"num_inference_steps": 2, "output_type": "np", "height": 32, "width": 32}
 
@@ -216,3 +222,75 @@ def test_global_rng_state_of_other_threads_draws_is_untouched_by_a_call(stray_pi
     stray_pipe("a fox", seed=3, **SD_CALL)
     thread.join(30)
     assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ clean modules
+
+
+def test_models_of_the_libraries_in_eval_mode_draw_nothing_stray(sd_pipe):
+    assert [draws_nothing_stray(m) for m in (sd_pipe.unet, sd_pipe.vae, sd_pipe.text_encoder)] == [True] * 3
+    sd_pipe.text_encoder.train()
+    assert draws_nothing_stray(sd_pipe.text_encoder) is False  # dropout is on in train mode
+
+
+def test_a_custom_submodule_or_attention_processor_makes_a_model_suspect(sd_pipe):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    class MyProcessor(AttnProcessor):
+        pass
+
+    block = sd_pipe.unet.down_blocks[0]
+    block.add_module("extra", torch.nn.Sequential(type("Noisy", (torch.nn.Module,), {})()))
+    assert draws_nothing_stray(sd_pipe.unet) is False
+    del block.extra
+    assert draws_nothing_stray(sd_pipe.unet) is True
+    sd_pipe.unet.set_attn_processor(MyProcessor())
+    assert draws_nothing_stray(sd_pipe.unet) is False
+
+
+def test_the_mode_steps_aside_in_clean_modules_and_comes_back_after_an_exception():
+    modes_inside = []
+
+    class Probe(torch.nn.Linear):
+        def forward(self, tensor):
+            modes_inside.append(torch.overrides._get_current_function_mode())
+            return super().forward(tensor)
+
+    linear = Probe(2, 2).eval()
+    with seeded_stray_randomness(5, clean_modules=[linear]) as randomness:
+        linear(torch.ones(1, 2))
+        with pytest.raises(RuntimeError):
+            linear(torch.ones(1, 3))
+        drawn = torch.randn(2)
+    assert modes_inside == [None, None]
+    assert torch.equal(drawn, torch.randn(2, generator=torch.Generator().manual_seed(5)))
+    assert randomness.used_on == ["cpu"]
+    assert linear._forward_pre_hooks == {} and linear._forward_hooks == {}  # removed on exit
+
+
+class NoisyUNet(UNet2DConditionModel):
+    """A custom denoiser that adds noise from torch's global RNG, ignoring ``generator``."""
+
+    def forward(self, sample, *args, **kwargs):
+        output = super().forward(sample, *args, **kwargs)
+        noise = 0.1 * torch.randn(sample.shape)  # no generator: torch's global RNG
+        if isinstance(output, tuple):
+            return (output[0] + noise, *output[1:])
+        output.sample = output.sample + noise
+        return output
+
+
+def test_a_custom_model_drawing_stray_randomness_is_seeded_per_call(sd_pipe):
+    noisy = NoisyUNet.from_config(sd_pipe.unet.config)
+    noisy.load_state_dict(sd_pipe.unet.state_dict())
+    sd_pipe.unet = noisy.eval()
+    before = torch.random.get_rng_state()
+    first = sd_pipe("a fox", seed=3, **SD_CALL)
+    torch.manual_seed(99)
+    second = sd_pipe("a fox", seed=3, **SD_CALL)
+    torch.random.set_rng_state(before)
+    third = sd_pipe("a fox", seed=4, **SD_CALL)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    np.testing.assert_array_equal(first.images, second.images)
+    assert np.abs(first.images - third.images).max() > 1e-3
+    assert first.provenance[0].batch["global_rng_used"] is True
