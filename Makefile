@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,serve]'
 	touch $(STAMP)
 
 demo: install
@@ -37,6 +37,10 @@ benchmark: install
 	$(PY) benchmarks/bench_distributed.py
 	$(PY) benchmarks/bench_schema.py
 	$(PY) benchmarks/bench_signing.py
+	$(PY) benchmarks/bench_concurrency.py
+	$(PY) benchmarks/bench_report.py
+	$(PY) benchmarks/bench_philox.py
+	$(PY) benchmarks/gpu_check.py
 
 # Headless Chromium for the test that renders the verify report (Debian's package; nothing when installed).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

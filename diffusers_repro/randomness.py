@@ -20,13 +20,20 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["GlobalRandomness", "forked_global_rng", "global_rng_seed", "seeded_stray_randomness"]
+__all__ = [
+    "GlobalRandomness",
+    "draws_nothing_stray",
+    "forked_global_rng",
+    "global_rng_seed",
+    "seeded_stray_randomness",
+]
 
 _SEED_DOMAIN = b"diffusers-repro/global-rng/v1|"
 
@@ -229,9 +236,76 @@ class _SeededStrayRandomness(TorchFunctionMode):
         return tensor.mul_(noise) if inplace else tensor * noise
 
 
+# Libraries whose model classes draw nothing without a generator in eval mode (they draw only in __init__, when
+# initializing weights, and in dropout, which eval mode turns off).
+_CLEAN_LIBRARIES = frozenset({"diffusers", "transformers", "torch", "peft"})
+
+
+def draws_nothing_stray(module: torch.nn.Module) -> bool:
+    """Whether evaluating ``module`` draws no random number without a generator, as far as its classes tell.
+
+    True when every submodule is in eval mode and is a class of diffusers, transformers, torch or peft, and every
+    attention processor is a diffusers class. A custom module, a module in train mode (dropout) or a custom attention
+    processor anywhere inside makes it False.
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from diffusers_repro.randomness import draws_nothing_stray
+    >>> draws_nothing_stray(torch.nn.Linear(2, 2).eval()), draws_nothing_stray(torch.nn.Dropout(0.1).train())
+    (True, False)
+    ```
+    """
+    for submodule in module.modules():
+        if submodule.training or type(submodule).__module__.split(".")[0] not in _CLEAN_LIBRARIES:
+            return False
+        processor = getattr(submodule, "processor", None)
+        if processor is not None and type(processor).__module__.split(".")[0] != "diffusers":
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _stepping_aside(mode: _SeededStrayRandomness, modules: Iterable[torch.nn.Module]) -> Iterator[None]:
+    """While one of ``modules`` runs in this thread, takes ``mode`` off the function-mode stack and puts it back.
+
+    The mode costs one Python call per torch operation (about 2 us); a model that draws nothing stray needs none of
+    them. The hooks act only in the thread that entered the block (the modules may be shared with other threads'
+    pipelines), only when ``mode`` is on top of the stack, and put it back even when the forward raises.
+    """
+    thread = threading.get_ident()
+    stepped_aside: list[bool] = []
+
+    def before(module, args):
+        if threading.get_ident() != thread:
+            return  # another thread's call of a shared module
+        aside = torch.overrides._get_current_function_mode() is mode
+        if aside:
+            torch.overrides._pop_mode()
+        stepped_aside.append(aside)
+
+    def after(module, args, output):
+        if threading.get_ident() == thread and stepped_aside.pop():
+            torch.overrides._push_mode(mode)
+
+    handles = []
+    try:
+        for module in modules:
+            # Registered last (pre-hook) and first (forward hook): the user's own hooks run with the mode in place.
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(after, prepend=True, always_call=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @contextlib.contextmanager
 def seeded_stray_randomness(
-    seed: int, devices: Iterable[torch.device | str | None] = ()
+    seed: int,
+    devices: Iterable[torch.device | str | None] = (),
+    clean_modules: Iterable[torch.nn.Module] = (),
 ) -> Iterator[GlobalRandomness]:
     """Gives every random draw made without a generator in this thread, inside the block, a generator of its own.
 
@@ -251,6 +325,9 @@ def seeded_stray_randomness(
         devices (iterable of `torch.device` or `str`, *optional*):
             The devices the block computes on: ``GlobalRandomness.devices`` lists the CPU and the CUDA devices
             among them. A draw on any device gets a generator.
+        clean_modules (iterable of `torch.nn.Module`, *optional*):
+            Modules known to draw nothing without a generator (see `draws_nothing_stray`): while one of them runs
+            in this thread, the mode steps aside, so their operations cost nothing extra.
 
     Example:
 
@@ -267,5 +344,6 @@ def seeded_stray_randomness(
     ```
     """
     report = GlobalRandomness(seed=seed, devices=["cpu"] + [f"cuda:{index}" for index in _cuda_indices(devices)])
-    with _SeededStrayRandomness(report):
+    mode = _SeededStrayRandomness(report)
+    with mode, _stepping_aside(mode, clean_modules):
         yield report

@@ -163,3 +163,56 @@ def test_context_manager_restores_on_exception(ddim_pipe):
             assert "forward" in ddim_pipe.unet.__dict__
             raise ValueError("inside")
     assert _patched_methods(ddim_pipe) == {}
+
+
+# -------------------------------------------------------------------------------------------------------- threads
+
+
+def _counting_unet(pipe):
+    original = pipe.unet.forward
+    calls = []
+
+    def counting_forward(sample, *args, **kwargs):
+        calls.append(sample.shape[0])
+        return original(sample, *args, **kwargs)
+
+    pipe.unet.forward = counting_forward
+    return calls
+
+
+def test_splitting_acts_in_the_calling_thread_only(ddim_pipe):
+    import threading
+
+    calls = _counting_unet(ddim_pipe)
+    size = ddim_pipe.unet.config.sample_size
+    sample, timestep = torch.zeros(3, ddim_pipe.unet.config.in_channels, size, size), torch.tensor(1)
+    with one_image_at_a_time(ddim_pipe, num_images=3):
+        other = threading.Thread(target=lambda: ddim_pipe.unet(sample, timestep))
+        other.start()
+        other.join(30)
+        assert calls == [3]  # the other thread's call went through whole
+        ddim_pipe.unet(sample, timestep)
+        assert calls == [3, 1, 1, 1]
+
+
+def test_the_last_block_to_leave_puts_the_methods_back(ddim_pipe):
+    import threading
+
+    calls = _counting_unet(ddim_pipe)
+    counting = ddim_pipe.unet.__dict__["forward"]
+    entered, leave = threading.Event(), threading.Event()
+
+    def other_block():
+        with one_image_at_a_time(ddim_pipe, num_images=2):
+            entered.set()
+            leave.wait(30)
+
+    other = threading.Thread(target=other_block)
+    other.start()
+    entered.wait(30)
+    with one_image_at_a_time(ddim_pipe, num_images=2):
+        pass
+    assert ddim_pipe.unet.__dict__["forward"] is not counting  # still in use by the other thread's block
+    leave.set()
+    other.join(30)
+    assert ddim_pipe.unet.__dict__["forward"] is counting and calls == []

@@ -1,11 +1,18 @@
-"""Stray randomness: the forked global RNG around every call, its seed, its restoration and its detection."""
+"""Stray randomness: the per-thread seeded generators around every call (and the process-wide forked global RNG), their
+seed, the global RNG left alone, and detection."""
 
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler
+from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
 
-from diffusers_repro.randomness import GlobalRandomness, forked_global_rng, global_rng_seed
+from diffusers_repro.randomness import (
+    GlobalRandomness,
+    draws_nothing_stray,
+    forked_global_rng,
+    global_rng_seed,
+    seeded_stray_randomness,
+)
 
 SD_CALL = {"num_inference_steps": 2, "output_type": "np", "height": 32, "width": 32}
 
@@ -122,3 +129,168 @@ def test_calls_that_ignore_the_global_rng_say_so(sd_pipe):
     batch = sd_pipe("a fox", seed=3, **SD_CALL).provenance[0].batch
     assert batch["global_rng_used"] is False and "note" not in batch and "global_rng_used_on" not in batch
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+# -------------------------------------------------------------------------------------------- seeded_stray_randomness
+
+DRAWS = {
+    "randn": lambda: torch.randn(3, 2),
+    "rand": lambda: torch.rand(5),
+    "randint": lambda: torch.randint(0, 100, (6,)),
+    "randperm": lambda: torch.randperm(7),
+    "randn_like": lambda: torch.randn_like(torch.zeros(4)),
+    "normal_": lambda: torch.empty(4).normal_(),
+    "uniform_": lambda: torch.empty(4).uniform_(),
+    "bernoulli": lambda: torch.bernoulli(torch.full((8,), 0.5)),
+    "multinomial": lambda: torch.multinomial(torch.ones(5), 3),
+    "dropout": lambda: torch.nn.functional.dropout(torch.ones(4, 6), 0.5, training=True),
+    "dropout2d": lambda: torch.nn.functional.dropout2d(torch.ones(2, 3, 2, 2), 0.5, training=True),
+    "Dropout module": lambda: torch.nn.Dropout(0.3).train()(torch.ones(10)),
+}
+
+
+@pytest.mark.parametrize("name", list(DRAWS))
+def test_stray_draws_get_the_bits_of_the_global_rng_seeded_alike_and_leave_it_alone(name):
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    with seeded_stray_randomness(77) as randomness:
+        inside = DRAWS[name]()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert randomness.used_on == ["cpu"] and randomness.devices == ["cpu"] and randomness.seed == 77
+    with forked_global_rng(77):
+        expected = DRAWS[name]()
+    assert torch.equal(inside, expected)
+
+
+def test_draws_with_a_generator_and_eval_dropout_are_left_alone():
+    with seeded_stray_randomness(5) as randomness:
+        drawn = torch.randn(3, generator=torch.Generator().manual_seed(1))
+        kept = torch.nn.functional.dropout(torch.ones(3), 0.5, training=False)
+    assert torch.equal(drawn, torch.randn(3, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(kept, torch.ones(3)) and randomness.used_on == []
+
+
+def test_one_stream_per_block_and_nothing_after_it():
+    with seeded_stray_randomness(5):
+        first, second = torch.randn(2), torch.randn(2)
+    reference = torch.Generator().manual_seed(5)
+    assert torch.equal(first, torch.randn(2, generator=reference))
+    assert torch.equal(second, torch.randn(2, generator=reference))
+    torch.manual_seed(0)
+    assert torch.equal(torch.randn(2), torch.randn(2, generator=torch.Generator().manual_seed(0)))
+
+
+def test_nests_inside_another_function_mode():
+    seen = []
+
+    class Recording(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", ""))
+            return func(*args, **(kwargs or {}))
+
+    with Recording(), seeded_stray_randomness(5):
+        inside = torch.randn(2)
+    assert torch.equal(inside, torch.randn(2, generator=torch.Generator().manual_seed(5)))
+    assert "randn" in seen  # the outer mode still sees the draw, now with its generator
+
+
+def test_leaves_the_mode_on_exceptions():
+    with pytest.raises(RuntimeError, match="boom"), seeded_stray_randomness(5):
+        raise RuntimeError("boom")
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_draws_get_a_cuda_generator_and_leave_the_cuda_rng_alone():
+    before = torch.cuda.get_rng_state(0)
+    with seeded_stray_randomness(11, devices=["cuda:0"]) as randomness:
+        inside = torch.randn(4, device="cuda:0")
+    assert torch.equal(torch.cuda.get_rng_state(0), before)
+    assert torch.equal(inside, torch.randn(4, device="cuda:0", generator=torch.Generator("cuda").manual_seed(11)))
+    assert randomness.devices == ["cpu", "cuda:0"] and randomness.used_on == ["cuda:0"]
+
+
+def test_global_rng_state_of_other_threads_draws_is_untouched_by_a_call(stray_pipe):
+    import threading
+
+    torch.manual_seed(0)
+    expected = [torch.randn(4) for _ in range(100)]
+    torch.manual_seed(0)
+    drawn = []
+    thread = threading.Thread(target=lambda: drawn.extend(torch.randn(4) for _ in range(100)))
+    thread.start()
+    stray_pipe("a fox", seed=3, **SD_CALL)
+    thread.join(30)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ clean modules
+
+
+def test_models_of_the_libraries_in_eval_mode_draw_nothing_stray(sd_pipe):
+    assert [draws_nothing_stray(m) for m in (sd_pipe.unet, sd_pipe.vae, sd_pipe.text_encoder)] == [True] * 3
+    sd_pipe.text_encoder.train()
+    assert draws_nothing_stray(sd_pipe.text_encoder) is False  # dropout is on in train mode
+
+
+def test_a_custom_submodule_or_attention_processor_makes_a_model_suspect(sd_pipe):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    class MyProcessor(AttnProcessor):
+        pass
+
+    block = sd_pipe.unet.down_blocks[0]
+    block.add_module("extra", torch.nn.Sequential(type("Noisy", (torch.nn.Module,), {})()))
+    assert draws_nothing_stray(sd_pipe.unet) is False
+    del block.extra
+    assert draws_nothing_stray(sd_pipe.unet) is True
+    sd_pipe.unet.set_attn_processor(MyProcessor())
+    assert draws_nothing_stray(sd_pipe.unet) is False
+
+
+def test_the_mode_steps_aside_in_clean_modules_and_comes_back_after_an_exception():
+    modes_inside = []
+
+    class Probe(torch.nn.Linear):
+        def forward(self, tensor):
+            modes_inside.append(torch.overrides._get_current_function_mode())
+            return super().forward(tensor)
+
+    linear = Probe(2, 2).eval()
+    with seeded_stray_randomness(5, clean_modules=[linear]) as randomness:
+        linear(torch.ones(1, 2))
+        with pytest.raises(RuntimeError):
+            linear(torch.ones(1, 3))
+        drawn = torch.randn(2)
+    assert modes_inside == [None, None]
+    assert torch.equal(drawn, torch.randn(2, generator=torch.Generator().manual_seed(5)))
+    assert randomness.used_on == ["cpu"]
+    assert linear._forward_pre_hooks == {} and linear._forward_hooks == {}  # removed on exit
+
+
+class NoisyUNet(UNet2DConditionModel):
+    """A custom denoiser that adds noise from torch's global RNG, ignoring ``generator``."""
+
+    def forward(self, sample, *args, **kwargs):
+        output = super().forward(sample, *args, **kwargs)
+        noise = 0.1 * torch.randn(sample.shape)  # no generator: torch's global RNG
+        if isinstance(output, tuple):
+            return (output[0] + noise, *output[1:])
+        output.sample = output.sample + noise
+        return output
+
+
+def test_a_custom_model_drawing_stray_randomness_is_seeded_per_call(sd_pipe):
+    noisy = NoisyUNet.from_config(sd_pipe.unet.config)
+    noisy.load_state_dict(sd_pipe.unet.state_dict())
+    sd_pipe.unet = noisy.eval()
+    before = torch.random.get_rng_state()
+    first = sd_pipe("a fox", seed=3, **SD_CALL)
+    torch.manual_seed(99)
+    second = sd_pipe("a fox", seed=3, **SD_CALL)
+    torch.random.set_rng_state(before)
+    third = sd_pipe("a fox", seed=4, **SD_CALL)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    np.testing.assert_array_equal(first.images, second.images)
+    assert np.abs(first.images - third.images).max() > 1e-3
+    assert first.provenance[0].batch["global_rng_used"] is True
