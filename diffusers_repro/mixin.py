@@ -22,12 +22,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import inspect
 import json
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +37,6 @@ from diffusers import DiffusionPipeline
 from .adapters import (
     ADAPTER_DIGESTS,
     adapter_record,
-    base_weights_record,
-    has_adapters,
     lora_layers,
     lora_source,
     lora_state,
@@ -53,15 +49,14 @@ from .keywords import check_extra_keywords
 from .provenance import (
     Provenance,
     environment_fingerprint,
-    file_digest,
     image_digest,
     jsonable,
-    state_dict_digest,
     tensor_digest,
 )
 from .randomness import draws_nothing_stray, global_rng_seed, seeded_stray_randomness
 from .seeding import make_generators, per_image_seeds
 from .siblings import link_batch_records
+from .weights import _COMPONENT_DIGESTS, _component_record, _digest_folder, _is_weakrefable, _snapshot_folder
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
@@ -80,7 +75,6 @@ _PROMPT_KEYS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_p
 # Input images that diffusers tiles to the call's images (``torch.cat([image] * (n // r))``): image i uses row i % r.
 _INPUT_IMAGES = ("image", "mask_image")
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".msgpack", ".gguf")
 # Size conditioning that SDXL-style pipelines default to (height, width) when left unset.
 _SIZE_CONDITIONING = ("original_size", "target_size")
 # Pipeline methods that add, remove, rescale, fuse or unfuse LoRA adapters; the Repro class wraps the ones the vanilla
@@ -101,11 +95,6 @@ _BATCH_INVARIANT_UNSUPPORTED = {
     "UnCLIPPipeline": "its text_proj model takes per-image rows and classifier-free guidance rows together",
 }
 
-# Weights digests, computed once per component object: loading from files fills it from the files' digests, a
-# component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed. A LoRA
-# fusion (or unfusion) changes a component's tensors, and drops its entry so that the tensors are digested again.
-_COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-
 
 def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
     """The diffusers pipeline class a Repro class (or instance's class) wraps; itself for a vanilla class."""
@@ -113,84 +102,6 @@ def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
         if issubclass(base, DiffusionPipeline) and not issubclass(base, ReproducibleMixin):
             return base
     raise TypeError(f"{cls.__name__} is not a diffusers DiffusionPipeline subclass")
-
-
-def _qualified_class(obj: Any) -> str:
-    module = type(obj).__module__.split(".")[0]
-    return f"{module}.{type(obj).__name__}"
-
-
-def _component_record(component: Any) -> dict[str, Any]:
-    record = _COMPONENT_DIGESTS.get(component) if _is_weakrefable(component) else None
-    if record is None:
-        record = _digest_in_memory(component)
-        if _is_weakrefable(component):
-            _COMPONENT_DIGESTS[component] = record
-    return {"class": _qualified_class(component), **record}
-
-
-def _is_weakrefable(obj: Any) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
-
-
-def _digest_in_memory(component: Any) -> dict[str, Any]:
-    if isinstance(component, torch.nn.Module):
-        if has_adapters(component):
-            return base_weights_record(component)
-        return {"weights_digest": state_dict_digest(component), "digest_of": "tensors"}
-    if hasattr(component, "get_vocab"):
-        vocab = json.dumps(component.get_vocab(), sort_keys=True, ensure_ascii=False).encode()
-        return {"weights_digest": "sha256:" + hashlib.sha256(vocab).hexdigest(), "digest_of": "vocabulary"}
-    config = getattr(component, "config", None) or getattr(component, "to_dict", lambda: None)()
-    text = json.dumps(jsonable(dict(config) if config else {}), sort_keys=True).encode()
-    return {"weights_digest": "sha256:" + hashlib.sha256(text).hexdigest(), "digest_of": "config"}
-
-
-def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[str, Any] | None:
-    if not folder.is_dir():
-        return None
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (all_files or p.name.endswith(_WEIGHT_SUFFIXES)))
-    if variant and not all_files:
-        files = [p for p in files if f".{variant}." in p.name] or files
-    if not files:
-        return None
-    file_digests = {path.name: file_digest(path) for path in files}
-    combined = hashlib.sha256("".join(f"{name}={digest}\n" for name, digest in file_digests.items()).encode())
-    return {"weights_digest": "sha256:" + combined.hexdigest(), "digest_of": "files", "files": file_digests}
-
-
-def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
-    """Where ``from_pretrained`` read the pipeline from, and the source record (repo id or path, revision, variant)."""
-    # The weights variant (e.g. "fp16") picks other files with other weights: a replay must load the same ones.
-    variant = kwargs.get("variant")
-    if os.path.isdir(name_or_path):
-        folder = Path(name_or_path).resolve()
-        return folder, {"type": "local", "path": str(folder), "repo_id": None, "revision": None, "variant": variant}
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(
-        name_or_path, "model_index.json", cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision")
-    )
-    if isinstance(cached, str):
-        folder = Path(cached).parent
-        return folder, {
-            "type": "hub",
-            "path": None,
-            "repo_id": name_or_path,
-            "revision": folder.name,
-            "variant": variant,
-        }
-    return None, {
-        "type": "hub",
-        "path": None,
-        "repo_id": name_or_path,
-        "revision": kwargs.get("revision"),
-        "variant": variant,
-    }
 
 
 def _tracking_lora(name: str, method: Callable) -> Callable:

@@ -9,7 +9,7 @@ from diffusers import StableDiffusionPipeline
 from tiny_components import tiny_unet_lora
 
 import diffusers_repro.adapters as adapters
-import diffusers_repro.mixin as mixin
+import diffusers_repro.weights as weights
 from diffusers_repro import ReproStableDiffusionPipeline
 from diffusers_repro.provenance import state_dict_digest
 from diffusers_repro.tiny import build_tiny_pipeline
@@ -108,7 +108,7 @@ def test_base_weights_digest_of_an_in_memory_unet_ignores_unfused_adapters():
     before = model_record(pipe)["components"]["unet"]
     assert before["weights_digest"] == state_dict_digest(pipe.unet)
     pipe.load_lora_weights(tiny_unet_lora(1), adapter_name="style")
-    mixin._COMPONENT_DIGESTS.pop(pipe.unet)  # digest the tensors again, now with peft's layers injected
+    weights._COMPONENT_DIGESTS.pop(pipe.unet)  # digest the tensors again, now with peft's layers injected
     after = model_record(pipe)["components"]["unet"]
     assert after == before
 
