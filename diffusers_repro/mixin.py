@@ -25,7 +25,6 @@ import functools
 import inspect
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,10 @@ from .adapters import (
 )
 from .batching import one_image_at_a_time
 from .concurrency import SETTINGS_LOCK, serialized_per_object
-from .cuda_noise import cuda_generators, generator_geometry, parse_rng, refuse_philox_generators
+from .cuda_noise import cuda_generators, parse_rng, refuse_philox_generators
 from .determinism import full_determinism
 from .keywords import check_extra_keywords
+from .noise import _describe_generators, _NoiseProbe
 from .provenance import (
     Provenance,
     environment_fingerprint,
@@ -802,108 +802,6 @@ def _dtype_of(module: torch.nn.Module | None) -> torch.dtype | None:
     if module is None:
         return None
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
-
-
-def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | None], list[dict[str, Any]]]:
-    """What can be known of user generators: device, initial seed, and whether that seed is certain."""
-    generators = generator if isinstance(generator, (list, tuple)) else [generator] * num_images
-    seeds, records = [], []
-    for index, gen in enumerate(generators):
-        initial = gen.initial_seed()
-        fresh = torch.Generator(gen.device).manual_seed(initial)
-        certain = torch.equal(fresh.get_state(), gen.get_state())
-        shared = not isinstance(generator, (list, tuple)) and num_images > 1
-        note = (
-            "one generator was shared by the whole batch: this image's noise depends on its batch index"
-            if shared
-            else (
-                "generator was fresh at the start of the call: the seed is certain"
-                if certain
-                else "generator had been used before the call: its initial seed alone does not regenerate the image"
-            )
-        )
-        seeds.append(initial)
-        records.append(
-            {
-                "device": str(gen.device),
-                "initial_seed": initial,
-                "seed_certain": bool(certain and not shared),
-                "shared_by_batch": shared,
-                "index": index,
-                "note": note,
-            }
-        )
-        if gen.device.type == "cuda":
-            # torch's CUDA randn depends on the GPU's geometry for large draws; its state is the seed and offset.
-            records[-1].update(offset=gen.get_offset(), geometry=generator_geometry(gen))
-    return seeds, records
-
-
-class _NoiseProbe:
-    """Learns the shape and dtype of the denoiser's input, then digests each image's first noise draw.
-
-    The starting noise of image ``i`` is the first Gaussian draw of its generator in the latent shape; it is
-    recomputed from the generator as it stood at the start of the call, which costs one small ``randn`` per image.
-    """
-
-    def __init__(self, user_generator: Any, seeds: list[int | None], cuda_rng: Any = None):
-        self.seeds = seeds
-        self.cuda_rng = cuda_rng
-        self.shape: tuple[int, ...] | None = None
-        self.dtype: torch.dtype | None = None
-        self.shared: tuple[torch.Generator, torch.Tensor] | None = None
-        self.states: list[tuple[torch.device, torch.Tensor]] | None = None
-        if isinstance(user_generator, (list, tuple)):
-            self.states = [(g.device, g.get_state()) for g in user_generator]
-        elif user_generator is not None:
-            self.shared = (user_generator.device, user_generator.get_state())
-        self._batch_noise: torch.Tensor | None = None
-
-    @contextlib.contextmanager
-    def watch(self, denoiser: torch.nn.Module | None) -> Iterator[None]:
-        if denoiser is None:
-            yield
-            return
-
-        # The denoiser may be shared with pipelines that other threads are calling: learn from this thread's call.
-        thread = threading.get_ident()
-
-        def hook(module, args, kwargs):
-            if self.shape is None and threading.get_ident() == thread:
-                sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-                if isinstance(sample, torch.Tensor):
-                    self.shape, self.dtype = tuple(sample.shape[1:]), sample.dtype
-
-        handle = denoiser.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            yield
-        finally:
-            handle.remove()
-
-    def description(self) -> dict[str, Any] | None:
-        if self.shape is None:
-            return None
-        return {"shape": list(self.shape), "dtype": str(self.dtype), "draw": "first randn of the image's generator"}
-
-    def digest(self, index: int) -> str | None:
-        if self.shape is None:
-            return None
-        if self.shared is not None:
-            if self._batch_noise is None:
-                device, state = self.shared
-                generator = torch.Generator(device).set_state(state)
-                batch = (len(self.seeds), *self.shape)
-                self._batch_noise = torch.randn(batch, generator=generator, device=device, dtype=self.dtype)
-            return tensor_digest(self._batch_noise[index : index + 1])
-        if self.cuda_rng is not None:
-            return tensor_digest(self.cuda_rng.first_noise(index, (1, *self.shape), self.dtype))
-        if self.states is not None:
-            device, state = self.states[index]
-            generator = torch.Generator(device).set_state(state)
-        else:
-            device, generator = torch.device("cpu"), torch.Generator("cpu").manual_seed(self.seeds[index])
-        noise = torch.randn((1, *self.shape), generator=generator, device=device, dtype=self.dtype)
-        return tensor_digest(noise)
 
 
 class ReproOutputMixin:
