@@ -507,23 +507,9 @@ class ReproducibleMixin:
                 f"{unsupported}; make one image per call (seed=[s]) to get batch-independent bits"
             )
 
-        if user_generator is None:
-            seed_source = "random" if seed is None else "seed"
-            # per_image_seeds validates the seed, or draws a random base seed when there is none.
-            seeds = per_image_seeds(seed, num_images, how)
-            cuda_rng = None
-            if rng != "cpu":
-                # What torch.Generator("cuda") draws: CUDA generators on a CUDA device, emulated anywhere else.
-                cuda_rng = cuda_generators(seeds, self._execution_device, None if rng == "cuda" else rng)
-            bound.arguments["generator"] = make_generators(seeds) if cuda_rng is None else cuda_rng.generators
-            generator_record = None
-        else:
-            if rng != "cpu":
-                raise ValueError(f"rng={rng!r} picks the generators that seed= makes; pass seed instead of generator")
-            refuse_philox_generators(user_generator)
-            cuda_rng = None
-            seed_source = "generator"
-            seeds, generator_record = _describe_generators(user_generator, num_images)
+        seeds, seed_source, generator_record, cuda_rng = self._repro_generators(
+            bound, seed, user_generator, rng, num_images, how
+        )
         # Each image has its own generator unless one generator is shared by the whole batch.
         per_image = user_generator is None or isinstance(user_generator, (list, tuple))
 
@@ -550,6 +536,74 @@ class ReproducibleMixin:
             output = vanilla.__call__(*bound.args, **bound.kwargs)
 
         images = _output_images(output, arguments.get("return_dict", True))
+        records = self._repro_records(
+            arguments,
+            images,
+            num_images=num_images,
+            num_prompts=num_prompts,
+            how=how,
+            seeds=seeds,
+            seed_source=seed_source,
+            batch_invariant=batch_invariant,
+            randomness=randomness,
+            noise_samplers=noise_samplers,
+            generator_record=generator_record,
+            cuda_rng=cuda_rng,
+            noise=noise,
+            environment=environment,
+        )
+        self.last_provenance = records
+        if arguments.get("return_dict", True) and not isinstance(output, tuple):
+            output.__class__ = _repro_output_class(type(output))
+            output.provenance = records
+        return output
+
+    def _repro_generators(
+        self, bound: inspect.BoundArguments, seed: Any, user_generator: Any, rng: Any, num_images: int, how: str
+    ) -> tuple[list[int | None], str, list[dict[str, Any]] | None, Any]:
+        """The call's seeds, where they came from, the user generators' record and the CUDA-noise generators.
+
+        A seeded (or unseeded) call gets one generator per image, put into ``bound``; user generators are described.
+        """
+        if user_generator is None:
+            seed_source = "random" if seed is None else "seed"
+            # per_image_seeds validates the seed, or draws a random base seed when there is none.
+            seeds = per_image_seeds(seed, num_images, how)
+            cuda_rng = None
+            if rng != "cpu":
+                # What torch.Generator("cuda") draws: CUDA generators on a CUDA device, emulated anywhere else.
+                cuda_rng = cuda_generators(seeds, self._execution_device, None if rng == "cuda" else rng)
+            bound.arguments["generator"] = make_generators(seeds) if cuda_rng is None else cuda_rng.generators
+            generator_record = None
+        else:
+            if rng != "cpu":
+                raise ValueError(f"rng={rng!r} picks the generators that seed= makes; pass seed instead of generator")
+            refuse_philox_generators(user_generator)
+            cuda_rng = None
+            seed_source = "generator"
+            seeds, generator_record = _describe_generators(user_generator, num_images)
+        return seeds, seed_source, generator_record, cuda_rng
+
+    def _repro_records(
+        self,
+        arguments: dict[str, Any],
+        images: Any,
+        *,
+        num_images: int,
+        num_prompts: int,
+        how: str,
+        seeds: list[int | None],
+        seed_source: str,
+        batch_invariant: bool,
+        randomness: Any,
+        noise_samplers: dict[str, dict],
+        generator_record: list[dict[str, Any]] | None,
+        cuda_rng: Any,
+        noise: _NoiseProbe,
+        environment: dict[str, Any],
+    ) -> list[Provenance]:
+        """One `Provenance` per image of a finished call, in image order, linked as a batch when there are several."""
+        vanilla = self._repro_vanilla_class
         schedulers = {name: _scheduler_record(s) for name, s in self._repro_schedulers().items()}
         recipe_common = {
             "pipeline_class": vanilla.__name__,
@@ -572,28 +626,9 @@ class ReproducibleMixin:
             }
             call = self._repro_image_arguments(arguments, index, num_images, num_prompts)
             call.update(resolved)
-            batch = {
-                "size": num_images,
-                "index": index,
-                "seeds": list(seeds),
-                "description": how,
-                "batch_invariant": batch_invariant,
-                "global_rng_seed": randomness.seed,
-                "global_rng_used": randomness.used,
-            }
-            if num_images > 1:
-                # Never another image's text: the record says how long each prompt list was and whether every image
-                # had the same prompts (then this record alone regenerates the batch); a mixed batch is replayed
-                # from its siblings' own records, known by their digests (added below).
-                batch["same_prompts"] = same_prompts
-                batch["prompt_list_lengths"] = {name: len(values) for name, values in batch_prompt_lists.items()}
-            if randomness.used:
-                batch["global_rng_used_on"] = list(randomness.used_on)
-                batch["note"] = (
-                    "the call drew random numbers without a generator (code that ignores `generator`); they came "
-                    "from a generator seeded from all the call's seeds, so this image depends on its whole batch: "
-                    "regenerate it with the same seeds, in the same order"
-                )
+            batch = _batch_record(
+                index, num_images, seeds, how, batch_invariant, randomness, same_prompts, batch_prompt_lists
+            )
             recipe = {
                 **recipe_common,
                 # None for pipelines without a component named "scheduler" (UnCLIP): see recipe.schedulers.
@@ -610,13 +645,7 @@ class ReproducibleMixin:
             if cuda_rng is not None:
                 recipe["rng"] = cuda_rng.record
             if user_latents is not None:
-                rows = user_latents[index : index + 1] if user_latents.shape[0] == num_images else user_latents
-                noise_digest = tensor_digest(rows)
-                noise_description = {
-                    "shape": list(rows.shape[1:]),
-                    "dtype": str(rows.dtype),
-                    "draw": "latents passed by the caller (recipe.call.latents)",
-                }
+                noise_digest, noise_description = _caller_latents_noise(user_latents, index, num_images)
             else:
                 noise_digest, noise_description = noise.digest(index), noise.description()
             result = {
@@ -636,11 +665,7 @@ class ReproducibleMixin:
             )
         if num_images > 1:
             link_batch_records(records)
-        self.last_provenance = records
-        if arguments.get("return_dict", True) and not isinstance(output, tuple):
-            output.__class__ = _repro_output_class(type(output))
-            output.provenance = records
-        return output
+        return records
 
 
 def _build_call(vanilla: type, signature: inspect.Signature) -> Callable:
@@ -695,6 +720,54 @@ _CALL_DOC_SUFFIX = """
 
         The output carries ``provenance``: one ``diffusers_repro.Provenance`` per image, in image order.
 """
+
+
+def _batch_record(
+    index: int,
+    num_images: int,
+    seeds: list[int | None],
+    how: str,
+    batch_invariant: bool,
+    randomness: Any,
+    same_prompts: bool,
+    batch_prompt_lists: dict[str, list[str]],
+) -> dict[str, Any]:
+    """``recipe.batch`` of image ``index``: its place in the call, the call's seeds and its stray randomness."""
+    batch = {
+        "size": num_images,
+        "index": index,
+        "seeds": list(seeds),
+        "description": how,
+        "batch_invariant": batch_invariant,
+        "global_rng_seed": randomness.seed,
+        "global_rng_used": randomness.used,
+    }
+    if num_images > 1:
+        # Never another image's text: the record says how long each prompt list was and whether every image
+        # had the same prompts (then this record alone regenerates the batch); a mixed batch is replayed
+        # from its siblings' own records, known by their digests (link_batch_records adds them).
+        batch["same_prompts"] = same_prompts
+        batch["prompt_list_lengths"] = {name: len(values) for name, values in batch_prompt_lists.items()}
+    if randomness.used:
+        batch["global_rng_used_on"] = list(randomness.used_on)
+        batch["note"] = (
+            "the call drew random numbers without a generator (code that ignores `generator`); they came "
+            "from a generator seeded from all the call's seeds, so this image depends on its whole batch: "
+            "regenerate it with the same seeds, in the same order"
+        )
+    return batch
+
+
+def _caller_latents_noise(user_latents: torch.Tensor, index: int, num_images: int) -> tuple[str, dict[str, Any]]:
+    """The noise digest and description of image ``index`` when the caller passed ``latents``."""
+    rows = user_latents[index : index + 1] if user_latents.shape[0] == num_images else user_latents
+    noise_digest = tensor_digest(rows)
+    noise_description = {
+        "shape": list(rows.shape[1:]),
+        "dtype": str(rows.dtype),
+        "draw": "latents passed by the caller (recipe.call.latents)",
+    }
+    return noise_digest, noise_description
 
 
 def _parameter_list(signature: inspect.Signature) -> str:
