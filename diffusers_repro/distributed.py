@@ -22,27 +22,51 @@ alone, under ``torchrun`` and under ``accelerate launch``. The output folder hol
 A rerun resumes: a job whose image exists, whose record matches the job and the settings, and whose pixels match the
 recorded output digest is skipped; missing or corrupt images are made again (their whole micro-batch is recomputed so
 that the bits stay those of the original micro-batch); temporary files left by a killed run are removed.
+
+This module runs the processes and the generation loop; the run folder itself (jobs and their file names,
+``run.json``, resume checks, the manifest) is `diffusers_repro.runs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
 import os
-import re
-import secrets
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .provenance import Provenance, ProvenanceError, jsonable
-from .seeding import validate_seed
+from .provenance import jsonable
+from .runs import (
+    _SET_BY_GENERATE,
+    MANIFEST_FIELDS,
+    MANIFEST_NAME,
+    RUN_NAME,
+    GenerationJob,
+    SettingsMismatchError,
+    _call_parameters,
+    _check_positive_int,
+    _check_prompts,
+    _check_seeds,
+    _check_settings,
+    _job_files,
+    _manifest_line,
+    _merge_manifest,
+    _pixel_digest,
+    _remove_leftovers,
+    _settings_fingerprint,
+    _short,
+    _verified_line,
+    _write_manifest_part,
+    _write_run_file,
+    job_file_name,
+    make_jobs,
+)
 
 __all__ = [
     "MANIFEST_FIELDS",
@@ -57,60 +81,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.jsonl"
-RUN_NAME = "run.json"
-RUN_FORMAT = "diffusers-repro/run"
-RUN_FORMAT_VERSION = 1
-JOB_ORDER = "prompt-major: for each prompt, for each seed"
-MANIFEST_FIELDS = ("job", "file", "prompt", "seed", "output_digest", "pixel_digest", "noise_digest", "fingerprint")
 
 # Test hook: "RANK:N" makes the process with that index SIGKILL itself right after saving its N-th image of the run.
 # tests/test_distributed.py uses it to check that a process killed mid-run loses only its unfinished images.
 KILL_HOOK_ENV = "DIFFUSERS_REPRO_TEST_KILL_AFTER_IMAGES"
 
-_JOB_FILE = re.compile(r"^job\d{6,}-seed\d+\.(png|jpg|webp)$")
-_PART_PREFIX = ".manifest-part-"
-_TEMP_SUFFIX = ".tmp"
 _POLL_SECONDS = 0.5
-
-# Arguments that generate() sets itself, one job per image: passing them in call_kwargs would break that.
-_SET_BY_GENERATE = frozenset(
-    {
-        "prompt",
-        "negative_prompt",
-        "num_images_per_prompt",
-        "batch_size",
-        "generator",
-        "seed",
-        "latents",
-        "output_type",
-        "return_dict",
-        "deterministic",
-        "batch_invariant",
-        "prompt_embeds",
-        "negative_prompt_embeds",
-    }
-)
-# Call parameters that never change pixels: left out of the settings fingerprint.
-_NOT_SETTINGS = frozenset({"callback", "callback_steps", "callback_on_step_end", "callback_on_step_end_tensor_inputs"})
-
-
-class SettingsMismatchError(ValueError):
-    """The output folder holds a run made with other settings; ``overwrite=True`` (``--overwrite``) replaces it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationJob:
-    """One image of the grid: its index in job order, its prompt (`None` for unconditional pipelines) and seed."""
-
-    index: int
-    prompt: str | None
-    seed: int
-    suffix: str = ".png"
-
-    @property
-    def file_name(self) -> str:
-        return job_file_name(self.index, self.seed, self.suffix)
 
 
 @dataclasses.dataclass
@@ -140,47 +116,6 @@ class GenerationResult:
     torch_num_threads: int
 
 
-def job_file_name(index: int, seed: int, suffix: str = ".png") -> str:
-    """The file name of a job's image: ``job{index:06d}-seed{seed}.png`` (``.jpg``, ``.webp`` for those formats).
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.distributed import job_file_name
-    >>> job_file_name(12, 42)
-    'job000012-seed42.png'
-    ```
-    """
-    return f"job{index:06d}-seed{seed}{suffix}"
-
-
-def make_jobs(prompts: Sequence[str] | None, seeds: Sequence[int]) -> list[GenerationJob]:
-    """The prompt x seed grid in job order: for each prompt, for each seed.
-
-    Args:
-        prompts (`list[str]` or `None`):
-            The prompts; `None` for an unconditional pipeline (one job per seed).
-        seeds (`list[int]`):
-            The seeds, each between 0 and 2**64 - 1.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.distributed import make_jobs
-    >>> [(job.index, job.prompt, job.seed) for job in make_jobs(["a fox", "a bear"], [0, 7])]
-    [(0, 'a fox', 0), (1, 'a fox', 7), (2, 'a bear', 0), (3, 'a bear', 7)]
-    ```
-    """
-    prompts = _check_prompts(prompts)
-    seeds = _check_seeds(seeds)
-    grid = [None] if prompts is None else prompts
-    return [
-        GenerationJob(index=p * len(seeds) + s, prompt=prompt, seed=seed)
-        for p, prompt in enumerate(grid)
-        for s, seed in enumerate(seeds)
-    ]
-
-
 def micro_batches(jobs: Sequence[GenerationJob], batch_size: int) -> list[list[GenerationJob]]:
     """Consecutive runs of ``batch_size`` jobs (the last one may be shorter): fixed by job order and batch size alone.
 
@@ -200,58 +135,6 @@ def micro_batches(jobs: Sequence[GenerationJob], batch_size: int) -> list[list[G
 # Checks
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_prompts(prompts: Any) -> list[str] | None:
-    if prompts is None:
-        return None
-    if isinstance(prompts, str):
-        return [prompts]
-    if not isinstance(prompts, Iterable):
-        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must hold at least one prompt, got an empty list")
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompts[{index}] must be a string, got {prompt!r} of type {type(prompt).__name__}")
-    return prompts
-
-
-def _check_seeds(seeds: Any) -> list[int]:
-    if isinstance(seeds, range):
-        seeds = list(seeds)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if isinstance(seeds, (list, tuple)):
-        checked = validate_seed(list(seeds)) if seeds else None
-    else:
-        checked = validate_seed(seeds)
-    if not checked:
-        raise ValueError("seeds must hold at least one seed, got an empty list")
-    if not isinstance(checked, list):
-        checked = [checked]
-    seen: set[int] = set()
-    for seed in checked:
-        if seed in seen:
-            raise ValueError(f"seeds must not repeat, but {seed} appears more than once in {_short(checked)}")
-        seen.add(seed)
-    return checked
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
-    return dict(inspect.signature(type(pipe).__call__).parameters)
-
-
 def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any]) -> None:
     parameters = _call_parameters(pipe)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -263,222 +146,6 @@ def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any]) -> None:
             )
         if name not in parameters and not takes_any:
             raise TypeError(f"{type(pipe).__name__}.__call__ has no parameter {name!r}")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Settings fingerprint (run.json)
-
-
-def _settings_fingerprint(
-    pipe: Any,
-    prompts: list[str] | None,
-    seeds: list[int],
-    *,
-    batch_size: int,
-    negative_prompt: str | None,
-    batch_invariant: bool,
-    deterministic: bool,
-    threads: int,
-    device: torch.device,
-    call_kwargs: dict[str, Any],
-) -> dict[str, Any]:
-    from .mixin import _scheduler_record, vanilla_pipeline_class
-
-    call = {}
-    for name, parameter in _call_parameters(pipe).items():
-        if name == "self" or name in _SET_BY_GENERATE or name in _NOT_SETTINGS:
-            continue
-        if parameter.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
-            continue
-        if name in call_kwargs:
-            call[name] = jsonable(call_kwargs[name])
-        elif parameter.default is not inspect.Parameter.empty:
-            call[name] = jsonable(parameter.default)
-    for name, value in call_kwargs.items():
-        call.setdefault(name, jsonable(value))
-    model = jsonable(pipe._repro_model_record())
-    denoiser = pipe._repro_denoiser()
-    return {
-        "pipeline_class": vanilla_pipeline_class(type(pipe)).__name__,
-        "model": {
-            "type": model.get("type"),
-            "path": model.get("path"),
-            "repo_id": model.get("repo_id"),
-            "revision": model.get("revision"),
-            "weights_digests": {name: record.get("weights_digest") for name, record in model["components"].items()},
-        },
-        "scheduler": jsonable(_scheduler_record(getattr(pipe, "scheduler", None))),
-        "dtype": str(denoiser.dtype) if denoiser is not None else None,
-        "device_type": device.type,
-        "call": call,
-        "negative_prompt": negative_prompt,
-        "batch_size": batch_size,
-        "batch_invariant": batch_invariant,
-        "deterministic": deterministic,
-        "torch_num_threads": threads,
-        "job_order": JOB_ORDER,
-        "prompts": prompts,
-        "seeds": seeds,
-    }
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b.c": leaf}``; lists stay leaves."""
-    if isinstance(value, dict) and value:
-        flat = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-def _settings_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    old, new = _flatten(recorded), _flatten(current)
-    return [
-        f"{key}: {_short(old.get(key), 60)} -> {_short(new.get(key), 60)}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
-    ]
-
-
-def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    run_path = out_dir / RUN_NAME
-    if overwrite or not run_path.exists():
-        return
-    hint = "; rerun with the same settings to resume, or pass overwrite=True (--overwrite) to replace its images"
-    try:
-        data = json.loads(run_path.read_text(encoding="utf-8"))
-        recorded = data["settings"]
-        if data.get("format") != RUN_FORMAT or not isinstance(recorded, dict):
-            raise ValueError("not a diffusers-repro run file")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SettingsMismatchError(f"out_dir {str(out_dir)!r} has an unreadable {RUN_NAME} ({error}){hint}") from None
-    differences = _settings_differences(recorded, settings)
-    if differences:
-        shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
-        raise SettingsMismatchError(
-            f"out_dir {str(out_dir)!r} holds a run made with other settings ({run_path.name}): {shown}{hint}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
-    # Mode 0o666 lets the umask decide the permissions, as for any new file (tempfile would force 0o600).
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _is_leftover(name: str) -> bool:
-    """Files of an interrupted run: per-process manifest parts, and temporary files (ours and `save_image`'s are
-    both hidden ``.<name>.<random>.tmp`` files next to their target)."""
-    return name.startswith(_PART_PREFIX) or (name.startswith(".") and name.endswith(_TEMP_SUFFIX))
-
-
-def _remove_leftovers(out_dir: Path, previous_run_too: bool) -> int:
-    removed = 0
-    for entry in os.scandir(out_dir):
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        name = entry.name
-        if _is_leftover(name) or (previous_run_too and (_JOB_FILE.match(name) or name in (MANIFEST_NAME, RUN_NAME))):
-            Path(entry.path).unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _pixel_digest(path: Path) -> str:
-    from .files import read_image_file
-
-    return read_image_file(path).pixel_digest
-
-
-def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str, fingerprint: str) -> dict[str, Any]:
-    return {
-        "job": job.index,
-        "file": job.file_name,
-        "prompt": job.prompt,
-        "seed": job.seed,
-        "output_digest": record.result.get("output_digest"),
-        "pixel_digest": pixel_digest,
-        "noise_digest": record.result.get("noise_digest"),
-        "fingerprint": fingerprint,
-    }
-
-
-def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any]) -> bool:
-    # Every setting with a value is compared (passed or the pipeline's default); None is skipped, since the record
-    # may hold the value the pipeline resolved (height and width from the model's sample size). The images must
-    # match even when run.json was lost.
-    call = record.call_arguments
-    if record.seed != job.seed or record.seed_source != "seed":
-        return False
-    if job.prompt is not None and call.get("prompt") != job.prompt:
-        return False
-    if call.get("negative_prompt") != settings["negative_prompt"]:
-        return False
-    expected = {name: value for name, value in settings["call"].items() if value is not None}
-    for name, value in {**expected, **passed}.items():
-        if name in call and call[name] != value:
-            return False
-    if bool(record.batch.get("batch_invariant")) != settings["batch_invariant"]:
-        return False
-    if record.recipe.get("scheduler") != settings["scheduler"]:
-        return False
-    if record.environment.get("torch_num_threads") != settings["torch_num_threads"]:
-        return False
-    if not _rng_matches(record, settings["call"].get("rng", "cpu")):
-        return False
-    components = record.recipe.get("model", {}).get("components", {})
-    recorded_digests = {name: item.get("weights_digest") for name, item in components.items()}
-    return recorded_digests == settings["model"]["weights_digests"]
-
-
-def _rng_matches(record: Provenance, rng: Any) -> bool:
-    """The record's noise generators are the ones ``rng`` (a call argument, ``"cpu"`` by default) asks for."""
-    from .cuda_noise import parse_rng
-
-    recorded, wanted = record.recipe.get("rng"), parse_rng(rng)
-    if wanted == "cpu":
-        return recorded is None
-    if not isinstance(recorded, dict) or recorded.get("type") != "cuda":
-        return False
-    return wanted == "cuda" or recorded.get("geometry") == wanted.to_dict()
-
-
-def _verified_line(
-    out_dir: Path, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any]
-) -> dict[str, Any] | None:
-    """The manifest line of a job whose image is complete and intact, else `None` (missing, corrupt, foreign)."""
-    from .files import read_image_file
-    from .fingerprint import fingerprint
-
-    path = out_dir / job.file_name
-    if not path.is_file():
-        return None
-    try:
-        image_file = read_image_file(path)
-    except (ProvenanceError, OSError, ValueError):
-        return None
-    record = image_file.provenance
-    if not _record_matches(record, job, settings, passed):
-        return None
-    # A lossy file's pixels carry the encoder's loss: the digest of the image that was encoded is compared instead.
-    written = image_file.source_pixel_digest if image_file.format != "png" else image_file.pixel_digest
-    if written != record.result.get("output_digest"):
-        return None
-    return _manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -534,19 +201,6 @@ class _FolderProgress:
             self._thread.join()
             self._refresh()
             self.bar.close()
-
-
-def _job_files(out_dir: Path) -> dict[str, tuple[int, int]]:
-    """``{file name: (inode, modification time)}`` of the job images in ``out_dir``."""
-    files = {}
-    for entry in os.scandir(out_dir):
-        if _JOB_FILE.match(entry.name):
-            try:
-                stat = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            files[entry.name] = (stat.st_ino, stat.st_mtime_ns)
-    return files
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -760,14 +414,7 @@ def generate(
             removed = _remove_leftovers(out_dir, previous_run_too=overwrite)
             if removed:
                 log(f"removed {removed} file(s) of an earlier run" if overwrite else f"removed {removed} temp file(s)")
-            run_record = {
-                "format": RUN_FORMAT,
-                "format_version": RUN_FORMAT_VERSION,
-                "settings": settings,
-                "num_jobs": len(jobs),
-                "last_run": {"num_processes": world, "device": str(run_device)},
-            }
-            _write_atomically(out_dir / RUN_NAME, json.dumps(run_record, indent=2, sort_keys=True) + "\n")
+            _write_run_file(out_dir, settings, len(jobs), world, run_device)
         state.wait_for_everyone()
 
         # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
@@ -820,10 +467,7 @@ def generate(
                     lines[job.index] = _manifest_line(job, record, _pixel_digest(path), fingerprint(pixels))
                     generated += 1
                     kill_hook.image_saved()
-            _write_atomically(
-                out_dir / f"{_PART_PREFIX}{rank:05d}.jsonl",
-                "".join(json.dumps(lines[index]) + "\n" for index in sorted(lines)),
-            )
+            _write_manifest_part(out_dir, rank, lines)
             log(f"generated {generated} image(s)")
             state.wait_for_everyone()
 
@@ -883,33 +527,3 @@ def _call(
         batch_invariant=batch_invariant,
         **arguments,
     )
-
-
-def _merge_manifest(
-    out_dir: Path, jobs: list[GenerationJob], settings: dict[str, Any], passed: dict[str, Any], world: int
-) -> None:
-    """Merges the part files into ``manifest.jsonl`` (job order, one line per job) and removes them."""
-    lines: dict[int, dict[str, Any]] = {}
-    parts = sorted(out_dir.glob(f"{_PART_PREFIX}*.jsonl"))
-    for part in parts:
-        for text in part.read_text(encoding="utf-8").splitlines():
-            if text.strip():
-                line = json.loads(text)
-                lines.setdefault(line["job"], line)
-    missing = []
-    for job in jobs:
-        if job.index not in lines:
-            # No part names this job (a part lost on a shared filesystem): the image's own record is the truth.
-            line = _verified_line(out_dir, job, settings, passed)
-            if line is None:
-                missing.append(job.file_name)
-            else:
-                lines[job.index] = line
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} job(s) have no valid image in {str(out_dir)!r} after all {world} process(es) finished: "
-            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-        )
-    _write_atomically(out_dir / MANIFEST_NAME, "".join(json.dumps(lines[job.index]) + "\n" for job in jobs))
-    for part in parts:
-        part.unlink(missing_ok=True)
