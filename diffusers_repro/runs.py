@@ -198,7 +198,8 @@ def _settings_fingerprint(
     device: torch.device,
     call_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    from .mixin import _scheduler_record, vanilla_pipeline_class
+    from .mixin import vanilla_pipeline_class
+    from .recipe import _scheduler_record
 
     call = {}
     for name, parameter in _call_parameters(pipe).items():
