@@ -32,18 +32,12 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from .adapters import (
-    ADAPTER_DIGESTS,
-    adapter_record,
-    lora_layers,
-    lora_source,
-    lora_state,
-)
 from .batching import one_image_at_a_time
 from .concurrency import SETTINGS_LOCK, serialized_per_object
 from .cuda_noise import cuda_generators, parse_rng, refuse_philox_generators
 from .determinism import full_determinism
 from .keywords import check_extra_keywords
+from .lora import _LORA_METHODS, _lora_record, _tracking_lora
 from .noise import _describe_generators, _NoiseProbe
 from .provenance import (
     Provenance,
@@ -84,18 +78,6 @@ _INPUT_IMAGES = ("image", "mask_image")
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
 # Size conditioning that SDXL-style pipelines default to (height, width) when left unset.
 _SIZE_CONDITIONING = ("original_size", "target_size")
-# Pipeline methods that add, remove, rescale, fuse or unfuse LoRA adapters; the Repro class wraps the ones the vanilla
-# class has, to log them and to drop cached digests of the components they changed.
-_LORA_METHODS = (
-    "load_lora_weights",
-    "set_adapters",
-    "delete_adapters",
-    "fuse_lora",
-    "unfuse_lora",
-    "unload_lora_weights",
-    "enable_lora",
-    "disable_lora",
-)
 
 # Pipelines whose models take inputs that `one_image_at_a_time` cannot split per image yet, and why.
 _BATCH_INVARIANT_UNSUPPORTED = {
@@ -109,20 +91,6 @@ def vanilla_pipeline_class(cls: type) -> type[DiffusionPipeline]:
         if issubclass(base, DiffusionPipeline) and not issubclass(base, ReproducibleMixin):
             return base
     raise TypeError(f"{cls.__name__} is not a diffusers DiffusionPipeline subclass")
-
-
-def _tracking_lora(name: str, method: Callable) -> Callable:
-    """Wraps a vanilla LoRA method: logs the operation and drops the digests it made stale."""
-    signature = inspect.signature(method)
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        before = lora_state(self)
-        result = method(self, *args, **kwargs)
-        self._repro_lora_changed(name, signature.bind(self, *args, **kwargs), before)
-        return result
-
-    return wrapper
 
 
 class ReproducibleMixin:
@@ -252,93 +220,6 @@ class ReproducibleMixin:
         config["_class_name"] = vanilla_pipeline_class(type(self)).__name__
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
-    # ---------------------------------------------------------------------------------------------------- LoRA
-
-    def _repro_lora_changed(self, name: str, bound: inspect.BoundArguments, before: dict[str, Any]) -> None:
-        """Called after a wrapped LoRA method: drop stale digests, log the operation."""
-        after = lora_state(self)
-        for component_name in {*before, *after}:
-            old, new = before.get(component_name, {}), after.get(component_name, {})
-            component = old.get("component", new.get("component"))
-            ADAPTER_DIGESTS.pop(component, None)
-            merged_before, merged_after = old.get("merged", []), new.get("merged", [])
-            # Fusing or unfusing rewrites the base weights; unloading keeps whatever was fused into them. Either way
-            # the cached digest (maybe of the files loaded) no longer describes the tensors: digest them again.
-            if merged_before != merged_after or (name == "unload_lora_weights" and merged_before):
-                _COMPONENT_DIGESTS.pop(component, None)
-        # Defaults included: the log must say what fuse_lora() did (lora_scale, components), not only what was passed.
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        arguments.pop("self", None)
-        operation: dict[str, Any] = {"op": name}
-        weights = dict(self._repro_adapter_weights or {})
-        if name == "load_lora_weights":
-            names_before = {a for state in before.values() for a in state["adapters"]}
-            loaded = sorted({a for state in after.values() for a in state["adapters"]} - names_before)
-            operation.update(
-                adapter_name=arguments.get("adapter_name"),
-                adapter_names=loaded,
-                source=lora_source(arguments),
-                hotswap=bool(arguments.get("hotswap", False)),
-                kwargs=jsonable(arguments.get("kwargs") or {}),
-            )
-            weights.update({adapter: 1.0 for adapter in loaded})
-        else:
-            operation.update({k: jsonable(v) for k, v in arguments.items()})
-        if name == "set_adapters":
-            names = arguments.get("adapter_names")
-            names = [names] if isinstance(names, str) else list(names)
-            values = arguments.get("adapter_weights")
-            values = [values] * len(names) if not isinstance(values, (list, tuple)) else list(values)
-            weights.update(
-                {adapter: jsonable(1.0 if v is None else v) for adapter, v in zip(names, values, strict=True)}
-            )
-        remaining = {a for state in after.values() for a in state["adapters"]}
-        self._repro_adapter_weights = {a: w for a, w in weights.items() if a in remaining}
-        self._repro_lora_operations = (*self._repro_lora_operations, operation)
-
-    def _repro_lora_record(self) -> dict[str, Any] | None:
-        """Adapters as they are now (digests, rank, scales, fusion), and the LoRA operations that led there."""
-        state = lora_state(self)
-        if not state and not self._repro_lora_operations:
-            return None
-        weights = self._repro_adapter_weights or {}
-        sources = {}
-        for operation in self._repro_lora_operations:
-            if operation["op"] == "load_lora_weights":
-                sources.update({adapter: operation["source"] for adapter in operation["adapter_names"]})
-        adapters: dict[str, Any] = {}
-        active: list[str] = []
-        enabled = True
-        for component_name, component_state in state.items():
-            component = component_state["component"]
-            layers = lora_layers(component)
-            scalings: dict[str, set[float]] = {}
-            for layer in layers:
-                enabled = enabled and not getattr(layer, "disable_adapters", False)
-                for adapter in layer.active_adapters:
-                    if adapter not in active:
-                        active.append(adapter)
-                for adapter, value in getattr(layer, "scaling", {}).items():
-                    scalings.setdefault(adapter, set()).add(float(value))
-            for adapter in component_state["adapters"]:
-                entry = adapters.setdefault(
-                    adapter,
-                    {"weight": weights.get(adapter, 1.0), "source": sources.get(adapter), "components": {}},
-                )
-                entry["components"][component_name] = {
-                    **adapter_record(component, adapter),
-                    # Effective multipliers of the adapter's layers: lora_alpha / rank x the set_adapters weight.
-                    "scaling": sorted(scalings.get(adapter, ())),
-                    "fused": adapter in component_state["merged"],
-                }
-        return {
-            "active_adapters": active,
-            "enabled": enabled,
-            "adapters": adapters,
-            "operations": [dict(operation) for operation in self._repro_lora_operations],
-        }
-
     # ---------------------------------------------------------------------------------------------------- batches
 
     def _repro_effective_batch(self, arguments: dict[str, Any]) -> tuple[int, int, str]:
@@ -453,7 +334,7 @@ class ReproducibleMixin:
             components[name] = _component_record(component)
         source = self._repro_source or {"type": "in-memory", "path": None, "repo_id": None, "revision": None}
         record = {**source, "name_or_path": jsonable(self.config.get("_name_or_path")), "components": components}
-        lora = self._repro_lora_record()
+        lora = _lora_record(self)
         if lora is not None:
             record["lora"] = lora
         return record
