@@ -35,7 +35,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from .runs import (
     GenerationJob,
     SettingsMismatchError,
     _call_parameters,
+    _check_existing,
     _check_positive_int,
     _check_prompts,
     _check_seeds,
@@ -61,7 +62,6 @@ from .runs import (
     _remove_leftovers,
     _settings_fingerprint,
     _short,
-    _verified_line,
     _write_manifest_part,
     _write_run_file,
     job_file_name,
@@ -343,33 +343,20 @@ def generate(
     """
     from accelerate.utils import broadcast_object_list, gather_object
 
-    from .files import check_save_options, image_suffix, save_image, to_pil_image
-    from .fingerprint import fingerprint
-    from .mixin import ReproducibleMixin
+    from .files import check_save_options, image_suffix
 
-    if not isinstance(pipe, ReproducibleMixin):
-        raise TypeError(
-            f"pipe must be a Repro pipeline (a ReproducibleMixin subclass such as ReproStableDiffusionPipeline), got "
-            f"{type(pipe).__name__}"
-        )
-    takes_prompt = "prompt" in _call_parameters(pipe)
-    if takes_prompt and prompts is None:
-        raise ValueError(f"prompts must hold at least one prompt for {type(pipe).__name__}, got None")
-    if not takes_prompt and prompts is not None:
-        raise ValueError(f"{type(pipe).__name__} takes no prompt, so prompts must be None, got {_short(prompts)}")
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise TypeError(f"negative_prompt must be a string or None, got {_short(negative_prompt)}")
-    for name, value in (("overwrite", overwrite), ("batch_invariant", batch_invariant)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool, got {value!r}")
-    if not isinstance(deterministic, bool):
-        raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
-    if threads is not None:
-        _check_positive_int("threads", threads)
-    _check_positive_int("batch_size", batch_size)
-    _check_call_kwargs(pipe, call_kwargs)
-    prompts = _check_prompts(prompts)
-    seeds = _check_seeds(seeds)
+    prompts, seeds = _check_arguments(
+        pipe,
+        prompts,
+        seeds,
+        negative_prompt,
+        overwrite,
+        batch_invariant,
+        deterministic,
+        threads,
+        batch_size,
+        call_kwargs,
+    )
     format, quality, identity = check_save_options(format, quality, sign)
     jobs = [dataclasses.replace(job, suffix=image_suffix(format)) for job in make_jobs(prompts, seeds)]
     batches = micro_batches(jobs, batch_size)
@@ -406,31 +393,11 @@ def generate(
             # Other file names and other bits on disk: a run in another format is another run.
             settings["image_format"] = {"format": format, "quality": quality}
         passed = {name: jsonable(value) for name, value in call_kwargs.items()}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # Every process reads the same run.json before the main process rewrites it, so all decide alike.
-        _check_settings(out_dir, settings, overwrite)
-        state.wait_for_everyone()
-        if state.is_main_process:
-            removed = _remove_leftovers(out_dir, previous_run_too=overwrite)
-            if removed:
-                log(f"removed {removed} file(s) of an earlier run" if overwrite else f"removed {removed} temp file(s)")
-            _write_run_file(out_dir, settings, len(jobs), world, run_device)
-        state.wait_for_everyone()
+        _prepare_run_folder(state, out_dir, settings, overwrite, len(jobs), run_device, log)
 
         # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
         # still need work are dealt out afresh, so resumed work is shared evenly too.
-        lines: dict[int, dict[str, Any]] = {}
-        my_pending = []
-        for batch_index in range(rank, len(batches), world):
-            missing = []
-            for job in batches[batch_index]:
-                line = _verified_line(out_dir, job, settings, passed)
-                if line is None:
-                    missing.append(job.index)
-                else:
-                    lines[job.index] = line
-            if missing:
-                my_pending.append((batch_index, missing))
+        lines, my_pending = _check_existing(out_dir, batches, range(rank, len(batches), world), settings, passed)
         # Taken before the gather below, so before any process starts writing images.
         before_generation = _job_files(out_dir) if state.is_main_process and progress else {}
         pending = sorted(gather_object(my_pending))
@@ -452,37 +419,24 @@ def generate(
         )
         with progress_bar:
             for batch_index, missing in mine:
-                to_write = set(missing)
-                batch = batches[batch_index]
-                # Outside batch-invariant mode a job's bits depend on its whole micro-batch: recompute all of it.
-                call_jobs = [job for job in batch if job.index in to_write] if batch_invariant else batch
-                output = _call(pipe, call_jobs, negative_prompt, batch_invariant, deterministic, call_kwargs)
-                for job, image, record in zip(call_jobs, output.images, output.provenance, strict=True):
-                    if job.index not in to_write:
-                        continue
-                    path = save_image(
-                        image, out_dir / job.file_name, record, format=format, quality=quality, sign=identity or False
-                    )
-                    pixels = to_pil_image(image)
-                    lines[job.index] = _manifest_line(job, record, _pixel_digest(path), fingerprint(pixels))
-                    generated += 1
-                    kill_hook.image_saved()
+                generated += _generate_batch(
+                    pipe,
+                    batches[batch_index],
+                    set(missing),
+                    lines,
+                    out_dir,
+                    kill_hook,
+                    negative_prompt=negative_prompt,
+                    batch_invariant=batch_invariant,
+                    deterministic=deterministic,
+                    call_kwargs=call_kwargs,
+                    save_options={"format": format, "quality": quality, "sign": identity or False},
+                )
             _write_manifest_part(out_dir, rank, lines)
             log(f"generated {generated} image(s)")
             state.wait_for_everyone()
 
-        merge_error = None
-        if state.is_main_process:
-            try:
-                _merge_manifest(out_dir, jobs, settings, passed, world)
-            except Exception as error:
-                merge_error = error
-        # The other processes learn of a failed merge instead of waiting for the main process forever.
-        failure = broadcast_object_list([None if merge_error is None else str(merge_error)])[0]
-        if merge_error is not None:
-            raise merge_error
-        if failure is not None:
-            raise RuntimeError(f"the main process could not write the manifest: {failure}")
+        _merge_on_main_process(state, out_dir, jobs, settings, passed)
         counts = gather_object([generated])
         state.wait_for_everyone()
     finally:
@@ -499,6 +453,122 @@ def generate(
         num_processes=world,
         torch_num_threads=threads,
     )
+
+
+def _check_arguments(
+    pipe: Any,
+    prompts: Any,
+    seeds: Any,
+    negative_prompt: Any,
+    overwrite: Any,
+    batch_invariant: Any,
+    deterministic: Any,
+    threads: Any,
+    batch_size: Any,
+    call_kwargs: dict[str, Any],
+) -> tuple[list[str] | None, list[int]]:
+    """Checks `generate`'s arguments before any work; returns the prompts and seeds as lists."""
+    from .mixin import ReproducibleMixin
+
+    if not isinstance(pipe, ReproducibleMixin):
+        raise TypeError(
+            f"pipe must be a Repro pipeline (a ReproducibleMixin subclass such as ReproStableDiffusionPipeline), got "
+            f"{type(pipe).__name__}"
+        )
+    takes_prompt = "prompt" in _call_parameters(pipe)
+    if takes_prompt and prompts is None:
+        raise ValueError(f"prompts must hold at least one prompt for {type(pipe).__name__}, got None")
+    if not takes_prompt and prompts is not None:
+        raise ValueError(f"{type(pipe).__name__} takes no prompt, so prompts must be None, got {_short(prompts)}")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise TypeError(f"negative_prompt must be a string or None, got {_short(negative_prompt)}")
+    for name, value in (("overwrite", overwrite), ("batch_invariant", batch_invariant)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+    if not isinstance(deterministic, bool):
+        raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
+    if threads is not None:
+        _check_positive_int("threads", threads)
+    _check_positive_int("batch_size", batch_size)
+    _check_call_kwargs(pipe, call_kwargs)
+    prompts = _check_prompts(prompts)
+    seeds = _check_seeds(seeds)
+    return prompts, seeds
+
+
+def _prepare_run_folder(
+    state: Any,
+    out_dir: Path,
+    settings: dict[str, Any],
+    overwrite: bool,
+    num_jobs: int,
+    run_device: torch.device,
+    log: Callable[[str], None],
+) -> None:
+    """Refuses a folder with other settings, then the main process clears leftovers and writes ``run.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Every process reads the same run.json before the main process rewrites it, so all decide alike.
+    _check_settings(out_dir, settings, overwrite)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        removed = _remove_leftovers(out_dir, previous_run_too=overwrite)
+        if removed:
+            log(f"removed {removed} file(s) of an earlier run" if overwrite else f"removed {removed} temp file(s)")
+        _write_run_file(out_dir, settings, num_jobs, state.num_processes, run_device)
+    state.wait_for_everyone()
+
+
+def _generate_batch(
+    pipe: Any,
+    batch: list[GenerationJob],
+    to_write: set[int],
+    lines: dict[int, dict[str, Any]],
+    out_dir: Path,
+    kill_hook: _KillHook,
+    *,
+    negative_prompt: str | None,
+    batch_invariant: bool,
+    deterministic: bool,
+    call_kwargs: dict[str, Any],
+    save_options: dict[str, Any],
+) -> int:
+    """Makes one micro-batch and saves the images of the jobs in ``to_write``; returns how many it saved."""
+    from .files import save_image, to_pil_image
+    from .fingerprint import fingerprint
+
+    generated = 0
+    # Outside batch-invariant mode a job's bits depend on its whole micro-batch: recompute all of it.
+    call_jobs = [job for job in batch if job.index in to_write] if batch_invariant else batch
+    output = _call(pipe, call_jobs, negative_prompt, batch_invariant, deterministic, call_kwargs)
+    for job, image, record in zip(call_jobs, output.images, output.provenance, strict=True):
+        if job.index not in to_write:
+            continue
+        path = save_image(image, out_dir / job.file_name, record, **save_options)
+        pixels = to_pil_image(image)
+        lines[job.index] = _manifest_line(job, record, _pixel_digest(path), fingerprint(pixels))
+        generated += 1
+        kill_hook.image_saved()
+    return generated
+
+
+def _merge_on_main_process(
+    state: Any, out_dir: Path, jobs: list[GenerationJob], settings: dict[str, Any], passed: dict[str, Any]
+) -> None:
+    """The main process writes the manifest; every process raises if that failed."""
+    from accelerate.utils import broadcast_object_list
+
+    merge_error = None
+    if state.is_main_process:
+        try:
+            _merge_manifest(out_dir, jobs, settings, passed, state.num_processes)
+        except Exception as error:
+            merge_error = error
+    # The other processes learn of a failed merge instead of waiting for the main process forever.
+    failure = broadcast_object_list([None if merge_error is None else str(merge_error)])[0]
+    if merge_error is not None:
+        raise merge_error
+    if failure is not None:
+        raise RuntimeError(f"the main process could not write the manifest: {failure}")
 
 
 def _call(

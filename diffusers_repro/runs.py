@@ -459,3 +459,27 @@ def _write_manifest_part(out_dir: Path, rank: int, lines: dict[int, dict[str, An
         out_dir / f"{_PART_PREFIX}{rank:05d}.jsonl",
         "".join(json.dumps(lines[index]) + "\n" for index in sorted(lines)),
     )
+
+
+def _check_existing(
+    out_dir: Path,
+    batches: list[list[GenerationJob]],
+    batch_indices: Iterable[int],
+    settings: dict[str, Any],
+    passed: dict[str, Any],
+) -> tuple[dict[int, dict[str, Any]], list[tuple[int, list[int]]]]:
+    """The manifest lines of the jobs of ``batches[batch_indices]`` whose images are complete and intact, and per
+    micro-batch the jobs still to make: ``(lines, [(batch index, [job index, ...]), ...])``."""
+    lines: dict[int, dict[str, Any]] = {}
+    pending = []
+    for batch_index in batch_indices:
+        missing = []
+        for job in batches[batch_index]:
+            line = _verified_line(out_dir, job, settings, passed)
+            if line is None:
+                missing.append(job.index)
+            else:
+                lines[job.index] = line
+        if missing:
+            pending.append((batch_index, missing))
+    return lines, pending
