@@ -27,7 +27,15 @@ import PIL.Image
 
 from .provenance import Provenance, ProvenanceError, image_digest
 
-__all__ = ["DEFAULT_QUALITY", "LOSSY_FORMATS", "XMP_NAMESPACE", "encode_lossy", "read_lossy_image", "sniff_format"]
+__all__ = [
+    "DEFAULT_QUALITY",
+    "LOSSY_FORMATS",
+    "MAX_XMP_BYTES",
+    "XMP_NAMESPACE",
+    "encode_lossy",
+    "read_lossy_image",
+    "sniff_format",
+]
 
 LOSSY_FORMATS = ("jpeg", "webp")
 """The lossy formats `save_image` writes."""
@@ -38,9 +46,13 @@ DEFAULT_QUALITY = 95
 XMP_NAMESPACE = "urn:diffusers-repro:xmp:1"
 """XML namespace of the ``record`` and ``pixels`` XMP properties."""
 
+MAX_XMP_BYTES = 4 << 20
+"""Longest XMP packet read: room for the longest record the schema reads (1 MiB of JSON) with XML escaping."""
+
 # A JPEG APP1 segment holds at most 65533 bytes, of which 29 name the XMP namespace.
 _MAX_JPEG_XMP = 65504
 _PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+_MAX_PIXEL_RECORD_CHARS = 4096
 
 
 def sniff_format(path: str | os.PathLike) -> str | None:
@@ -107,9 +119,13 @@ def _xmp_properties(path: Path, xmp: Any) -> dict[str, str]:
     from .files import ImageProvenanceError
 
     if isinstance(xmp, bytes):
+        if len(xmp) > MAX_XMP_BYTES:
+            raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
         xmp = xmp.decode("utf-8", errors="replace")
     if not isinstance(xmp, str) or not xmp:
         return {}
+    if len(xmp) > MAX_XMP_BYTES:
+        raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
     try:
         root = ElementTree.fromstring(xmp)
     except ElementTree.ParseError as error:
@@ -131,8 +147,37 @@ def _infotext(exif: Any) -> str | None:
     try:
         comment = piexif.load(exif).get("Exif", {}).get(piexif.ExifIFD.UserComment)
         return piexif.helper.UserComment.load(comment) if isinstance(comment, bytes) else None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, piexif.InvalidImageDataError):
+    except Exception:  # noqa: BLE001 - piexif parses by hand: struct, index and decode errors alike
         return None
+
+
+def _decode(path: Path, format: str) -> tuple[dict[str, Any], PIL.Image.Image]:
+    """The file's info (XMP, EXIF) and pixels; the size is checked before any pixel is decoded."""
+    from .files import MAX_FILE_PIXELS, ImageProvenanceError
+
+    try:
+        image = PIL.Image.open(path, formats=[_PIL_FORMATS[format]])
+    except Exception as error:  # noqa: BLE001 - any file is hostile: PIL's every failure (bombs too) is a damaged file
+        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_FILE_PIXELS:
+            raise ImageProvenanceError(
+                f"{path} is {width}x{height} pixels, more than the {MAX_FILE_PIXELS} pixels diffusers-repro reads",
+                path,
+            )
+        try:
+            image.load()
+            return dict(image.info), image.copy()
+        except Exception as error:  # noqa: BLE001 - truncated data, decoder and memory errors alike
+            raise ImageProvenanceError(
+                f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path
+            ) from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:200]
+    return text or type(error).__name__
 
 
 def read_lossy_image(path: str | os.PathLike) -> Any:
@@ -159,13 +204,7 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     format = sniff_format(path)
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            info = dict(image.info)
-            pixels = image.copy()
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageProvenanceError(f"{path} is a damaged {str(format).upper()} file: {error}", path) from None
+    info, pixels = _decode(path, format)
     properties = _xmp_properties(path, info.get("xmp"))
     infotext = _infotext(info.get("exif"))
     if "record" not in properties:
@@ -182,15 +221,21 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
     source_digest = None
     if "pixels" in properties:
         try:
+            if len(properties["pixels"]) > _MAX_PIXEL_RECORD_CHARS:
+                raise ValueError("too long")
             pixel_record = json.loads(properties["pixels"])
-            source_digest = pixel_record.get("source_pixel_digest") if isinstance(pixel_record, dict) else None
-        except json.JSONDecodeError:
-            raise ImageProvenanceError(f"{path}: the XMP pixel record is not JSON", path) from None
+        except (ValueError, RecursionError):
+            raise ImageProvenanceError(f"{path}: the XMP pixel record is not a JSON object", path) from None
+        source_digest = pixel_record.get("source_pixel_digest") if isinstance(pixel_record, dict) else None
+    try:
+        digest = image_digest(pixels)
+    except Exception as error:  # noqa: BLE001 - an odd mode numpy cannot take
+        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
     return ProvenanceImage(
         path=path,
         provenance=provenance,
         image=pixels,
-        pixel_digest=image_digest(pixels),
+        pixel_digest=digest,
         stored_pixel_digest=None,
         infotext=infotext,
         format=format or "jpeg",

@@ -680,9 +680,9 @@ def _open_png(path: Path) -> PIL.Image.Image:
     except IsADirectoryError:
         raise ImageProvenanceError(f"{path} is a folder, expected a PNG file", path) from None
     if head != _PNG_SIGNATURE:
-        what = "it is empty" if not head else f"it starts with {head[:4]!r}, not the PNG signature"
+        what = "it is empty" if not head else f"it starts with {head[:4]!r}"
         raise ImageProvenanceError(
-            f"{path} is not a PNG file ({what}); diffusers-repro records are stored in PNG files", path
+            f"{path} is not a PNG, JPEG or WebP file ({what}); diffusers-repro reads PNG, JPEG and WebP files", path
         )
     try:
         image = PIL.Image.open(path, formats=["PNG"])
