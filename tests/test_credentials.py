@@ -235,6 +235,18 @@ def test_a_manifest_that_does_not_parse_is_an_error_naming_the_file(output, tmp_
         read_credentials(path)
 
 
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_a_record_assertion_longer_than_its_box_is_an_error_naming_the_file(output, tmp_path, format):
+    # The record's CBOR text claims 8 KiB more than its box holds: c2pa-python's Reader raises KeyError, not C2paError.
+    path = save(output, tmp_path, format)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"frecordy") + len(b"frecordy")
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+    with pytest.raises(CredentialsError, match=rf"^{path}: its Content Credentials cannot be read: "):
+        read_credentials(path)
+
+
 def test_a_file_c2pa_cannot_read_is_an_error_naming_it(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not an image")
