@@ -181,7 +181,7 @@ def _fingerprints_in(folder: Path) -> dict[Path, str]:
         for text in lines:
             try:
                 line = json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # a line from anyone: broken or nested past the parser's depth
                 continue
             value, name = (line.get("fingerprint"), line.get("file")) if isinstance(line, dict) else (None, None)
             if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and isinstance(name, str):
@@ -190,6 +190,8 @@ def _fingerprints_in(folder: Path) -> dict[Path, str]:
                     found[path] = value
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in _IMAGE_SUFFIXES or path.name.startswith(".") or path in found:
+            continue
+        if not path.is_file():  # a named pipe would wait forever
             continue
         try:
             found[path] = fingerprint(path)
