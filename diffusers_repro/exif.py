@@ -32,8 +32,10 @@ __all__ = [
     "LOSSY_FORMATS",
     "MAX_XMP_BYTES",
     "XMP_NAMESPACE",
+    "decode_lossy",
     "encode_lossy",
     "read_lossy_image",
+    "read_xmp_properties",
     "sniff_format",
 ]
 
@@ -151,8 +153,12 @@ def _infotext(exif: Any) -> str | None:
         return None
 
 
-def _decode(path: Path, format: str) -> tuple[dict[str, Any], PIL.Image.Image]:
-    """The file's info (XMP, EXIF) and pixels; the size is checked before any pixel is decoded."""
+def decode_lossy(path: Path, format: str) -> tuple[dict[str, Any], PIL.Image.Image]:
+    """A JPEG or WebP file's info (XMP, EXIF) and pixels; its size is checked before any pixel is decoded.
+
+    Raises:
+        `ImageProvenanceError`: a damaged file, or one past `diffusers_repro.files.MAX_FILE_PIXELS`.
+    """
     from .files import MAX_FILE_PIXELS, ImageProvenanceError
 
     try:
@@ -180,6 +186,25 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def read_xmp_properties(path: str | os.PathLike) -> dict[str, str]:
+    """The ``record`` and ``pixels`` XMP properties of a JPEG or WebP as they are, unparsed: what a file that fails
+    the schema carries.
+
+    Raises the same errors as `read_lossy_image` for a file that cannot be decoded or an XMP packet that is not XML.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.exif import read_xmp_properties
+    >>> sorted(read_xmp_properties("outputs/00000-seed42.jpg"))  # doctest: +SKIP
+    ['pixels', 'record']
+    ```
+    """
+    path = Path(path)
+    info, _ = decode_lossy(path, sniff_format(path) or "jpeg")
+    return _xmp_properties(path, info.get("xmp"))
+
+
 def read_lossy_image(path: str | os.PathLike) -> Any:
     """Reads a JPEG or WebP written by `save_image`: record, pixels, pixel record and infotext.
 
@@ -204,7 +229,7 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     format = sniff_format(path)
-    info, pixels = _decode(path, format)
+    info, pixels = decode_lossy(path, format)
     properties = _xmp_properties(path, info.get("xmp"))
     infotext = _infotext(info.get("exif"))
     if "record" not in properties:

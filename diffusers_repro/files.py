@@ -834,7 +834,8 @@ def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
 
 
 def read_pixels(path: str | os.PathLike) -> np.ndarray:
-    """The pixels of a PNG as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance or not.
+    """The pixels of a PNG, JPEG or WebP as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance
+    or not.
 
     Example:
 
@@ -844,7 +845,12 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     (64, 64, 3)
     ```
     """
+    from .exif import decode_lossy
+
     path = Path(path)
+    format = sniff_format(path)
+    if format is not None:
+        return np.asarray(decode_lossy(path, format)[1]).copy()
     with _open_png(path) as image:
         try:
             return np.asarray(image).copy()
