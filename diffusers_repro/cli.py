@@ -448,14 +448,19 @@ def _image_files(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # Regular files only: opening a named pipe that ends in .png would wait forever.
             found = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
             )
             if not found:
                 raise UsageError(f"{str(path)!r} is a folder without image files (.png, .jpg, .jpeg, .webp)")
             files.extend(found)
-        elif path.exists():
+        elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise UsageError(f"{str(path)!r} is not a regular file or a folder")
         else:
             raise UsageError(f"{str(path)!r}: no such file or folder")
     return files
@@ -577,11 +582,13 @@ def _replay_limits(args: argparse.Namespace) -> Any:
 
 
 def _refusal_types() -> tuple[type[BaseException], ...]:
+    from .identity import CredentialsError
     from .limits import LimitExceededError
     from .provenance import ProvenanceError
     from .replay import ReproductionError
 
-    return (ProvenanceError, ReproductionError, LimitExceededError)
+    # CredentialsError: a manifest that does not parse refuses its own file, not the whole run.
+    return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError)
 
 
 def _reason(path: Path, error: BaseException) -> str:
@@ -873,21 +880,24 @@ def _inspect_lines(image_file: Any) -> list[str]:
 
 def _inspect(args: argparse.Namespace) -> int:
     from .credentials import file_credentials
+    from .exif import read_xmp_properties, sniff_format
     from .files import PROVENANCE_KEY, read_text_chunks
     from .provenance import ProvenanceError
 
     try:
         image_file = _read_image(args.path)
     except ProvenanceError as error:
-        chunks = read_text_chunks(args.path) if args.path.exists() else {}
-        if PROVENANCE_KEY not in chunks:
-            raise  # not a PNG, or no record: nothing to show
+        lossy = sniff_format(args.path) is not None
+        read_raw = read_xmp_properties if lossy else read_text_chunks
+        chunks = read_raw(args.path) if args.path.exists() else {}
+        if ("record" if lossy else PROVENANCE_KEY) not in chunks:
+            raise  # not an image, or no record: nothing to show
         # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
         print(f"file:            {_printable(str(args.path))}")
         print(f"refused:         {_reason(args.path, error)}")
         for key, text in chunks.items():
             shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
-            print(f"chunk {_printable(key)!r}: {_printable(shown)}")
+            print(f"{'xmp' if lossy else 'chunk'} {_printable(key)!r}: {_printable(shown)}")
         return 1
     credentials = file_credentials(image_file, args.trust)
     if args.json:

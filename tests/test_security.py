@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import struct
 
 import numpy as np
 import PIL.Image
@@ -303,3 +305,99 @@ def test_inspect_of_a_hostile_file_shows_it_escaped_and_runs_nothing(alone, tmp_
     lines = out.splitlines()
     assert lines[1].startswith("refused:         provenance record: recipe.model.lora.operations[0].op must be one of")
     assert "\x1b" not in out and "\\x1b[2Jcleared\\nSteps: 2" in out and "got 'push_to_hub'" in out
+
+
+# ------------------------------------------------------------------------------------------ hostile JPEG and WebP
+
+
+def _jpeg_claiming_size(path, record_json, width, height):
+    """A JPEG with a record whose frame header claims ``width x height`` pixels: a decompression bomb."""
+    from diffusers_repro.exif import _xmp_packet
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8)).save(buffer, format="JPEG", xmp=_xmp_packet(record_json, "{}"))
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _manifest_longer_than_its_box(path):
+    data = bytearray(path.read_bytes())
+    data[data.index(b"frecordy") + len(b"frecordy")] ^= 0x20
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_verify_of_a_folder_of_hostile_files_refuses_each_and_goes_on(alone, tmp_path, capsys):
+    folder = tmp_path / "from-anyone"
+    folder.mkdir()
+    record_json = alone.provenance[0].to_json()
+    bomb = _jpeg_claiming_size(folder / "a-bomb.jpg", record_json, 12000, 12000)
+    manifest = _manifest_longer_than_its_box(
+        save_image(alone.images[0], folder / "b-manifest.jpg", alone.provenance[0], format="jpeg")
+    )
+    empty = folder / "c-empty.webp"
+    empty.write_bytes(b"")
+    good = save_image(alone.images[0], folder / "d-good.png", alone.provenance[0])
+    code, out, err = run(capsys, "verify", folder)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert lines[0] == f"{bomb}: refused: is 12000x12000 pixels, more than the 67108864 pixels diffusers-repro reads"
+    assert lines[1].startswith(f"{manifest}: refused: its Content Credentials cannot be read: ")
+    assert lines[2] == (
+        f"{empty}: refused: is not a PNG, JPEG or WebP file (it is empty); diffusers-repro reads PNG, JPEG and WebP "
+        "files"
+    )
+    assert lines[3] == f"{good}: bitwise"
+    assert lines[-1].startswith("4 image(s): 1 bitwise, 0 close, 0 different, 3 refused; FAILED")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_verify_and_find_skip_what_is_not_a_regular_file(alone, tmp_path, capsys):
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    good = save_image(alone.images[0], folder / "a.png", alone.provenance[0])
+    os.mkfifo(folder / "b.png")  # opening it would wait forever for a writer
+    code, out, _ = run(capsys, "verify", folder)
+    assert code == 0 and out.splitlines()[0] == f"{good}: bitwise"
+    code, out, _ = run(capsys, "find", good, folder)
+    assert code == 0 and out.splitlines() == [f"{good}  similarity 1.000"]
+
+
+def test_find_in_a_folder_of_hostile_files_names_the_match(alone, tmp_path, capsys):
+    folder = tmp_path / "from-anyone"
+    folder.mkdir()
+    _jpeg_claiming_size(folder / "bomb.jpg", alone.provenance[0].to_json(), 65000, 65000)
+    _jpeg_claiming_size(folder / "large.jpg", alone.provenance[0].to_json(), 12000, 12000)
+    (folder / "manifest.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n{}\n[1]\n")
+    (folder / "notes.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    good = save_image(alone.images[0], folder / "good.png", alone.provenance[0])
+    code, out, err = run(capsys, "find", good, folder)
+    assert (code, err, out.splitlines()) == (0, "", [f"{good}  similarity 1.000"])
+
+
+def test_verify_report_of_lossy_files_shows_them(alone, tmp_path, capsys):
+    paths = [
+        save_image(alone.images[0], tmp_path / f"a.{suffix}", alone.provenance[0], format=format)
+        for format, suffix in (("jpeg", "jpg"), ("webp", "webp"))
+    ]
+    report = tmp_path / "report.html"
+    code, out, err = run(capsys, "verify", *paths, "--report", report)
+    assert (code, err) == (0, "")
+    assert report.read_text().count('<img src="data:image/') >= 2
+
+
+def test_inspect_of_a_jpeg_whose_record_does_not_fit_shows_it_escaped(alone, tmp_path, capsys, monkeypatch):
+    from diffusers_repro.exif import _xmp_packet
+
+    data = _edited(alone, lambda d: d["recipe"]["model"].update(lora={"operations": [{"op": "push_to_hub"}]}))
+    path = tmp_path / "hostile.jpg"
+    PIL.Image.new("RGB", (8, 8)).save(path, format="JPEG", xmp=_xmp_packet(json.dumps(data), "{}"))
+    monkeypatch.setattr(ReproStableDiffusionPipeline, "__call__", lambda *a, **k: pytest.fail("ran a pipeline"))
+    code, out, err = run(capsys, "inspect", path)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert lines[1].startswith("refused:         provenance record: recipe.model.lora.operations[0].op must be one of")
+    assert lines[2].startswith("xmp 'record': {") and "push_to_hub" in lines[2]
