@@ -36,6 +36,7 @@ __all__ = [
     "encode_lossy",
     "read_lossy_image",
     "read_xmp_properties",
+    "reencoded_pixels",
     "sniff_format",
 ]
 
@@ -186,6 +187,30 @@ def _one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def reencoded_pixels(image: PIL.Image.Image, format: str, quality: int) -> Any:
+    """The pixels a reader gets back from ``image`` encoded as ``format`` at ``quality``, as `save_image` encodes it.
+
+    Pillow's encoders are deterministic for one Pillow build, so a lossy file whose pixels equal these holds exactly
+    the picture its record makes, whoever signed it.
+
+    Example:
+
+    ```py
+    >>> import PIL.Image
+    >>> from diffusers_repro.exif import reencoded_pixels
+    >>> reencoded_pixels(PIL.Image.new("RGB", (8, 8)), "jpeg", 95).shape
+    (8, 8, 3)
+    ```
+    """
+    import numpy as np
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=_PIL_FORMATS[format], quality=quality)
+    buffer.seek(0)
+    with PIL.Image.open(buffer, formats=[_PIL_FORMATS[format]]) as decoded:
+        return np.asarray(decoded).copy()
+
+
 def read_xmp_properties(path: str | os.PathLike) -> dict[str, str]:
     """The ``record`` and ``pixels`` XMP properties of a JPEG or WebP as they are, unparsed: what a file that fails
     the schema carries.
@@ -243,7 +268,7 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
         provenance = Provenance.from_json(properties["record"], source=str(path))
     except ProvenanceError as error:
         raise ImageProvenanceError(str(error), path) from None
-    source_digest = None
+    source_digest = quality = None
     if "pixels" in properties:
         try:
             if len(properties["pixels"]) > _MAX_PIXEL_RECORD_CHARS:
@@ -251,7 +276,9 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
             pixel_record = json.loads(properties["pixels"])
         except (ValueError, RecursionError):
             raise ImageProvenanceError(f"{path}: the XMP pixel record is not a JSON object", path) from None
-        source_digest = pixel_record.get("source_pixel_digest") if isinstance(pixel_record, dict) else None
+        if isinstance(pixel_record, dict):
+            source_digest = pixel_record.get("source_pixel_digest")
+            quality = pixel_record.get("quality")
     try:
         digest = image_digest(pixels)
     except Exception as error:  # noqa: BLE001 - an odd mode numpy cannot take
@@ -265,4 +292,7 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
         infotext=infotext,
         format=format or "jpeg",
         source_pixel_digest=source_digest if isinstance(source_digest, str) else None,
+        quality=quality
+        if isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100
+        else None,
     )

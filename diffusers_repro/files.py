@@ -109,6 +109,7 @@ class ProvenanceImage:
         infotext (`str` or `None`): The ``parameters`` chunk (EXIF ``UserComment`` in a JPEG or WebP).
         format (`str`): ``"png"``, ``"jpeg"`` or ``"webp"``.
         source_pixel_digest (`str` or `None`): For a lossy file, the digest of the 8-bit image before encoding.
+        quality (`int` or `None`): For a lossy file, the encoder quality its pixel record names.
     """
 
     path: Path
@@ -119,6 +120,7 @@ class ProvenanceImage:
     infotext: str | None
     format: str = "png"
     source_pixel_digest: str | None = None
+    quality: int | None = None
 
     @property
     def pixels(self) -> np.ndarray:

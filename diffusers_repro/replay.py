@@ -630,6 +630,15 @@ def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | No
     return False, float(np.max(np.abs(delta))), 10.0 * math.log10(1.0 / mse)
 
 
+def _reencoding_matches(regenerated: Any, image_file: Any) -> bool:
+    from .exif import reencoded_pixels
+
+    if image_file.quality is None:
+        return False
+    pixels = reencoded_pixels(regenerated, image_file.format, image_file.quality)
+    return pixels.shape == image_file.pixels.shape and bool(np.array_equal(pixels, image_file.pixels))
+
+
 def reproduce(
     path_or_provenance: str | os.PathLike | Provenance,
     pipe: Any | None = None,
@@ -804,8 +813,16 @@ def reproduce(
     if image_file is not None and image_file.format in _LOSSY:
         # A lossy file's pixels carry the encoder's loss: the output digest, the digest of the 8-bit image that was
         # encoded and the Content Credentials (which vouch the file is the one written) decide instead.
-        source_equal = image_file.source_pixel_digest == image_digest(to_pil_image(image))
-        checks = [check for check in (output_digest_equal, source_equal, credentials.intact) if check is not None]
+        regenerated = to_pil_image(image)
+        source_equal = image_file.source_pixel_digest == image_digest(regenerated)
+        # Anyone can sign a file: only a trusted signer vouches for its pixels; otherwise they must be what encoding
+        # the regenerated image gives.
+        pixels_vouched = credentials.state == "trusted" or _reencoding_matches(regenerated, image_file)
+        checks = [
+            check
+            for check in (output_digest_equal, source_equal, credentials.intact, pixels_vouched)
+            if check is not None
+        ]
     bitwise_equal = bool(checks) and all(checks)
     differences = _replay_differences(record, current, image_file, whole_batch=replay_batch)
     if credentials is not None and credentials.state == "tampered":

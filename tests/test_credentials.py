@@ -302,3 +302,37 @@ def test_an_unsigned_lossy_file_is_never_bitwise(output, ddim, tmp_path):
     result = reproduce(save(output, tmp_path, "jpeg", sign=False), pipe=ddim)
     assert result.credentials.state == "unsigned"
     assert result.verdict in ("close", "different") and not result.bitwise_equal
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+def test_a_lossy_file_with_other_pixels_re_signed_by_another_key_is_not_bitwise(output, ddim, tmp_path, format):
+    # Anyone can sign: keep the record and pixel record, put another picture in, and sign with a key of one's own.
+    from diffusers_repro.exif import encode_lossy, read_xmp_properties
+    from diffusers_repro.files import format_infotext
+
+    genuine = save(output, tmp_path, format)
+    properties = read_xmp_properties(genuine)
+    other_picture = PIL.Image.new("RGB", output.images[0].size, (200, 30, 30))
+    data = encode_lossy(
+        other_picture,
+        format,
+        95,
+        properties["record"],
+        json.loads(properties["pixels"]),
+        format_infotext(output.provenance[0]),
+    )
+    forger, _ = init_identity(tmp_path / "forger-home")
+    forged = tmp_path / f"forged{SUFFIXES[format]}"
+    forged.write_bytes(sign_image_bytes(data, format, forger, properties["record"]))
+    result = reproduce(forged, pipe=ddim)
+    assert result.credentials.state == "valid" and result.output_digest_equal
+    assert (result.verdict, result.bitwise_equal) == ("different", False)
+    # The genuine file, signed by a key this machine does not trust, is still bitwise: its pixels are what encoding
+    # the regenerated image gives.
+    untrusted_home = tmp_path / "untrusted-home"
+    other, _ = init_identity(untrusted_home)
+    resigned = tmp_path / f"resigned{SUFFIXES[format]}"
+    unsigned = save_image(output.images[0], tmp_path / f"u{SUFFIXES[format]}", output.provenance[0], sign=False)
+    resigned.write_bytes(sign_image_bytes(unsigned.read_bytes(), format, other, properties["record"]))
+    result = reproduce(resigned, pipe=ddim)
+    assert (result.credentials.state, result.verdict) == ("valid", "bitwise")
