@@ -786,7 +786,14 @@ def reproduce(
     index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
 
-    schedulers = {name: value for name, value in _recorded_schedulers(record).items() if hasattr(pipe, name)}
+    from diffusers import SchedulerMixin
+
+    # Only the pipeline's own scheduler components are replaced, whatever names the record gives.
+    schedulers = {
+        name: value
+        for name, value in _recorded_schedulers(record).items()
+        if name in pipe.components and isinstance(pipe.components[name], SchedulerMixin)
+    }
     previous_schedulers = {name: getattr(pipe, name) for name in schedulers}
     for name, scheduler in schedulers.items():
         setattr(pipe, name, scheduler)

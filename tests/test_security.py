@@ -401,3 +401,17 @@ def test_inspect_of_a_jpeg_whose_record_does_not_fit_shows_it_escaped(alone, tmp
     assert (code, err) == (1, "")
     assert lines[1].startswith("refused:         provenance record: recipe.model.lora.operations[0].op must be one of")
     assert lines[2].startswith("xmp 'record': {") and "push_to_hub" in lines[2]
+
+
+def test_a_recorded_scheduler_under_another_components_name_replaces_nothing(alone, sd, tmp_path, capsys):
+    # recipe.schedulers names components: a record must not choose which attribute of the pipeline is replaced.
+    def edit(data):
+        scheduler = data["recipe"]["scheduler"]
+        data["recipe"]["schedulers"] = {"scheduler": scheduler, "unet": scheduler, "progress_bar": scheduler}
+
+    path = _write_record(tmp_path / "evil.png", _edited(alone, edit))
+    unet = sd.unet
+    result = reproduce(path, pipe=sd)
+    assert sd.unet is unet and result.output_digest_equal
+    code, out, err = run(capsys, "verify", path)
+    assert code == 1 and err == "" and out.splitlines()[0].startswith(f"{path}: different")
