@@ -415,3 +415,24 @@ def test_a_recorded_scheduler_under_another_components_name_replaces_nothing(alo
     assert sd.unet is unet and result.output_digest_equal
     code, out, err = run(capsys, "verify", path)
     assert code == 1 and err == "" and out.splitlines()[0].startswith(f"{path}: different")
+
+
+@pytest.fixture(scope="module")
+def mixed(sd):
+    return sd(["a fox", "a bear"], seed=5, num_inference_steps=STEPS, height=32, width=32)
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+def test_the_siblings_of_a_lossy_file_are_found_beside_it(mixed, sd, tmp_path, format):
+    paths = mixed.save(tmp_path, format=format)
+    result = reproduce(paths[0], pipe=sd)
+    assert (result.whole_batch, result.verdict, result.differences) == (True, "bitwise", [])
+
+
+def test_a_hostile_folder_beside_a_mixed_batch_image_does_not_stop_its_replay(mixed, sd, tmp_path):
+    paths = mixed.save(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n" + json.dumps({"file": "x.png"}) + "\n")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "00000-a-pipe.png")  # sorted before the siblings: opening it would wait forever
+    result = reproduce(paths[1], pipe=sd)
+    assert (result.whole_batch, result.verdict) == (True, "bitwise")
