@@ -336,3 +336,33 @@ def test_a_lossy_file_with_other_pixels_re_signed_by_another_key_is_not_bitwise(
     resigned.write_bytes(sign_image_bytes(unsigned.read_bytes(), format, other, properties["record"]))
     result = reproduce(resigned, pipe=ddim)
     assert (result.credentials.state, result.verdict) == ("valid", "bitwise")
+
+
+def test_a_stripped_manifest_and_an_edited_record_read_unsigned_never_trusted(output, ddim, tmp_path, capsys):
+    path = save(output, tmp_path)
+    path.write_bytes(png_bytes([(kind, body) for kind, body in png_chunks(path.read_bytes()) if kind != b"caBX"]))
+    record = json.loads(output.provenance[0].to_json())
+    record["recipe"]["call"]["num_inference_steps"] = 3
+    edit_png(path, record=json.dumps(record))
+    result = reproduce(path, pipe=ddim)
+    assert (result.credentials.state, result.verdict) == ("unsigned", "different")
+    code = main(["verify", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        code == 1
+        and lines[0].startswith(f"{path}: different")
+        and lines[1] == ("    credentials: unsigned (no Content Credentials)")
+    )
+
+
+def test_a_manifest_copied_into_another_image_is_tampered(ddim, tmp_path):
+    out = ddim(num_inference_steps=2, seed=[7, 8], batch_size=2)
+    signed = save_image(out.images[0], tmp_path / "signed.png", out.provenance[0])
+    other = save_image(out.images[1], tmp_path / "other.png", out.provenance[1], sign=False)
+    manifest = next(chunk for chunk in png_chunks(signed.read_bytes()) if chunk[0] == b"caBX")
+    chunks = png_chunks(other.read_bytes())
+    other.write_bytes(png_bytes([chunks[0], manifest, *chunks[1:]]))
+    credentials = read_credentials(other)
+    assert (credentials.state, credentials.failures) == ("tampered", ["assertion.dataHash.mismatch"])
+    result = reproduce(other, pipe=ddim)
+    assert result.verdict == "tampered" and not result.bitwise_equal
