@@ -131,6 +131,11 @@ class Reproduction:
         if self.verdict == "tampered" and self.credentials is not None:
             return self.credentials.summary
         if self.verdict == "bitwise" and self.file_format in _LOSSY:
+            if self.credentials is not None and self.credentials.state != "trusted":
+                return (
+                    f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and "
+                    "encoding it again gives the file's pixels exactly; its signer is not on the trust list)"
+                )
             return (
                 f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and the "
                 "Content Credentials vouch that the file is the one written)"

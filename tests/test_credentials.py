@@ -336,6 +336,10 @@ def test_a_lossy_file_with_other_pixels_re_signed_by_another_key_is_not_bitwise(
     resigned.write_bytes(sign_image_bytes(unsigned.read_bytes(), format, other, properties["record"]))
     result = reproduce(resigned, pipe=ddim)
     assert (result.credentials.state, result.verdict) == ("valid", "bitwise")
+    assert result.summary == (
+        f"bitwise (lossy {format}: the regenerated output equals the recorded output digest and encoding it again "
+        "gives the file's pixels exactly; its signer is not on the trust list)"
+    )
 
 
 def test_a_stripped_manifest_and_an_edited_record_read_unsigned_never_trusted(output, ddim, tmp_path, capsys):
