@@ -708,6 +708,13 @@ def _verify(args: argparse.Namespace) -> int:
                 _print_refused(args, path, _reason(path, error))
                 counts["refused"] += 1
                 continue
+            except Exception as error:  # noqa: BLE001 - a value diffusers itself refuses stops this file, not the run
+                if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
+                    traceback.print_exc()
+                reason = f"the pipeline failed on the record's call: {type(error).__name__}: {_reason(path, error)}"
+                _print_refused(args, path, reason)
+                counts["refused"] += 1
+                continue
             counts[result.verdict] += 1
             if report is not None:
                 report.append(_report_entry(result))

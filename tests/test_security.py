@@ -440,3 +440,20 @@ def test_a_hostile_folder_beside_a_mixed_batch_image_does_not_stop_its_replay(mi
         os.mkfifo(tmp_path / "00000-a-pipe.png")  # sorted before the siblings: opening it would wait forever
     result = reproduce(paths[1], pipe=sd)
     assert (result.whole_batch, result.verdict) == (True, "bitwise")
+
+
+def test_a_record_the_pipeline_itself_refuses_is_one_refused_line_and_verify_goes_on(alone, tmp_path, capsys):
+    # Values the schema cannot bound without the model (clip_skip past the text encoder's layers) or that diffusers
+    # checks itself (a width not divisible by 8) fail inside the pipeline: that file is refused, the others go on.
+    clip = _write_record(tmp_path / "a-clip.png", _edited(alone, lambda d: d["recipe"]["call"].update(clip_skip=1000)))
+    width = _write_record(tmp_path / "b-width.png", _edited(alone, lambda d: d["recipe"]["call"].update(width=36)))
+    good = save_image(alone.images[0], tmp_path / "c-good.png", alone.provenance[0])
+    code, out, err = run(capsys, "verify", tmp_path)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert (
+        lines[0] == f"{clip}: refused: the pipeline failed on the record's call: IndexError: tuple index out of range"
+    )
+    assert lines[1].startswith(f"{width}: refused: the pipeline failed on the record's call: ValueError: ")
+    assert lines[2] == f"{good}: bitwise"
+    assert lines[-1].startswith("3 image(s): 1 bitwise, 0 close, 0 different, 2 refused; FAILED")
