@@ -640,7 +640,10 @@ def _reencoding_matches(regenerated: Any, image_file: Any) -> bool:
 
     if image_file.quality is None:
         return False
-    pixels = reencoded_pixels(regenerated, image_file.format, image_file.quality)
+    try:
+        pixels = reencoded_pixels(regenerated, image_file.format, image_file.quality)
+    except OSError:  # an image the format cannot hold (alpha in a JPEG) was not what the file holds
+        return False
     return pixels.shape == image_file.pixels.shape and bool(np.array_equal(pixels, image_file.pixels))
 
 
