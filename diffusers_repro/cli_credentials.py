@@ -209,7 +209,8 @@ def _find(args: argparse.Namespace) -> int:
     try:
         query = fingerprint(args.image)
     except (OSError, ValueError, SyntaxError) as error:
-        raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {error}") from None
+        detail = str(error).removeprefix(f"{args.image} cannot be read as an image: ")
+        raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {detail}") from None
     for folder in args.dirs:
         if not folder.is_dir():
             raise _usage_error(f"{str(folder)!r}: no such folder")
