@@ -618,7 +618,7 @@ def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
     if args.json:
         print(json.dumps({"path": str(path), "refused": reason}))
     else:
-        print(f"{path}: refused: {reason}")
+        print(f"{_printable(str(path))}: refused: {reason}")
 
 
 def _printable(text: str) -> str:
@@ -730,7 +730,7 @@ def _verify(args: argparse.Namespace) -> int:
                 print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
                 continue
             print(
-                f"{path}: {result.summary}"
+                f"{_printable(str(path))}: {result.summary}"
                 + (" - the file was edited after it was written" if result.file_edited else "")
             )
             if result.credentials is not None and result.verdict != "tampered":
@@ -913,7 +913,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\n".join(_inspect_lines(image_file)))
         print(f"credentials:     {credentials.summary}")
         if credentials.generator:
-            print(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")
+            # The signer's own text: anyone's, so shown escaped like the record's.
+            print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0
 

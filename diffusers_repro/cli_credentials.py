@@ -17,6 +17,12 @@ __all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def _printable(text: str) -> str:
+    from .cli import _printable
+
+    return _printable(text)
+
+
 def _usage_error(message: str) -> Exception:
     from .cli import UsageError
 
@@ -225,7 +231,7 @@ def _find(args: argparse.Namespace) -> int:
         print(json.dumps([{"file": str(path), "similarity": round(score, 4)} for score, path in matches]))
     elif matches:
         for score, path in matches:
-            print(f"{path}  similarity {score:.3f}")
+            print(f"{_printable(str(path))}  similarity {score:.3f}")
     else:
         print(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
     return 0 if matches else 1

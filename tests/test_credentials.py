@@ -370,3 +370,16 @@ def test_a_manifest_copied_into_another_image_is_tampered(ddim, tmp_path):
     assert (credentials.state, credentials.failures) == ("tampered", ["assertion.dataHash.mismatch"])
     result = reproduce(other, pipe=ddim)
     assert result.verdict == "tampered" and not result.bitwise_equal
+
+
+def test_inspect_shows_a_manifests_software_agent_escaped(output, tmp_path, capsys, monkeypatch):
+    # The software agent is the signer's text: anyone's, and it must not reach the terminal as control characters.
+    import diffusers_repro.credentials as credentials_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(credentials_module, "_software_agent", lambda: {"name": "\x1b[2Jevil", "version": "1\n2"})
+        path = save(output, tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "made by:         \\x1b[2Jevil 1\\n2 (c2pa.created, trainedAlgorithmicMedia)" in out.splitlines()

@@ -457,3 +457,21 @@ def test_a_record_the_pipeline_itself_refuses_is_one_refused_line_and_verify_goe
     assert lines[1].startswith(f"{width}: refused: the pipeline failed on the record's call: ValueError: ")
     assert lines[2] == f"{good}: bitwise"
     assert lines[-1].startswith("3 image(s): 1 bitwise, 0 close, 0 different, 2 refused; FAILED")
+
+
+def test_verify_and_find_show_file_names_from_anyone_escaped(alone, tmp_path, capsys):
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    good = save_image(alone.images[0], folder / "\x1b[2Jgood.png", alone.provenance[0])
+    bad = folder / "\x1b[2Jbad.png"
+    bad.write_bytes(b"")
+    escaped = f"{folder}/\\x1b[2J"
+    code, out, _ = run(capsys, "verify", folder)
+    assert code == 1 and "\x1b" not in out
+    assert out.splitlines()[:2] == [
+        f"{escaped}bad.png: refused: is not a PNG, JPEG or WebP file (it is empty); "
+        "diffusers-repro reads PNG, JPEG and WebP files",
+        f"{escaped}good.png: bitwise",
+    ]
+    code, out, _ = run(capsys, "find", good, folder)
+    assert (code, out) == (0, f"{escaped}good.png  similarity 1.000\n")
