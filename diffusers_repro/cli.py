@@ -737,7 +737,7 @@ def _verify(args: argparse.Namespace) -> int:
                 print(f"    credentials: {result.credentials.summary}")
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
-                    print(f"    {field}: {_value(recorded)} -> {_value(current)}")
+                    print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
                 if len(result.differences) > _SHOWN_DIFFERENCES:
                     print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
     finally:
@@ -1009,7 +1009,7 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         print(f"{len(differences)} field(s) differ between {args.a} and {args.b}:")
         for field, left, right in differences:
-            print(f"  {field}: {_value(left)} -> {_value(right)}")
+            print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
     if heatmap is not None and not args.json:
         pixels = (
             f"max diff {heatmap.max_diff}/255, {heatmap.changed_pixels} of {heatmap.total_pixels} pixels differ"

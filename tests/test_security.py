@@ -475,3 +475,17 @@ def test_verify_and_find_show_file_names_from_anyone_escaped(alone, tmp_path, ca
     ]
     code, out, _ = run(capsys, "find", good, folder)
     assert (code, out) == (0, f"{escaped}good.png  similarity 1.000\n")
+
+
+def test_verify_shows_the_field_names_of_a_record_escaped(alone, tmp_path, capsys):
+    def edit(data):
+        data["environment"]["\x1b[2Jname"] = "\x1b[2Jvalue"
+
+    path = _write_record(tmp_path / "names.png", _edited(alone, edit))
+    code, out, _ = run(capsys, "verify", path)
+    assert code == 1 and "\x1b" not in out
+    assert "    environment.\\x1b[2Jname: '\\x1b[2Jvalue' -> null" in out.splitlines()
+    good = save_image(alone.images[0], tmp_path / "good.png", alone.provenance[0])
+    code, out, _ = run(capsys, "diff", path, good)
+    assert code == 1 and "\x1b" not in out
+    assert "  environment.\\x1b[2Jname: '\\x1b[2Jvalue' -> null" in out.splitlines()
