@@ -448,14 +448,19 @@ def _image_files(paths: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # Regular files only: opening a named pipe that ends in .png would wait forever.
             found = sorted(
-                p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
             )
             if not found:
                 raise UsageError(f"{str(path)!r} is a folder without image files (.png, .jpg, .jpeg, .webp)")
             files.extend(found)
-        elif path.exists():
+        elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise UsageError(f"{str(path)!r} is not a regular file or a folder")
         else:
             raise UsageError(f"{str(path)!r}: no such file or folder")
     return files
@@ -577,11 +582,13 @@ def _replay_limits(args: argparse.Namespace) -> Any:
 
 
 def _refusal_types() -> tuple[type[BaseException], ...]:
+    from .identity import CredentialsError
     from .limits import LimitExceededError
     from .provenance import ProvenanceError
     from .replay import ReproductionError
 
-    return (ProvenanceError, ReproductionError, LimitExceededError)
+    # CredentialsError: a manifest that does not parse refuses its own file, not the whole run.
+    return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError)
 
 
 def _reason(path: Path, error: BaseException) -> str:
@@ -611,7 +618,7 @@ def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
     if args.json:
         print(json.dumps({"path": str(path), "refused": reason}))
     else:
-        print(f"{path}: refused: {reason}")
+        print(f"{_printable(str(path))}: refused: {reason}")
 
 
 def _printable(text: str) -> str:
@@ -701,6 +708,13 @@ def _verify(args: argparse.Namespace) -> int:
                 _print_refused(args, path, _reason(path, error))
                 counts["refused"] += 1
                 continue
+            except Exception as error:  # noqa: BLE001 - a value diffusers itself refuses stops this file, not the run
+                if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
+                    traceback.print_exc()
+                reason = f"the pipeline failed on the record's call: {type(error).__name__}: {_reason(path, error)}"
+                _print_refused(args, path, reason)
+                counts["refused"] += 1
+                continue
             counts[result.verdict] += 1
             if report is not None:
                 report.append(_report_entry(result))
@@ -716,14 +730,14 @@ def _verify(args: argparse.Namespace) -> int:
                 print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
                 continue
             print(
-                f"{path}: {result.summary}"
+                f"{_printable(str(path))}: {result.summary}"
                 + (" - the file was edited after it was written" if result.file_edited else "")
             )
             if result.credentials is not None and result.verdict != "tampered":
                 print(f"    credentials: {result.credentials.summary}")
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
-                    print(f"    {field}: {_value(recorded)} -> {_value(current)}")
+                    print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
                 if len(result.differences) > _SHOWN_DIFFERENCES:
                     print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
     finally:
@@ -873,21 +887,24 @@ def _inspect_lines(image_file: Any) -> list[str]:
 
 def _inspect(args: argparse.Namespace) -> int:
     from .credentials import file_credentials
+    from .exif import read_xmp_properties, sniff_format
     from .files import PROVENANCE_KEY, read_text_chunks
     from .provenance import ProvenanceError
 
     try:
         image_file = _read_image(args.path)
     except ProvenanceError as error:
-        chunks = read_text_chunks(args.path) if args.path.exists() else {}
-        if PROVENANCE_KEY not in chunks:
-            raise  # not a PNG, or no record: nothing to show
+        lossy = sniff_format(args.path) is not None
+        read_raw = read_xmp_properties if lossy else read_text_chunks
+        chunks = read_raw(args.path) if args.path.exists() else {}
+        if ("record" if lossy else PROVENANCE_KEY) not in chunks:
+            raise  # not an image, or no record: nothing to show
         # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
         print(f"file:            {_printable(str(args.path))}")
         print(f"refused:         {_reason(args.path, error)}")
         for key, text in chunks.items():
             shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
-            print(f"chunk {_printable(key)!r}: {_printable(shown)}")
+            print(f"{'xmp' if lossy else 'chunk'} {_printable(key)!r}: {_printable(shown)}")
         return 1
     credentials = file_credentials(image_file, args.trust)
     if args.json:
@@ -896,7 +913,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\n".join(_inspect_lines(image_file)))
         print(f"credentials:     {credentials.summary}")
         if credentials.generator:
-            print(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")
+            # The signer's own text: anyone's, so shown escaped like the record's.
+            print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0
 
@@ -991,7 +1009,7 @@ def _diff(args: argparse.Namespace) -> int:
     else:
         print(f"{len(differences)} field(s) differ between {args.a} and {args.b}:")
         for field, left, right in differences:
-            print(f"  {field}: {_value(left)} -> {_value(right)}")
+            print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
     if heatmap is not None and not args.json:
         pixels = (
             f"max diff {heatmap.max_diff}/255, {heatmap.changed_pixels} of {heatmap.total_pixels} pixels differ"

@@ -17,6 +17,12 @@ __all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
+def _printable(text: str) -> str:
+    from .cli import _printable
+
+    return _printable(text)
+
+
 def _usage_error(message: str) -> Exception:
     from .cli import UsageError
 
@@ -181,7 +187,7 @@ def _fingerprints_in(folder: Path) -> dict[Path, str]:
         for text in lines:
             try:
                 line = json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # a line from anyone: broken or nested past the parser's depth
                 continue
             value, name = (line.get("fingerprint"), line.get("file")) if isinstance(line, dict) else (None, None)
             if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and isinstance(name, str):
@@ -190,6 +196,8 @@ def _fingerprints_in(folder: Path) -> dict[Path, str]:
                     found[path] = value
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in _IMAGE_SUFFIXES or path.name.startswith(".") or path in found:
+            continue
+        if not path.is_file():  # a named pipe would wait forever
             continue
         try:
             found[path] = fingerprint(path)
@@ -207,7 +215,8 @@ def _find(args: argparse.Namespace) -> int:
     try:
         query = fingerprint(args.image)
     except (OSError, ValueError, SyntaxError) as error:
-        raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {error}") from None
+        detail = str(error).removeprefix(f"{args.image} cannot be read as an image: ")
+        raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {detail}") from None
     for folder in args.dirs:
         if not folder.is_dir():
             raise _usage_error(f"{str(folder)!r}: no such folder")
@@ -222,7 +231,7 @@ def _find(args: argparse.Namespace) -> int:
         print(json.dumps([{"file": str(path), "similarity": round(score, 4)} for score, path in matches]))
     elif matches:
         for score, path in matches:
-            print(f"{path}  similarity {score:.3f}")
+            print(f"{_printable(str(path))}  similarity {score:.3f}")
     else:
         print(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
     return 0 if matches else 1

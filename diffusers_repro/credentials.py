@@ -279,8 +279,9 @@ def read_credentials(
                 validation_state = reader.get_validation_state()
                 results = reader.get_validation_results()
                 manifest = reader.get_active_manifest() or {}
-    except c2pa.C2paError as error:
-        message = " ".join(str(error).split())
+    except (c2pa.C2paError, KeyError, ValueError) as error:
+        # c2pa-python raises KeyError (no active manifest in a store it parsed) and ValueError (JSON) besides its own.
+        message = " ".join(str(error).split()) or type(error).__name__
         raise CredentialsError(f"{path}: its Content Credentials cannot be read: {message}") from None
     signature = manifest.get("signature_info") or {}
     record = _assertion(manifest, ASSERTION_LABEL)

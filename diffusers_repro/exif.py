@@ -27,7 +27,18 @@ import PIL.Image
 
 from .provenance import Provenance, ProvenanceError, image_digest
 
-__all__ = ["DEFAULT_QUALITY", "LOSSY_FORMATS", "XMP_NAMESPACE", "encode_lossy", "read_lossy_image", "sniff_format"]
+__all__ = [
+    "DEFAULT_QUALITY",
+    "LOSSY_FORMATS",
+    "MAX_XMP_BYTES",
+    "XMP_NAMESPACE",
+    "decode_lossy",
+    "encode_lossy",
+    "read_lossy_image",
+    "read_xmp_properties",
+    "reencoded_pixels",
+    "sniff_format",
+]
 
 LOSSY_FORMATS = ("jpeg", "webp")
 """The lossy formats `save_image` writes."""
@@ -38,9 +49,13 @@ DEFAULT_QUALITY = 95
 XMP_NAMESPACE = "urn:diffusers-repro:xmp:1"
 """XML namespace of the ``record`` and ``pixels`` XMP properties."""
 
+MAX_XMP_BYTES = 4 << 20
+"""Longest XMP packet read: room for the longest record the schema reads (1 MiB of JSON) with XML escaping."""
+
 # A JPEG APP1 segment holds at most 65533 bytes, of which 29 name the XMP namespace.
 _MAX_JPEG_XMP = 65504
 _PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+_MAX_PIXEL_RECORD_CHARS = 4096
 
 
 def sniff_format(path: str | os.PathLike) -> str | None:
@@ -107,9 +122,13 @@ def _xmp_properties(path: Path, xmp: Any) -> dict[str, str]:
     from .files import ImageProvenanceError
 
     if isinstance(xmp, bytes):
+        if len(xmp) > MAX_XMP_BYTES:
+            raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
         xmp = xmp.decode("utf-8", errors="replace")
     if not isinstance(xmp, str) or not xmp:
         return {}
+    if len(xmp) > MAX_XMP_BYTES:
+        raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
     try:
         root = ElementTree.fromstring(xmp)
     except ElementTree.ParseError as error:
@@ -131,8 +150,84 @@ def _infotext(exif: Any) -> str | None:
     try:
         comment = piexif.load(exif).get("Exif", {}).get(piexif.ExifIFD.UserComment)
         return piexif.helper.UserComment.load(comment) if isinstance(comment, bytes) else None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, piexif.InvalidImageDataError):
+    except Exception:  # noqa: BLE001 - piexif parses by hand: struct, index and decode errors alike
         return None
+
+
+def decode_lossy(path: Path, format: str) -> tuple[dict[str, Any], PIL.Image.Image]:
+    """A JPEG or WebP file's info (XMP, EXIF) and pixels; its size is checked before any pixel is decoded.
+
+    Raises:
+        `ImageProvenanceError`: a damaged file, or one past `diffusers_repro.files.MAX_FILE_PIXELS`.
+    """
+    from .files import MAX_FILE_PIXELS, ImageProvenanceError
+
+    try:
+        image = PIL.Image.open(path, formats=[_PIL_FORMATS[format]])
+    except Exception as error:  # noqa: BLE001 - any file is hostile: PIL's every failure (bombs too) is a damaged file
+        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_FILE_PIXELS:
+            raise ImageProvenanceError(
+                f"{path} is {width}x{height} pixels, more than the {MAX_FILE_PIXELS} pixels diffusers-repro reads",
+                path,
+            )
+        try:
+            image.load()
+            return dict(image.info), image.copy()
+        except Exception as error:  # noqa: BLE001 - truncated data, decoder and memory errors alike
+            raise ImageProvenanceError(
+                f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path
+            ) from None
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:200]
+    return text or type(error).__name__
+
+
+def reencoded_pixels(image: PIL.Image.Image, format: str, quality: int) -> Any:
+    """The pixels a reader gets back from ``image`` encoded as ``format`` at ``quality``, as `save_image` encodes it.
+
+    Pillow's encoders are deterministic for one Pillow build, so a lossy file whose pixels equal these holds exactly
+    the picture its record makes, whoever signed it.
+
+    Example:
+
+    ```py
+    >>> import PIL.Image
+    >>> from diffusers_repro.exif import reencoded_pixels
+    >>> reencoded_pixels(PIL.Image.new("RGB", (8, 8)), "jpeg", 95).shape
+    (8, 8, 3)
+    ```
+    """
+    import numpy as np
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=_PIL_FORMATS[format], quality=quality)
+    buffer.seek(0)
+    with PIL.Image.open(buffer, formats=[_PIL_FORMATS[format]]) as decoded:
+        return np.asarray(decoded).copy()
+
+
+def read_xmp_properties(path: str | os.PathLike) -> dict[str, str]:
+    """The ``record`` and ``pixels`` XMP properties of a JPEG or WebP as they are, unparsed: what a file that fails
+    the schema carries.
+
+    Raises the same errors as `read_lossy_image` for a file that cannot be decoded or an XMP packet that is not XML.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.exif import read_xmp_properties
+    >>> sorted(read_xmp_properties("outputs/00000-seed42.jpg"))  # doctest: +SKIP
+    ['pixels', 'record']
+    ```
+    """
+    path = Path(path)
+    info, _ = decode_lossy(path, sniff_format(path) or "jpeg")
+    return _xmp_properties(path, info.get("xmp"))
 
 
 def read_lossy_image(path: str | os.PathLike) -> Any:
@@ -159,13 +254,7 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
 
     path = Path(path)
     format = sniff_format(path)
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            info = dict(image.info)
-            pixels = image.copy()
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageProvenanceError(f"{path} is a damaged {str(format).upper()} file: {error}", path) from None
+    info, pixels = decode_lossy(path, format)
     properties = _xmp_properties(path, info.get("xmp"))
     infotext = _infotext(info.get("exif"))
     if "record" not in properties:
@@ -179,20 +268,31 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
         provenance = Provenance.from_json(properties["record"], source=str(path))
     except ProvenanceError as error:
         raise ImageProvenanceError(str(error), path) from None
-    source_digest = None
+    source_digest = quality = None
     if "pixels" in properties:
         try:
+            if len(properties["pixels"]) > _MAX_PIXEL_RECORD_CHARS:
+                raise ValueError("too long")
             pixel_record = json.loads(properties["pixels"])
-            source_digest = pixel_record.get("source_pixel_digest") if isinstance(pixel_record, dict) else None
-        except json.JSONDecodeError:
-            raise ImageProvenanceError(f"{path}: the XMP pixel record is not JSON", path) from None
+        except (ValueError, RecursionError):
+            raise ImageProvenanceError(f"{path}: the XMP pixel record is not a JSON object", path) from None
+        if isinstance(pixel_record, dict):
+            source_digest = pixel_record.get("source_pixel_digest")
+            quality = pixel_record.get("quality")
+    try:
+        digest = image_digest(pixels)
+    except Exception as error:  # noqa: BLE001 - an odd mode numpy cannot take
+        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
     return ProvenanceImage(
         path=path,
         provenance=provenance,
         image=pixels,
-        pixel_digest=image_digest(pixels),
+        pixel_digest=digest,
         stored_pixel_digest=None,
         infotext=infotext,
         format=format or "jpeg",
         source_pixel_digest=source_digest if isinstance(source_digest, str) else None,
+        quality=quality
+        if isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100
+        else None,
     )

@@ -109,6 +109,7 @@ class ProvenanceImage:
         infotext (`str` or `None`): The ``parameters`` chunk (EXIF ``UserComment`` in a JPEG or WebP).
         format (`str`): ``"png"``, ``"jpeg"`` or ``"webp"``.
         source_pixel_digest (`str` or `None`): For a lossy file, the digest of the 8-bit image before encoding.
+        quality (`int` or `None`): For a lossy file, the encoder quality its pixel record names.
     """
 
     path: Path
@@ -119,6 +120,7 @@ class ProvenanceImage:
     infotext: str | None
     format: str = "png"
     source_pixel_digest: str | None = None
+    quality: int | None = None
 
     @property
     def pixels(self) -> np.ndarray:
@@ -680,9 +682,9 @@ def _open_png(path: Path) -> PIL.Image.Image:
     except IsADirectoryError:
         raise ImageProvenanceError(f"{path} is a folder, expected a PNG file", path) from None
     if head != _PNG_SIGNATURE:
-        what = "it is empty" if not head else f"it starts with {head[:4]!r}, not the PNG signature"
+        what = "it is empty" if not head else f"it starts with {head[:4]!r}"
         raise ImageProvenanceError(
-            f"{path} is not a PNG file ({what}); diffusers-repro records are stored in PNG files", path
+            f"{path} is not a PNG, JPEG or WebP file ({what}); diffusers-repro reads PNG, JPEG and WebP files", path
         )
     try:
         image = PIL.Image.open(path, formats=["PNG"])
@@ -834,7 +836,8 @@ def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
 
 
 def read_pixels(path: str | os.PathLike) -> np.ndarray:
-    """The pixels of a PNG as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance or not.
+    """The pixels of a PNG, JPEG or WebP as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance
+    or not.
 
     Example:
 
@@ -844,7 +847,12 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     (64, 64, 3)
     ```
     """
+    from .exif import decode_lossy
+
     path = Path(path)
+    format = sniff_format(path)
+    if format is not None:
+        return np.asarray(decode_lossy(path, format)[1]).copy()
     with _open_png(path) as image:
         try:
             return np.asarray(image).copy()

@@ -24,6 +24,8 @@ FINGERPRINT_PREFIX = "phash-16:"
 HASH_SIZE = 16
 BITS = HASH_SIZE * HASH_SIZE
 
+_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
 MATCH_THRESHOLD = 0.8
 """Smallest `similarity` at which two images count as the same picture (unrelated images: 0.5 +- 0.03)."""
 
@@ -43,8 +45,19 @@ def fingerprint(image: PIL.Image.Image | str | os.PathLike) -> str:
     import imagehash
 
     if isinstance(image, (str, os.PathLike)):
-        with PIL.Image.open(image) as opened:
-            return fingerprint(opened.convert("RGB"))
+        from .files import MAX_FILE_PIXELS
+
+        try:
+            # Common raster formats only, no PIL plugin that runs a program (EPS): a file named .png may hold anything.
+            with PIL.Image.open(image, formats=_FORMATS) as opened:
+                if opened.width * opened.height > MAX_FILE_PIXELS:
+                    raise ValueError(f"it is {opened.width}x{opened.height} pixels, more than {MAX_FILE_PIXELS}")
+                rgb = opened.convert("RGB")
+        except OSError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a file from anyone: bombs and decoder errors alike
+            raise ValueError(f"{os.fspath(image)} cannot be read as an image: {error}") from None
+        return fingerprint(rgb)
     if not isinstance(image, PIL.Image.Image):
         raise TypeError(f"image must be a PIL image or a path, got {type(image).__name__}")
     return FINGERPRINT_PREFIX + str(imagehash.phash(image.convert("RGB"), hash_size=HASH_SIZE))

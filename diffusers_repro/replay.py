@@ -131,6 +131,11 @@ class Reproduction:
         if self.verdict == "tampered" and self.credentials is not None:
             return self.credentials.summary
         if self.verdict == "bitwise" and self.file_format in _LOSSY:
+            if self.credentials is not None and self.credentials.state != "trusted":
+                return (
+                    f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and "
+                    "encoding it again gives the file's pixels exactly; its signer is not on the trust list)"
+                )
             return (
                 f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and the "
                 "Content Credentials vouch that the file is the one written)"
@@ -630,6 +635,18 @@ def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | No
     return False, float(np.max(np.abs(delta))), 10.0 * math.log10(1.0 / mse)
 
 
+def _reencoding_matches(regenerated: Any, image_file: Any) -> bool:
+    from .exif import reencoded_pixels
+
+    if image_file.quality is None:
+        return False
+    try:
+        pixels = reencoded_pixels(regenerated, image_file.format, image_file.quality)
+    except OSError:  # an image the format cannot hold (alpha in a JPEG) was not what the file holds
+        return False
+    return pixels.shape == image_file.pixels.shape and bool(np.array_equal(pixels, image_file.pixels))
+
+
 def reproduce(
     path_or_provenance: str | os.PathLike | Provenance,
     pipe: Any | None = None,
@@ -777,7 +794,14 @@ def reproduce(
     index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
 
-    schedulers = {name: value for name, value in _recorded_schedulers(record).items() if hasattr(pipe, name)}
+    from diffusers import SchedulerMixin
+
+    # Only the pipeline's own scheduler components are replaced, whatever names the record gives.
+    schedulers = {
+        name: value
+        for name, value in _recorded_schedulers(record).items()
+        if name in pipe.components and isinstance(pipe.components[name], SchedulerMixin)
+    }
     previous_schedulers = {name: getattr(pipe, name) for name in schedulers}
     for name, scheduler in schedulers.items():
         setattr(pipe, name, scheduler)
@@ -804,8 +828,16 @@ def reproduce(
     if image_file is not None and image_file.format in _LOSSY:
         # A lossy file's pixels carry the encoder's loss: the output digest, the digest of the 8-bit image that was
         # encoded and the Content Credentials (which vouch the file is the one written) decide instead.
-        source_equal = image_file.source_pixel_digest == image_digest(to_pil_image(image))
-        checks = [check for check in (output_digest_equal, source_equal, credentials.intact) if check is not None]
+        regenerated = to_pil_image(image)
+        source_equal = image_file.source_pixel_digest == image_digest(regenerated)
+        # Anyone can sign a file: only a trusted signer vouches for its pixels; otherwise they must be what encoding
+        # the regenerated image gives.
+        pixels_vouched = credentials.state == "trusted" or _reencoding_matches(regenerated, image_file)
+        checks = [
+            check
+            for check in (output_digest_equal, source_equal, credentials.intact, pixels_vouched)
+            if check is not None
+        ]
     bitwise_equal = bool(checks) and all(checks)
     differences = _replay_differences(record, current, image_file, whole_batch=replay_batch)
     if credentials is not None and credentials.state == "tampered":

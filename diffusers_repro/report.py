@@ -153,7 +153,8 @@ def _figures(result: Any, size: int) -> tuple[tuple[_Figure, ...], tuple[int, in
         note = "no file: the regeneration was compared with the record's output digest only"
         return (_figure("regenerated", regenerated, size),), regenerated.size, note
     file_image = PIL.Image.fromarray(read_pixels(result.path))
-    if result.bitwise_equal:
+    # A lossy file is bitwise by its record and credentials, not by its pixels: it is shown with its difference.
+    if result.bitwise_equal and result.pixels_equal is not False:
         return (_figure("file = regenerated, bit for bit", file_image, size),), file_image.size, None
     figures = [_figure("file", file_image, size), _figure("regenerated", regenerated, size)]
     if file_image.size != regenerated.size:

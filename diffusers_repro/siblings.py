@@ -57,30 +57,35 @@ def _digest_without_id(record: Provenance) -> str:
     return record_digest(data)
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 def _candidate_files(path: Path | None, batch_from: Any) -> list[Path]:
     if batch_from is not None:
         items = [batch_from] if isinstance(batch_from, (str, os.PathLike)) else list(batch_from)
         files = []
         for item in items:
             item = Path(item)
-            files.extend(_pngs_in(item) if item.is_dir() else [item])
+            files.extend(_images_in(item) if item.is_dir() else [item])
         return files
     if path is None:
         return []
     folder = path.parent
-    files = _pngs_in(folder)
+    files = _images_in(folder)
     manifest = folder / "manifest.jsonl"
     if manifest.is_file() and manifest.stat().st_size < (64 << 20):
         files.extend(_manifest_files(manifest))
     return files
 
 
-def _pngs_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path) -> list[Path]:
     try:
         names = sorted(os.listdir(folder))[:MAX_SIBLING_FILES]
     except OSError:
         return []
-    return [folder / name for name in names if name.lower().endswith(".png") and not name.startswith(".")]
+    files = [folder / name for name in names if name.lower().endswith(_IMAGE_SUFFIXES) and not name.startswith(".")]
+    # Regular files only: opening a named pipe would wait forever.
+    return [file for file in files if file.is_file()]
 
 
 def _manifest_files(manifest: Path) -> Iterable[Path]:
@@ -88,11 +93,11 @@ def _manifest_files(manifest: Path) -> Iterable[Path]:
         for line in handle:
             try:
                 entry = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # a line from anyone: broken, or nested past the parser's depth
                 continue
             name = entry.get("file") if isinstance(entry, dict) else None
             # Only names inside the run folder: a manifest never sends the search elsewhere.
-            if isinstance(name, str) and name == Path(name).name:
+            if isinstance(name, str) and name == Path(name).name and (manifest.parent / name).is_file():
                 yield manifest.parent / name
 
 

@@ -235,6 +235,18 @@ def test_a_manifest_that_does_not_parse_is_an_error_naming_the_file(output, tmp_
         read_credentials(path)
 
 
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_a_record_assertion_longer_than_its_box_is_an_error_naming_the_file(output, tmp_path, format):
+    # The record's CBOR text claims 8 KiB more than its box holds: c2pa-python's Reader raises KeyError, not C2paError.
+    path = save(output, tmp_path, format)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"frecordy") + len(b"frecordy")
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+    with pytest.raises(CredentialsError, match=rf"^{path}: its Content Credentials cannot be read: "):
+        read_credentials(path)
+
+
 def test_a_file_c2pa_cannot_read_is_an_error_naming_it(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not an image")
@@ -290,3 +302,84 @@ def test_an_unsigned_lossy_file_is_never_bitwise(output, ddim, tmp_path):
     result = reproduce(save(output, tmp_path, "jpeg", sign=False), pipe=ddim)
     assert result.credentials.state == "unsigned"
     assert result.verdict in ("close", "different") and not result.bitwise_equal
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+def test_a_lossy_file_with_other_pixels_re_signed_by_another_key_is_not_bitwise(output, ddim, tmp_path, format):
+    # Anyone can sign: keep the record and pixel record, put another picture in, and sign with a key of one's own.
+    from diffusers_repro.exif import encode_lossy, read_xmp_properties
+    from diffusers_repro.files import format_infotext
+
+    genuine = save(output, tmp_path, format)
+    properties = read_xmp_properties(genuine)
+    other_picture = PIL.Image.new("RGB", output.images[0].size, (200, 30, 30))
+    data = encode_lossy(
+        other_picture,
+        format,
+        95,
+        properties["record"],
+        json.loads(properties["pixels"]),
+        format_infotext(output.provenance[0]),
+    )
+    forger, _ = init_identity(tmp_path / "forger-home")
+    forged = tmp_path / f"forged{SUFFIXES[format]}"
+    forged.write_bytes(sign_image_bytes(data, format, forger, properties["record"]))
+    result = reproduce(forged, pipe=ddim)
+    assert result.credentials.state == "valid" and result.output_digest_equal
+    assert (result.verdict, result.bitwise_equal) == ("different", False)
+    # The genuine file, signed by a key this machine does not trust, is still bitwise: its pixels are what encoding
+    # the regenerated image gives.
+    untrusted_home = tmp_path / "untrusted-home"
+    other, _ = init_identity(untrusted_home)
+    resigned = tmp_path / f"resigned{SUFFIXES[format]}"
+    unsigned = save_image(output.images[0], tmp_path / f"u{SUFFIXES[format]}", output.provenance[0], sign=False)
+    resigned.write_bytes(sign_image_bytes(unsigned.read_bytes(), format, other, properties["record"]))
+    result = reproduce(resigned, pipe=ddim)
+    assert (result.credentials.state, result.verdict) == ("valid", "bitwise")
+    assert result.summary == (
+        f"bitwise (lossy {format}: the regenerated output equals the recorded output digest and encoding it again "
+        "gives the file's pixels exactly; its signer is not on the trust list)"
+    )
+
+
+def test_a_stripped_manifest_and_an_edited_record_read_unsigned_never_trusted(output, ddim, tmp_path, capsys):
+    path = save(output, tmp_path)
+    path.write_bytes(png_bytes([(kind, body) for kind, body in png_chunks(path.read_bytes()) if kind != b"caBX"]))
+    record = json.loads(output.provenance[0].to_json())
+    record["recipe"]["call"]["num_inference_steps"] = 3
+    edit_png(path, record=json.dumps(record))
+    result = reproduce(path, pipe=ddim)
+    assert (result.credentials.state, result.verdict) == ("unsigned", "different")
+    code = main(["verify", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        code == 1
+        and lines[0].startswith(f"{path}: different")
+        and lines[1] == ("    credentials: unsigned (no Content Credentials)")
+    )
+
+
+def test_a_manifest_copied_into_another_image_is_tampered(ddim, tmp_path):
+    out = ddim(num_inference_steps=2, seed=[7, 8], batch_size=2)
+    signed = save_image(out.images[0], tmp_path / "signed.png", out.provenance[0])
+    other = save_image(out.images[1], tmp_path / "other.png", out.provenance[1], sign=False)
+    manifest = next(chunk for chunk in png_chunks(signed.read_bytes()) if chunk[0] == b"caBX")
+    chunks = png_chunks(other.read_bytes())
+    other.write_bytes(png_bytes([chunks[0], manifest, *chunks[1:]]))
+    credentials = read_credentials(other)
+    assert (credentials.state, credentials.failures) == ("tampered", ["assertion.dataHash.mismatch"])
+    result = reproduce(other, pipe=ddim)
+    assert result.verdict == "tampered" and not result.bitwise_equal
+
+
+def test_inspect_shows_a_manifests_software_agent_escaped(output, tmp_path, capsys, monkeypatch):
+    # The software agent is the signer's text: anyone's, and it must not reach the terminal as control characters.
+    import diffusers_repro.credentials as credentials_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(credentials_module, "_software_agent", lambda: {"name": "\x1b[2Jevil", "version": "1\n2"})
+        path = save(output, tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "made by:         \\x1b[2Jevil 1\\n2 (c2pa.created, trainedAlgorithmicMedia)" in out.splitlines()

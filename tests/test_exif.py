@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import struct
 from pathlib import Path
 
 import piexif
@@ -13,8 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusers_repro.exif import _infotext, _xmp_properties, encode_lossy, read_lossy_image, sniff_format
+from diffusers_repro.exif import (
+    MAX_XMP_BYTES,
+    _infotext,
+    _xmp_packet,
+    _xmp_properties,
+    encode_lossy,
+    read_lossy_image,
+    sniff_format,
+)
 from diffusers_repro.files import (
+    MAX_FILE_PIXELS,
     ImageProvenanceError,
     format_infotext,
     read_image_file,
@@ -115,3 +126,85 @@ def test_any_record_text_and_infotext_survive_the_round_trip(record, infotext):
         assert properties["record"] == record_json
         assert json.loads(properties["pixels"]) == {"k": record}
         assert _infotext(image.info["exif"]) == infotext
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hostile files: every failure is an ImageProvenanceError naming the file
+
+
+def _lossy_bytes(format: str, xmp: bytes, exif: bytes | None = None, size=(8, 8), mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    options = {"xmp": xmp} if exif is None else {"xmp": xmp, "exif": exif}
+    PIL.Image.new(mode, size).save(buffer, format=format.upper(), **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def record_json(output):
+    return output.provenance[0].to_json()
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x00" * 30,
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x69\x87\x04\x00\x01\x00\x00\x00\xff\xff\x00\x00",
+    ],
+)
+def test_malformed_exif_is_read_as_no_infotext(record_json, tmp_path, format, exif):
+    path = tmp_path / f"a.{format}"
+    path.write_bytes(_lossy_bytes(format, _xmp_packet(record_json, "{}"), exif=exif))
+    image_file = read_image_file(path)
+    assert image_file.infotext is None and image_file.provenance.to_json() == record_json
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+def test_a_deeply_nested_pixel_record_is_an_image_provenance_error(record_json, tmp_path, format):
+    path = tmp_path / f"a.{format}"
+    path.write_bytes(_lossy_bytes(format, _xmp_packet(record_json, "[" * 20000 + "]" * 20000)))
+    with pytest.raises(ImageProvenanceError, match=rf"^{path}: the XMP pixel record is not a JSON object$"):
+        read_image_file(path)
+
+
+def _with_jpeg_size(data: bytes, width: int, height: int) -> bytes:
+    data = bytearray(data)
+    at = data.find(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "reason"),
+    [
+        # Past twice PIL's own bomb limit: PIL refuses it while reading the header.
+        (65000, 65000, "is a damaged JPEG file: Image size (4225000000 pixels) exceeds limit of 178956970 pixels"),
+        # Under PIL's limit but past ours: refused before the pixels are decoded.
+        (12000, 12000, "is 12000x12000 pixels, more than the {max} pixels diffusers-repro reads$"),
+    ],
+)
+def test_a_jpeg_larger_than_the_read_limit_is_refused_before_decoding(record_json, tmp_path, width, height, reason):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(_with_jpeg_size(_lossy_bytes("jpeg", _xmp_packet(record_json, "{}")), width, height))
+    message = f"^{path} " + re.escape(reason.format(max=MAX_FILE_PIXELS)).replace(r"\$", "$")
+    with pytest.raises(ImageProvenanceError, match=message):
+        read_image_file(path)
+    with pytest.raises(ImageProvenanceError, match=message):
+        read_provenance(path)
+
+
+def test_an_xmp_packet_past_the_cap_is_refused(tmp_path):
+    path = tmp_path / "a.webp"
+    path.write_bytes(_lossy_bytes("webp", b"<a>" + b"x" * (MAX_XMP_BYTES + 1) + b"</a>"))
+    with pytest.raises(ImageProvenanceError, match=rf"^{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes$"):
+        read_image_file(path)
+
+
+@pytest.mark.parametrize(("name", "data"), [("empty.jpg", b""), ("empty.webp", b"")])
+def test_an_empty_file_names_every_format_read(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(
+        ImageProvenanceError, match=r"\(it is empty\); diffusers-repro reads PNG, JPEG and WebP files$"
+    ):
+        read_image_file(path)

@@ -264,8 +264,8 @@ def test_not_a_png(tmp_path):
     path.write_text("hello")
     _expect(
         path,
-        f"{path} is not a PNG file (it starts with b'hell', not the PNG signature); diffusers-repro records "
-        "are stored in PNG files",
+        f"{path} is not a PNG, JPEG or WebP file (it starts with b'hell'); diffusers-repro reads PNG, JPEG and WebP "
+        "files",
     )
 
 
@@ -282,7 +282,9 @@ def test_a_jpeg_from_another_tool(tmp_path):
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.png"
     path.write_bytes(b"")
-    _expect(path, f"{path} is not a PNG file (it is empty); diffusers-repro records are stored in PNG files")
+    _expect(
+        path, f"{path} is not a PNG, JPEG or WebP file (it is empty); diffusers-repro reads PNG, JPEG and WebP files"
+    )
 
 
 def test_truncated_png(sd_pil, tmp_path):

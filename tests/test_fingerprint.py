@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 import PIL.Image
@@ -116,3 +117,18 @@ def test_find_user_errors(grid, tmp_path, capsys):
     assert f"'{tmp_path}/text.jpg' is not an image that can be read" in capsys.readouterr().err
     assert main(["find", str(grid / "job000000-seed0.png"), str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"diffusers-repro: error: '{tmp_path}/nowhere': no such folder\n"
+
+
+def test_a_query_image_past_the_read_limit_is_one_usage_error(tmp_path, capsys):
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", 12000, 12000)
+    path = tmp_path / "large.jpg"
+    path.write_bytes(bytes(data))
+    assert main(["find", str(path), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"diffusers-repro: error: '{path}' is not an image that can be read: it is 12000x12000 pixels, more than "
+        "67108864\n"
+    )

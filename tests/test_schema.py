@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import diffusers_repro.replay as replay
 from diffusers_repro import ImageProvenanceError, Provenance, ProvenanceError
+from diffusers_repro.credentials import CREDENTIAL_STATES, CredentialsError, file_credentials, read_credentials
 from diffusers_repro.files import read_image_file, read_provenance, save_image
 from diffusers_repro.limits import LimitExceededError, check_limits
 from diffusers_repro.schema import (
@@ -29,6 +30,7 @@ from diffusers_repro.schema import (
 )
 from diffusers_repro.siblings import batch_prompt_lists, find_siblings
 
+SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))
 
 
@@ -270,3 +272,69 @@ def test_fuzz_mutated_real_pngs_give_a_record_or_an_image_provenance_error(saved
             raw[8:12] = data.draw(st.binary(min_size=4, max_size=4))
     fuzz_file.write_bytes(bytes(raw))
     _read_everything(fuzz_file)
+
+
+@pytest.fixture(scope="module")
+def signed_files(sd, tmp_path_factory):
+    """Signed PNG, JPEG and WebP files of one image: ``{format: (bytes, record, pixel digest of the file)}``."""
+    out = sd("a fox", seed=6, num_inference_steps=2, height=32, width=32)
+    folder = tmp_path_factory.mktemp("signed")
+    files = {}
+    for format, suffix in (("png", ".png"), ("jpeg", ".jpg"), ("webp", ".webp")):
+        path = save_image(out.images[0], folder / f"real{suffix}", out.provenance[0], format=format)
+        files[format] = (path.read_bytes(), out.provenance[0], read_image_file(path).pixel_digest)
+    return files
+
+
+def _mutate_bytes(data, raw: bytearray) -> bytearray:
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        at = data.draw(st.integers(4, len(raw) - 1))
+        if kind == "flip":
+            raw[at] = data.draw(st.integers(0, 255))
+        elif kind == "truncate":
+            del raw[at:]
+        elif kind == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            del raw[at : at + data.draw(st.integers(1, 64))]
+        if len(raw) <= 12:
+            break
+    return raw
+
+
+@fuzz_settings(300)
+@given(data=st.data(), format=st.sampled_from(["jpeg", "webp"]))
+def test_fuzz_mutated_jpeg_and_webp_give_a_record_or_an_image_provenance_error(
+    signed_files, tmp_path_factory, data, format
+):
+    raw = _mutate_bytes(data, bytearray(signed_files[format][0]))
+    path = tmp_path_factory.getbasetemp() / f"fuzz{SUFFIXES[format]}"
+    path.write_bytes(bytes(raw))
+    _read_everything(path)
+
+
+@fuzz_settings(300)
+@given(data=st.data(), format=st.sampled_from(["png", "jpeg", "webp"]))
+def test_fuzz_mutated_signed_files_never_vouch_for_a_changed_record_or_pixels(
+    signed_files, tmp_path_factory, data, format
+):
+    # The credentials reader gives Credentials or a CredentialsError; a file it calls intact holds the record and
+    # pixels that were signed, or cannot be read at all.
+    original, record, pixel_digest = signed_files[format]
+    raw = _mutate_bytes(data, bytearray(original))
+    path = tmp_path_factory.getbasetemp() / f"fuzz-signed{SUFFIXES[format]}"
+    path.write_bytes(bytes(raw))
+    try:
+        credentials = read_credentials(path)
+    except CredentialsError:
+        return
+    assert credentials.state in CREDENTIAL_STATES
+    if not credentials.intact:
+        return
+    try:
+        image_file = read_image_file(path)
+    except ImageProvenanceError:
+        return
+    if file_credentials(image_file).intact:
+        assert image_file.provenance == record and image_file.pixel_digest == pixel_digest

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import struct
 
 import numpy as np
 import PIL.Image
@@ -303,3 +305,187 @@ def test_inspect_of_a_hostile_file_shows_it_escaped_and_runs_nothing(alone, tmp_
     lines = out.splitlines()
     assert lines[1].startswith("refused:         provenance record: recipe.model.lora.operations[0].op must be one of")
     assert "\x1b" not in out and "\\x1b[2Jcleared\\nSteps: 2" in out and "got 'push_to_hub'" in out
+
+
+# ------------------------------------------------------------------------------------------ hostile JPEG and WebP
+
+
+def _jpeg_claiming_size(path, record_json, width, height):
+    """A JPEG with a record whose frame header claims ``width x height`` pixels: a decompression bomb."""
+    from diffusers_repro.exif import _xmp_packet
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (8, 8)).save(buffer, format="JPEG", xmp=_xmp_packet(record_json, "{}"))
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _manifest_longer_than_its_box(path):
+    data = bytearray(path.read_bytes())
+    data[data.index(b"frecordy") + len(b"frecordy")] ^= 0x20
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_verify_of_a_folder_of_hostile_files_refuses_each_and_goes_on(alone, tmp_path, capsys):
+    folder = tmp_path / "from-anyone"
+    folder.mkdir()
+    record_json = alone.provenance[0].to_json()
+    bomb = _jpeg_claiming_size(folder / "a-bomb.jpg", record_json, 12000, 12000)
+    manifest = _manifest_longer_than_its_box(
+        save_image(alone.images[0], folder / "b-manifest.jpg", alone.provenance[0], format="jpeg")
+    )
+    empty = folder / "c-empty.webp"
+    empty.write_bytes(b"")
+    good = save_image(alone.images[0], folder / "d-good.png", alone.provenance[0])
+    code, out, err = run(capsys, "verify", folder)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert lines[0] == f"{bomb}: refused: is 12000x12000 pixels, more than the 67108864 pixels diffusers-repro reads"
+    assert lines[1].startswith(f"{manifest}: refused: its Content Credentials cannot be read: ")
+    assert lines[2] == (
+        f"{empty}: refused: is not a PNG, JPEG or WebP file (it is empty); diffusers-repro reads PNG, JPEG and WebP "
+        "files"
+    )
+    assert lines[3] == f"{good}: bitwise"
+    assert lines[-1].startswith("4 image(s): 1 bitwise, 0 close, 0 different, 3 refused; FAILED")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_verify_and_find_skip_what_is_not_a_regular_file(alone, tmp_path, capsys):
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    good = save_image(alone.images[0], folder / "a.png", alone.provenance[0])
+    os.mkfifo(folder / "b.png")  # opening it would wait forever for a writer
+    code, out, _ = run(capsys, "verify", folder)
+    assert code == 0 and out.splitlines()[0] == f"{good}: bitwise"
+    code, out, _ = run(capsys, "find", good, folder)
+    assert code == 0 and out.splitlines() == [f"{good}  similarity 1.000"]
+
+
+def test_find_in_a_folder_of_hostile_files_names_the_match(alone, tmp_path, capsys):
+    folder = tmp_path / "from-anyone"
+    folder.mkdir()
+    _jpeg_claiming_size(folder / "bomb.jpg", alone.provenance[0].to_json(), 65000, 65000)
+    _jpeg_claiming_size(folder / "large.jpg", alone.provenance[0].to_json(), 12000, 12000)
+    (folder / "manifest.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n{}\n[1]\n")
+    (folder / "notes.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n")
+    good = save_image(alone.images[0], folder / "good.png", alone.provenance[0])
+    code, out, err = run(capsys, "find", good, folder)
+    assert (code, err, out.splitlines()) == (0, "", [f"{good}  similarity 1.000"])
+
+
+def test_verify_report_of_lossy_files_shows_them(alone, tmp_path, capsys):
+    paths = [
+        save_image(alone.images[0], tmp_path / f"a.{suffix}", alone.provenance[0], format=format)
+        for format, suffix in (("jpeg", "jpg"), ("webp", "webp"))
+    ]
+    report = tmp_path / "report.html"
+    code, out, err = run(capsys, "verify", *paths, "--report", report)
+    assert (code, err) == (0, "")
+    page = report.read_text()
+    # Bitwise for a lossy file is not bit for bit in its pixels: the page shows the file, the regeneration and their
+    # difference (the encoder's loss).
+    assert "bit for bit" not in page
+    assert page.count("<figcaption>difference x") == 2 and page.count('<img src="data:image/') == 6
+
+
+def test_inspect_of_a_jpeg_whose_record_does_not_fit_shows_it_escaped(alone, tmp_path, capsys, monkeypatch):
+    from diffusers_repro.exif import _xmp_packet
+
+    data = _edited(alone, lambda d: d["recipe"]["model"].update(lora={"operations": [{"op": "push_to_hub"}]}))
+    path = tmp_path / "hostile.jpg"
+    PIL.Image.new("RGB", (8, 8)).save(path, format="JPEG", xmp=_xmp_packet(json.dumps(data), "{}"))
+    monkeypatch.setattr(ReproStableDiffusionPipeline, "__call__", lambda *a, **k: pytest.fail("ran a pipeline"))
+    code, out, err = run(capsys, "inspect", path)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert lines[1].startswith("refused:         provenance record: recipe.model.lora.operations[0].op must be one of")
+    assert lines[2].startswith("xmp 'record': {") and "push_to_hub" in lines[2]
+
+
+def test_a_recorded_scheduler_under_another_components_name_replaces_nothing(alone, sd, tmp_path, capsys):
+    # recipe.schedulers names components: a record must not choose which attribute of the pipeline is replaced.
+    def edit(data):
+        scheduler = data["recipe"]["scheduler"]
+        data["recipe"]["schedulers"] = {"scheduler": scheduler, "unet": scheduler, "progress_bar": scheduler}
+
+    path = _write_record(tmp_path / "evil.png", _edited(alone, edit))
+    unet = sd.unet
+    result = reproduce(path, pipe=sd)
+    assert sd.unet is unet and result.output_digest_equal
+    code, out, err = run(capsys, "verify", path)
+    assert code == 1 and err == "" and out.splitlines()[0].startswith(f"{path}: different")
+
+
+@pytest.fixture(scope="module")
+def mixed(sd):
+    return sd(["a fox", "a bear"], seed=5, num_inference_steps=STEPS, height=32, width=32)
+
+
+@pytest.mark.parametrize("format", ["jpeg", "webp"])
+def test_the_siblings_of_a_lossy_file_are_found_beside_it(mixed, sd, tmp_path, format):
+    paths = mixed.save(tmp_path, format=format)
+    result = reproduce(paths[0], pipe=sd)
+    assert (result.whole_batch, result.verdict, result.differences) == (True, "bitwise", [])
+
+
+def test_a_hostile_folder_beside_a_mixed_batch_image_does_not_stop_its_replay(mixed, sd, tmp_path):
+    paths = mixed.save(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n" + json.dumps({"file": "x.png"}) + "\n")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "00000-a-pipe.png")  # sorted before the siblings: opening it would wait forever
+    result = reproduce(paths[1], pipe=sd)
+    assert (result.whole_batch, result.verdict) == (True, "bitwise")
+
+
+def test_a_record_the_pipeline_itself_refuses_is_one_refused_line_and_verify_goes_on(alone, tmp_path, capsys):
+    # Values the schema cannot bound without the model (clip_skip past the text encoder's layers) or that diffusers
+    # checks itself (a width not divisible by 8) fail inside the pipeline: that file is refused, the others go on.
+    clip = _write_record(tmp_path / "a-clip.png", _edited(alone, lambda d: d["recipe"]["call"].update(clip_skip=1000)))
+    width = _write_record(tmp_path / "b-width.png", _edited(alone, lambda d: d["recipe"]["call"].update(width=36)))
+    good = save_image(alone.images[0], tmp_path / "c-good.png", alone.provenance[0])
+    code, out, err = run(capsys, "verify", tmp_path)
+    lines = out.splitlines()
+    assert (code, err) == (1, "")
+    assert (
+        lines[0] == f"{clip}: refused: the pipeline failed on the record's call: IndexError: tuple index out of range"
+    )
+    assert lines[1].startswith(f"{width}: refused: the pipeline failed on the record's call: ValueError: ")
+    assert lines[2] == f"{good}: bitwise"
+    assert lines[-1].startswith("3 image(s): 1 bitwise, 0 close, 0 different, 2 refused; FAILED")
+
+
+def test_verify_and_find_show_file_names_from_anyone_escaped(alone, tmp_path, capsys):
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    good = save_image(alone.images[0], folder / "\x1b[2Jgood.png", alone.provenance[0])
+    bad = folder / "\x1b[2Jbad.png"
+    bad.write_bytes(b"")
+    escaped = f"{folder}/\\x1b[2J"
+    code, out, _ = run(capsys, "verify", folder)
+    assert code == 1 and "\x1b" not in out
+    assert out.splitlines()[:2] == [
+        f"{escaped}bad.png: refused: is not a PNG, JPEG or WebP file (it is empty); "
+        "diffusers-repro reads PNG, JPEG and WebP files",
+        f"{escaped}good.png: bitwise",
+    ]
+    code, out, _ = run(capsys, "find", good, folder)
+    assert (code, out) == (0, f"{escaped}good.png  similarity 1.000\n")
+
+
+def test_verify_shows_the_field_names_of_a_record_escaped(alone, tmp_path, capsys):
+    def edit(data):
+        data["environment"]["\x1b[2Jname"] = "\x1b[2Jvalue"
+
+    path = _write_record(tmp_path / "names.png", _edited(alone, edit))
+    code, out, _ = run(capsys, "verify", path)
+    assert code == 1 and "\x1b" not in out
+    assert "    environment.\\x1b[2Jname: '\\x1b[2Jvalue' -> null" in out.splitlines()
+    good = save_image(alone.images[0], tmp_path / "good.png", alone.provenance[0])
+    code, out, _ = run(capsys, "diff", path, good)
+    assert code == 1 and "\x1b" not in out
+    assert "  environment.\\x1b[2Jname: '\\x1b[2Jvalue' -> null" in out.splitlines()
