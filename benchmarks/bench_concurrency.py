@@ -14,6 +14,7 @@ Run: ``.venv/bin/python benchmarks/bench_concurrency.py`` (writes ``benchmarks/r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -47,7 +48,13 @@ def pinned(function, *args):
 
 
 def request_pipe(cls, base):
-    pipe = cls.from_pipe(base, scheduler=base.scheduler.from_config(base.scheduler.config))
+    extra = {}
+    if cls is StableDiffusionPipeline:
+        # Vanilla from_pipe shares the fast tokenizer, whose padding state is not thread-safe (calls from threads
+        # changed images and once raised "Unable to create tensor"); a careful vanilla server copies it per request,
+        # as our from_pipe does, so both sides pay for the copy.
+        extra["tokenizer"] = copy.deepcopy(base.tokenizer)
+    pipe = cls.from_pipe(base, scheduler=base.scheduler.from_config(base.scheduler.config), **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
