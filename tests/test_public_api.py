@@ -16,7 +16,7 @@ def test_every_module_all_is_reachable():
     import importlib
 
     modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
-    modules += ("credentials", "identity", "exif", "fingerprint", "cli_credentials", "cuda_rng", "cuda_noise")
+    modules += ("credentials", "identity", "exif", "fingerprint", "cli.credentials", "cuda_rng", "cuda_noise")
     modules += ("weights", "noise", "recipe", "lora", "runs")
     for module in (*modules, "distributed", "randomness", "batching", "concurrency", "tiny"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")

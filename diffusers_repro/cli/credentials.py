@@ -12,20 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .common import _IMAGE_SUFFIXES, UsageError, _printable
+
 __all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option", "signing_from_args"]
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def _printable(text: str) -> str:
-    from .cli import _printable
-
-    return _printable(text)
 
 
 def _usage_error(message: str) -> Exception:
-    from .cli import UsageError
-
     return UsageError(message)
 
 
@@ -56,7 +48,7 @@ def add_signing_options(parser: argparse.ArgumentParser) -> None:
 
 def signing_from_args(args: argparse.Namespace) -> Any:
     """``sign=`` for `save_image` from ``--no-sign``, ``--cert`` and ``--key``: `True`, `False` or an identity."""
-    from .identity import SigningIdentity
+    from ..identity import SigningIdentity
 
     if args.no_sign and (args.cert or args.key):
         raise _usage_error("--no-sign writes unsigned files; leave out --cert and --key, or --no-sign")
@@ -130,7 +122,7 @@ def _keys_missing(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    from .identity import IDENTITY_DIR, identity_home, init_identity
+    from ..identity import IDENTITY_DIR, identity_home, init_identity
 
     identity, made = init_identity(force=args.force)
     folder = identity_home() / IDENTITY_DIR
@@ -142,7 +134,7 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_show(args: argparse.Namespace) -> int:
-    from .identity import IDENTITY_DIR, identity_home, init_identity, trust_anchors
+    from ..identity import IDENTITY_DIR, identity_home, init_identity, trust_anchors
 
     folder = identity_home() / IDENTITY_DIR
     if not folder.is_dir():
@@ -176,7 +168,7 @@ def _keys_show(args: argparse.Namespace) -> int:
 def _fingerprints_in(folder: Path) -> dict[Path, str]:
     """``{file: fingerprint}`` of the images under ``folder``: from manifest.jsonl lines where present, else from
     the files' pixels."""
-    from .fingerprint import FINGERPRINT_PREFIX, fingerprint
+    from ..fingerprint import FINGERPRINT_PREFIX, fingerprint
 
     found: dict[Path, str] = {}
     for manifest in sorted(folder.rglob("manifest.jsonl")):
@@ -207,7 +199,7 @@ def _fingerprints_in(folder: Path) -> dict[Path, str]:
 
 
 def _find(args: argparse.Namespace) -> int:
-    from .fingerprint import MATCH_THRESHOLD, fingerprint, similarity
+    from ..fingerprint import MATCH_THRESHOLD, fingerprint, similarity
 
     threshold = MATCH_THRESHOLD if args.threshold is None else args.threshold
     if not args.image.is_file():

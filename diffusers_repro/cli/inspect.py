@@ -1,0 +1,102 @@
+"""``diffusers-repro inspect``: what an image's record says."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import _printable, _read_image, _short_digest
+from .verify import _reason
+
+_RAW_CHUNK_CHARS = 2000
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# inspect
+
+
+def _inspect_lines(image_file: Any) -> list[str]:
+    from ..cuda_noise import describe_rng
+
+    record = image_file.provenance
+    call, recipe, env, batch = record.call_arguments, record.recipe, record.environment, record.batch
+    model = recipe.get("model") or {}
+    scheduler = recipe.get("scheduler") or {}
+    versions = env.get("versions") or {}
+    width, height = image_file.image.size
+    if model.get("type") == "hub":
+        source = f"{model.get('repo_id')} (Hub, revision {model.get('revision')})"
+    else:
+        source = f"{model.get('path') or model.get('name_or_path')} ({model.get('type')})"
+    weights = ", ".join(
+        f"{name} {_short_digest(item.get('weights_digest'))}" for name, item in (model.get("components") or {}).items()
+    )
+    determinism = env.get("determinism") or {}
+    cuda_noise = describe_rng(recipe)
+    pixels = {
+        True: "intact (they match the digest written with them)",
+        False: "CHANGED since the file was written",
+        None: "no pixel digest stored in the file",
+    }[image_file.pixels_intact]
+    if image_file.format != "png":
+        pixels = (
+            f"lossy {image_file.format}: the encoded image is digested; the Content Credentials vouch for the file"
+        )
+    lines = [
+        f"file:            {image_file.path}",
+        f"prompt:          {call.get('prompt')!r}" if "prompt" in call else None,
+        f"negative prompt: {call.get('negative_prompt')!r}" if call.get("negative_prompt") else None,
+        f"seed:            {record.seed} (from {record.seed_source})",
+        f"noise rng:       {cuda_noise}" if cuda_noise else None,
+        f"pipeline:        {recipe.get('pipeline_class')}",
+        f"model:           {source}",
+        f"weights:         {weights}",
+        f"scheduler:       {scheduler.get('class')}",
+        f"steps:           {call.get('num_inference_steps')}",
+        f"guidance:        {call.get('guidance_scale')}" if "guidance_scale" in call else None,
+        f"size:            {width}x{height}",
+        f"batch:           image {batch.get('index')} of {batch.get('size')} (seeds {batch.get('seeds')}); "
+        f"batch-invariant: {'yes' if batch.get('batch_invariant') else 'no'}",
+        f"device:          {env.get('device')} ({env.get('device_name')}), dtype {env.get('dtype')}, "
+        f"{env.get('torch_num_threads')} torch thread(s)",
+        f"determinism:     {'full' if determinism.get('full_determinism') else 'not full'}",
+        "versions:        " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
+        f"output digest:   {record.result.get('output_digest')}",
+        f"noise digest:    {record.result.get('noise_digest')}",
+        f"pixels:          {pixels}",
+    ]
+    return [_printable(line) for line in lines if line is not None]
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ..credentials import file_credentials
+    from ..exif import read_xmp_properties, sniff_format
+    from ..files import PROVENANCE_KEY, read_text_chunks
+    from ..provenance import ProvenanceError
+
+    try:
+        image_file = _read_image(args.path)
+    except ProvenanceError as error:
+        lossy = sniff_format(args.path) is not None
+        read_raw = read_xmp_properties if lossy else read_text_chunks
+        chunks = read_raw(args.path) if args.path.exists() else {}
+        if ("record" if lossy else PROVENANCE_KEY) not in chunks:
+            raise  # not an image, or no record: nothing to show
+        # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
+        print(f"file:            {_printable(str(args.path))}")
+        print(f"refused:         {_reason(args.path, error)}")
+        for key, text in chunks.items():
+            shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
+            print(f"{'xmp' if lossy else 'chunk'} {_printable(key)!r}: {_printable(shown)}")
+        return 1
+    credentials = file_credentials(image_file, args.trust)
+    if args.json:
+        print(image_file.provenance.to_json(indent=2))
+    else:
+        print("\n".join(_inspect_lines(image_file)))
+        print(f"credentials:     {credentials.summary}")
+        if credentials.generator:
+            # The signer's own text: anyone's, so shown escaped like the record's.
+            print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))
+    # A file changed after it was signed is not what it says it is.
+    return 1 if credentials.state == "tampered" else 0

@@ -1,0 +1,131 @@
+"""``diffusers-repro env`` (this machine's environment fingerprint) and ``diff`` (where two records differ)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from .common import UsageError, _check_device, _printable, _read_image, _value
+
+__all__ = ["environment_report"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# env
+
+
+def environment_report(device: str | None = None) -> dict[str, Any]:
+    """The environment fingerprint of ``device`` plus whether full determinism can be switched on here.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.cli import environment_report
+    >>> environment_report()["environment"]["device"]
+    'cpu'
+    ```
+    """
+    import torch
+
+    from ..determinism import determinism_status, full_determinism
+    from ..provenance import environment_fingerprint
+
+    device_ = torch.device(device or "cpu")
+    notes = []
+    try:
+        with full_determinism():
+            possible = bool(determinism_status()["full_determinism"])
+    except Exception as error:  # noqa: BLE001 - any failure means "not possible here", with the reason
+        possible = False
+        notes.append(f"full_determinism() failed: {error}")
+    if device_.type == "cpu":
+        notes.append(
+            f"CPU results are bitwise the same run to run for a fixed torch thread count (now "
+            f"{torch.get_num_threads()}); pin it with --threads"
+        )
+    if device_.type == "cuda" and torch.cuda.is_initialized() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        possible = False
+        notes.append("CUDA was initialized before CUBLAS_WORKSPACE_CONFIG was set: cuBLAS may not be deterministic")
+    notes.append("batched images match one-at-a-time generation bitwise only with --batch-invariant")
+    accelerators = {"cuda": torch.cuda.is_available(), "cuda_device_count": torch.cuda.device_count()}
+    mps = getattr(torch.backends, "mps", None)
+    accelerators["mps"] = bool(mps and mps.is_available())
+    return {
+        "environment": environment_fingerprint(device_),
+        "full_determinism_possible": possible,
+        "accelerators": accelerators,
+        "notes": notes,
+    }
+
+
+def _env(args: argparse.Namespace) -> int:
+    device = _check_device(args.device)
+    report = environment_report(device)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    env = report["environment"]
+    versions = env.get("versions") or {}
+    accelerators = report["accelerators"]
+    lines = [
+        f"device:            {env['device']} ({env['device_name']})",
+        f"accelerators:      cuda {'yes' if accelerators['cuda'] else 'no'} ({accelerators['cuda_device_count']} "
+        f"device(s)), mps {'yes' if accelerators['mps'] else 'no'}",
+        f"torch threads:     {env['torch_num_threads']}",
+        f"platform:          {env['platform']}",
+        "versions:          " + ", ".join(f"{name} {version}" for name, version in versions.items() if version),
+        f"determinism now:   {'full' if env['determinism']['full_determinism'] else 'not full'}",
+        f"full determinism:  {'possible here' if report['full_determinism_possible'] else 'NOT possible here'} "
+        "(generate --deterministic)",
+    ]
+    lines += [f"note:              {note}" for note in report["notes"]]
+    print("\n".join(lines))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# diff
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from ..replay import record_differences
+
+    a, b = _read_image(args.a), _read_image(args.b)
+    differences = record_differences(a.provenance, b.provenance)
+    heatmap = _heatmap(args, a, b) if args.heatmap is not None else None
+    if args.json:
+        print(json.dumps([difference._asdict() for difference in differences], indent=2, default=str))
+    elif not differences:
+        print(f"the records of {args.a} and {args.b} are identical")
+    else:
+        print(f"{len(differences)} field(s) differ between {args.a} and {args.b}:")
+        for field, left, right in differences:
+            print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
+    if heatmap is not None and not args.json:
+        pixels = (
+            f"max diff {heatmap.max_diff}/255, {heatmap.changed_pixels} of {heatmap.total_pixels} pixels differ"
+            if heatmap.max_diff
+            else "the pixels are identical"
+        )
+        print(f"heatmap: {args.heatmap} ({pixels})")
+    return 0 if not differences else 1
+
+
+def _heatmap(args: argparse.Namespace, a: Any, b: Any) -> Any:
+    """Writes ``diff --heatmap``: the pixel differences of the two files, with a scale."""
+    from ..heatmap import write_heatmap
+
+    path = args.heatmap
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"--heatmap {str(path)!r}: expected a .png file (a lossy format would blur the differences)")
+    if not path.parent.is_dir():
+        raise UsageError(f"--heatmap {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    if a.image.size != b.image.size:
+        (aw, ah), (bw, bh) = a.image.size, b.image.size
+        raise UsageError(
+            f"--heatmap: the images differ in size ({args.a} is {aw}x{ah}, {args.b} is {bw}x{bh}); a heatmap needs "
+            "two images of one size"
+        )
+    return write_heatmap(a.image, b.image, path)

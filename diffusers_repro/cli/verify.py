@@ -1,0 +1,300 @@
+"""``diffusers-repro verify``: regenerate images from their records and compare the pixels; what a file from anyone
+may ask for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    _DTYPES,
+    UsageError,
+    _check_device,
+    _image_files,
+    _load_pipeline,
+    _positive_int,
+    _printable,
+    _read_image,
+    _value,
+)
+
+_SHOWN_DIFFERENCES = 6
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# replay safety: files come from anyone
+
+
+def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
+    from_defaults = "(default: %(default)s)"
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load pickled weights (.bin, .ckpt), which can run code while loading; only for trusted files",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=4096 * 4096,
+        help=f"largest height x width replayed {from_defaults}",
+    )
+    parser.add_argument("--max-steps", type=_positive_int, default=1000, help=f"most denoising steps {from_defaults}")
+    parser.add_argument(
+        "--max-batch-images",
+        type=_positive_int,
+        default=64,
+        help=f"most images regenerated together for a whole-batch replay {from_defaults}",
+    )
+
+
+def _replay_limits(args: argparse.Namespace) -> Any:
+    from ..limits import ReplayLimits
+
+    return ReplayLimits(max_pixels=args.max_pixels, max_steps=args.max_steps, max_batch_images=args.max_batch_images)
+
+
+def _refusal_types() -> tuple[type[BaseException], ...]:
+    from ..identity import CredentialsError
+    from ..limits import LimitExceededError
+    from ..provenance import ProvenanceError
+    from ..replay import ReproductionError
+
+    # CredentialsError: a manifest that does not parse refuses its own file, not the whole run.
+    return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError)
+
+
+def _reason(path: Path, error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    # Messages about a file start with its name, which the refused line already shows.
+    for prefix in (f"provenance record in {path}", str(path)):
+        if text.startswith(prefix):
+            text = ("provenance record" if prefix != str(path) else "") + text[len(prefix) :]
+            break
+    return _printable(text.lstrip(": ")) or type(error).__name__
+
+
+def _checked_record(path: Path, limits: Any) -> Any:
+    """The file's record once it passed the schema and the limits, else the one-line reason it is refused."""
+    from ..limits import check_limits
+
+    try:
+        record = _read_image(path).provenance
+        in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
+        check_limits(record, limits, record.batch.get("size", 1) if in_batch else 1)
+    except _refusal_types() as error:
+        return _reason(path, error)
+    return record
+
+
+def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
+    if args.json:
+        print(json.dumps({"path": str(path), "refused": reason}))
+    else:
+        print(f"{_printable(str(path))}: refused: {reason}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# verify
+
+
+class _PipelineCache:
+    """One loaded pipeline per recorded model source (and dtype, device), reused for every image that names it."""
+
+    def __init__(self, model: str | None, device: str | None, allow_pickle: bool = False):
+        self.model = model
+        self.device = device
+        self.allow_pickle = allow_pickle
+        self.pipes: dict[Any, Any] = {}
+
+    def get(self, record: Any) -> Any:
+        from ..replay import load_pipeline
+
+        model = record.recipe.get("model") or {}
+        dtype = record.environment.get("dtype")
+        if self.model is not None:
+            key = ("given", self.model, dtype)
+        else:
+            key = (
+                model.get("type"),
+                model.get("path"),
+                model.get("repo_id"),
+                model.get("revision"),
+                model.get("variant"),
+                record.recipe.get("pipeline_class"),
+                dtype,
+            )
+        if key not in self.pipes:
+            if self.model is not None:
+                name = str(dtype).removeprefix("torch.") if dtype else None
+                pipe = _load_pipeline(self.model, name if name in _DTYPES else None)
+                self.pipes[key] = pipe.to(self.device) if self.device else pipe
+            else:
+                self.pipes[key] = load_pipeline(record, self.device, allow_pickle=self.allow_pickle)
+        return self.pipes[key]
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..replay import reproduce
+
+    device = _check_device(args.device)
+    files = _image_files(args.paths)
+    limits = _replay_limits(args)
+    # Every record is read and checked (schema, limits) before any work; a refused file is reported on its own line
+    # and the others go on. Only the records are kept (reproduce reads each file again), so a folder of thousands of
+    # images does not fill the memory.
+    entries = [(path, _checked_record(path, limits)) for path in files]
+    cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle)
+    report = _report_entries(args.report)
+    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0}
+    failed = 0
+    previous_threads = torch.get_num_threads()
+    progress = _VerifyProgress(entries)
+    try:
+        for path, record in progress:
+            if isinstance(record, str):
+                _print_refused(args, path, record)
+                counts["refused"] += 1
+                continue
+            # Never more threads than this machine has, whatever the record says.
+            threads = args.threads or _usable_threads(record.environment.get("torch_num_threads"), previous_threads)
+            torch.set_num_threads(int(threads))
+            try:
+                result = reproduce(
+                    path,
+                    pipe=cache.get(record),
+                    tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
+                    limits=limits,
+                    allow_pickle=args.allow_pickle,
+                    trust=args.trust,
+                )
+            except _refusal_types() as error:
+                _print_refused(args, path, _reason(path, error))
+                counts["refused"] += 1
+                continue
+            except Exception as error:  # noqa: BLE001 - a value diffusers itself refuses stops this file, not the run
+                if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
+                    traceback.print_exc()
+                reason = f"the pipeline failed on the record's call: {type(error).__name__}: {_reason(path, error)}"
+                _print_refused(args, path, reason)
+                counts["refused"] += 1
+                continue
+            counts[result.verdict] += 1
+            if report is not None:
+                report.append(_report_entry(result))
+            # A tolerance forgives drift between machines, never a file edited after it was written.
+            accepted = result.bitwise_equal or (
+                args.tolerance is not None
+                and not result.file_edited
+                and result.max_abs_diff is not None
+                and result.max_abs_diff <= args.tolerance
+            )
+            failed += not accepted
+            if args.json:
+                print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
+                continue
+            print(
+                f"{_printable(str(path))}: {result.summary}"
+                + (" - the file was edited after it was written" if result.file_edited else "")
+            )
+            if result.credentials is not None and result.verdict != "tampered":
+                print(f"    credentials: {result.credentials.summary}")
+            if not result.bitwise_equal:
+                for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
+                    print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
+                if len(result.differences) > _SHOWN_DIFFERENCES:
+                    print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
+    finally:
+        progress.close()
+        torch.set_num_threads(previous_threads)
+    total = len(entries)
+    failed += counts["refused"]
+    ok = failed == 0
+    if args.json:
+        print(json.dumps({"summary": {"images": total, **counts, "failed": failed, "ok": ok}}))
+    else:
+        criterion = (
+            "bitwise" if args.tolerance is None else f"within {args.tolerance:.4g} ({args.tolerance * 255:g}/255)"
+        )
+        outcome = "OK" if ok else f"FAILED: {failed} image(s) do not reproduce {criterion}"
+        refused = f", {counts['refused']} refused" if counts["refused"] else ""
+        print(
+            f"{total} image(s): {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
+            f"different" + (f", {counts['tampered']} TAMPERED" if counts["tampered"] else "") + f"{refused}; {outcome}"
+        )
+    if report is not None:
+        _write_report(report, args.report, quiet=args.json)
+    return 0 if ok else 1
+
+
+def _usable_threads(recorded: Any, fallback: int) -> int:
+    from ..limits import usable_threads
+
+    return usable_threads(recorded, fallback)
+
+
+def _default_tolerance() -> float:
+    from ..replay import DEFAULT_TOLERANCE
+
+    return DEFAULT_TOLERANCE
+
+
+def _report_entries(path: Path | None) -> list | None:
+    """A list to collect ``--report`` entries in (`None` without ``--report``); the path is checked before any work."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"--report {str(path)!r} is a folder; expected an HTML file to write, e.g. report.html")
+    if not path.parent.is_dir():
+        raise UsageError(f"--report {str(path)!r}: the folder {str(path.parent)!r} does not exist")
+    return []
+
+
+def _report_entry(result: Any) -> Any:
+    from ..report import report_entry
+
+    return report_entry(result)
+
+
+def _write_report(entries: list, path: Path, quiet: bool) -> None:
+    from ..report import write_report
+
+    write_report(entries, path)
+    if not quiet:
+        print(f"report: {path}")
+
+
+class _VerifyProgress:
+    """A tqdm bar with ETA over the images of a verify of more than a few, on stderr when it is a terminal.
+
+    While the bar is shown, lines printed on stdout go above it instead of through it.
+    """
+
+    SHOWN_ABOVE = 3
+
+    def __init__(self, items: Sequence[Any]):
+        from tqdm import tqdm
+        from tqdm.contrib import DummyTqdmFile
+
+        quiet = len(items) <= self.SHOWN_ABOVE
+        # disable=None: tqdm stays silent when stderr is not a terminal (a log file, a pipe, CI).
+        self.bar = tqdm(items, desc="verify", unit="image", dynamic_ncols=True, disable=True if quiet else None)
+        self.stdout = None
+        if not self.bar.disable:
+            self.stdout, sys.stdout = sys.stdout, DummyTqdmFile(sys.stdout)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.bar)
+
+    def close(self) -> None:
+        if self.stdout is not None:
+            sys.stdout, self.stdout = self.stdout, None
+        self.bar.close()
