@@ -15,7 +15,7 @@ def test_every_public_name_is_exported_and_resolves():
 def test_every_module_all_is_reachable():
     import importlib
 
-    modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "replay", "factory")
+    modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "infotext", "replay", "factory")
     modules += ("credentials", "identity", "exif", "fingerprint", "cli.credentials", "cuda_rng", "cuda_noise")
     modules += ("weights", "noise", "recipe", "lora", "runs")
     for module in (*modules, "distributed", "randomness", "batching", "concurrency", "tiny"):

@@ -1,0 +1,192 @@
+"""The A1111 infotext: the ``parameters`` text Stable Diffusion web UIs and image sites read and show.
+
+`format_infotext` writes it from a provenance record (the ``parameters`` chunk of a PNG, the EXIF ``UserComment`` of a
+JPEG or WebP, see `diffusers_repro.files` and `diffusers_repro.exif`); `parse_infotext` reads it back, ours or another
+Stable Diffusion tool's. The infotext is a summary for other tools; the ``diffusers-repro`` record is what `reproduce`
+reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .provenance import Provenance
+
+__all__ = ["format_infotext", "parse_infotext"]
+
+# The components the mixin takes for the denoiser, in its order: the first one recorded gives the Model hash.
+_DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    # The reader splits on ", " and ": "; values that could be mistaken for those (or for a quoted value) are JSON
+    # strings, as the web UIs write them.
+    if any(char in text for char in ",:\n\r") or text.startswith('"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _denoiser_hash(components: dict[str, Any]) -> str | None:
+    for name in _DENOISER_NAMES:
+        component = components.get(name)
+        if not isinstance(component, dict):
+            continue
+        files = component.get("files") or {}
+        digest = next(iter(files.values())) if len(files) == 1 else component.get("weights_digest")
+        if isinstance(digest, str) and digest.startswith("sha256:"):
+            return digest.removeprefix("sha256:")[:10]
+    return None
+
+
+def _model_name(model: dict[str, Any]) -> str | None:
+    if model.get("repo_id"):
+        return model["repo_id"]
+    path = model.get("path") or model.get("name_or_path")
+    return Path(str(path)).name if path else None
+
+
+def _infotext_fields(provenance: Provenance, size: tuple[int, int] | None) -> dict[str, Any]:
+    from . import __version__
+
+    call = provenance.call_arguments
+    recipe = provenance.recipe
+    scheduler = recipe.get("scheduler") or {}
+    if size is None and call.get("width") is not None and call.get("height") is not None:
+        size = (call["width"], call["height"])
+    fields = {
+        "Steps": call.get("num_inference_steps"),
+        "Sampler": scheduler.get("class"),
+        "CFG scale": call.get("guidance_scale"),
+        "Seed": provenance.seed,
+        "Size": f"{size[0]}x{size[1]}" if size is not None else None,
+        "Model hash": _denoiser_hash((recipe.get("model") or {}).get("components") or {}),
+        "Model": _model_name(recipe.get("model") or {}),
+        "Version": f"diffusers-repro {__version__}",
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def format_infotext(provenance: Provenance, size: tuple[int, int] | None = None) -> str:
+    """The ``parameters`` text of an image, in the format Stable Diffusion web UIs and image sites read.
+
+    Line 1 is the prompt (left out when the pipeline takes none, as ``DDIMPipeline``), then ``Negative prompt: ...``
+    when there is one, then one line of ``Key: value`` pairs: ``Steps``, ``Sampler`` (the scheduler class),
+    ``CFG scale``, ``Seed``, ``Size`` (``WIDTHxHEIGHT``), ``Model hash``, ``Model``, ``Version``; a pair is left out
+    when the record has no value for it. A value containing ``,``, ``:`` or a newline is written as a JSON string.
+
+    ``Model hash`` is the first 10 hex digits of the sha256 of the denoiser's (UNet's) weights file. When the
+    denoiser was not loaded from a single file (built in code, or sharded), it is the first 10 hex digits of the
+    component's ``weights_digest`` instead (a digest of its tensors or of its files' digests), which still tells
+    models apart but does not match the sha256 of any one file.
+
+    The infotext is a summary for other tools; the ``diffusers-repro`` record is what `reproduce` reads.
+
+    Args:
+        provenance (`Provenance`): The image's record.
+        size (`tuple[int, int]`, *optional*): ``(width, height)`` of the image; defaults to the recorded call's
+            ``width`` and ``height`` (left out when they were not passed).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import format_infotext
+    >>> print(format_infotext(record, size=(64, 64)))  # doctest: +SKIP
+    a fox
+    Negative prompt: blurry
+    Steps: 2, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 42, Size: 64x64, Model hash: 24588c9b49, ...
+    ```
+    """
+    if not isinstance(provenance, Provenance):
+        raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
+    lines = []
+    prompt = provenance.call_arguments.get("prompt")
+    if isinstance(prompt, str):
+        lines.append(prompt)
+    negative = provenance.call_arguments.get("negative_prompt")
+    if isinstance(negative, str) and negative:
+        if not lines:
+            lines.append("")
+        lines.append(f"Negative prompt: {negative}")
+    fields = _infotext_fields(provenance, size)
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+# One `Key: value` pair of the parameters line: the web UIs' own pattern, a quoted value may hold `,` and `:`.
+_INFOTEXT_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_NEGATIVE_PREFIX = "Negative prompt:"
+_TYPED_FIELDS = {"Steps": ("steps", int), "Seed": ("seed", int), "CFG scale": ("cfg_scale", float)}
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        with contextlib.suppress(json.JSONDecodeError):
+            decoded = json.loads(value)
+            if isinstance(decoded, str):
+                return decoded
+    return value
+
+
+def _field_name(key: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", key.strip().lower()).strip("_")
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """Reads a ``parameters`` infotext (ours or another Stable Diffusion tool's) back into a dict.
+
+    Returns:
+        `dict`: ``prompt`` (`str`, empty when there is none), ``negative_prompt`` (`str` or `None`), and one entry
+        per ``Key: value`` pair of the last line, with snake_case keys: ``steps`` and ``seed`` (`int`),
+        ``cfg_scale`` (`float`), ``width`` and ``height`` (`int`, from ``Size``), ``sampler``, ``model_hash``,
+        ``model``, ``version`` and any other key as `str`. A value that does not parse as its type stays a `str`.
+        When the last line holds fewer than three pairs it is taken as part of the prompt, as the web UIs do.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import parse_infotext
+    >>> fields = parse_infotext('a fox\\nSteps: 2, Sampler: DDIMScheduler, Seed: 42, Size: 64x32, Model: "a, b"')
+    >>> fields["prompt"], fields["steps"], fields["seed"], fields["width"], fields["height"], fields["model"]
+    ('a fox', 2, 42, 64, 32, 'a, b')
+    ```
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    lines = text.strip("\n").split("\n") if text.strip() else []
+    pairs = _INFOTEXT_PAIR.findall(lines[-1]) if lines else []
+    if len(pairs) >= 3:
+        lines = lines[:-1]
+    else:
+        pairs = []
+    prompt_lines: list[str] = []
+    negative_lines: list[str] | None = None
+    for line in lines:
+        if negative_lines is None and line.startswith(_NEGATIVE_PREFIX):
+            negative_lines = [line[len(_NEGATIVE_PREFIX) :].lstrip(" ")]
+        elif negative_lines is not None:
+            negative_lines.append(line)
+        else:
+            prompt_lines.append(line)
+    fields: dict[str, Any] = {
+        "prompt": "\n".join(prompt_lines),
+        "negative_prompt": "\n".join(negative_lines) if negative_lines is not None else None,
+    }
+    for key, raw in pairs:
+        key, value = key.strip(), _unquote(raw)
+        if key in _TYPED_FIELDS:
+            name, kind = _TYPED_FIELDS[key]
+            with contextlib.suppress(ValueError):
+                value = kind(value)
+            fields[name] = value
+        elif key == "Size" and re.fullmatch(r"\d+x\d+", value):
+            width, height = value.split("x")
+            fields["width"], fields["height"] = int(width), int(height)
+        else:
+            fields[_field_name(key)] = value
+    return fields
