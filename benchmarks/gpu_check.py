@@ -142,11 +142,11 @@ def check_known_vector(device: str) -> dict[str, Any]:
 
 def build_sd15_sized(device: str, dtype: torch.dtype):
     """A pipeline with Stable Diffusion 1.5's UNet, VAE and text encoder sizes and random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from diffusers_repro import ReproStableDiffusionPipeline
-    from diffusers_repro.tiny import build_tiny_tokenizer
+    from diffusers_repro.tiny import build_tiny_tokenizer, sd_v1_scheduler
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -179,14 +179,7 @@ def build_sd15_sized(device: str, dtype: torch.dtype):
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_v1_scheduler()
     pipe = ReproStableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

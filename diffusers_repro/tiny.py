@@ -31,7 +31,14 @@ from diffusers import (
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-__all__ = ["TINY_FORMAT_VERSION", "TINY_KINDS", "build_tiny_pipeline", "tiny_pipeline_path", "build_tiny_tokenizer"]
+__all__ = [
+    "TINY_FORMAT_VERSION",
+    "TINY_KINDS",
+    "build_tiny_pipeline",
+    "tiny_pipeline_path",
+    "build_tiny_tokenizer",
+    "sd_v1_scheduler",
+]
 
 # Bump whenever a builder changes (shapes, seeds, configs): the version is part of the cache folder name, so stale
 # folders saved by an older version are never picked up.
@@ -130,8 +137,8 @@ def _build_text_encoder(tokenizer: CLIPTokenizer, hidden_size: int, num_layers: 
     return CLIPTextModel(config)
 
 
-def _sd_scheduler() -> DDIMScheduler:
-    # Stable Diffusion v1's training schedule, so step counts and timesteps behave like the real model's.
+def sd_v1_scheduler() -> DDIMScheduler:
+    """DDIM with Stable Diffusion v1's training schedule, so steps and timesteps behave as the real model's."""
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -198,7 +205,7 @@ def _build_sd(size: _SDSize) -> StableDiffusionPipeline:
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=_sd_scheduler(),
+        scheduler=sd_v1_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
