@@ -19,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .identity import CredentialsError, SigningIdentity, read_file, trust_bundle
+from .identity import CredentialsError, SigningIdentity, trust_bundle
+from .imagefile import ImageFile, read_regular_file, sniff_bytes
 
 __all__ = [
     "ASSERTION_LABEL",
@@ -32,6 +33,7 @@ __all__ = [
     "SOFT_BINDING_ALG",
     "Credentials",
     "CredentialsError",
+    "credentials_of_bytes",
     "file_credentials",
     "read_credentials",
     "sign_image_bytes",
@@ -100,11 +102,17 @@ def _manifest_definition(title: str, record_json: str, fingerprint: str | None) 
     }
 
 
+# Reading a file never touches the network: c2pa-rs would otherwise fetch a remote manifest named in a file's XMP
+# (a tracking pixel for whoever checks the file) and ask OCSP responders named in its certificates.
+_OFFLINE = {"remote_manifest_fetch": False, "ocsp_fetch": False}
+_REMOTE_URL = re.compile(r"remote manifests? from url (\S+)")
+
+
 def _context(trust_pem: str | None = None) -> Any:
     import c2pa
 
     # No thumbnail: it would double the file and the signing time, and the file is the picture.
-    settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}}
+    settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}, "verify": dict(_OFFLINE)}
     if trust_pem:
         settings["trust"] = {"user_anchors": trust_pem}
     return c2pa.Context(c2pa.Settings.from_dict(settings))
@@ -174,6 +182,8 @@ class Credentials:
         record_json (`str` or `None`): The provenance record the manifest vouches for.
         fingerprint (`str` or `None`): The perceptual fingerprint of the ``c2pa.soft-binding`` assertion.
         generator (`str` or `None`): The software agent of the ``c2pa.created`` action.
+        remote_url (`str` or `None`): For an unsigned file whose metadata points to a manifest elsewhere, that URL
+            (never fetched).
     """
 
     state: str
@@ -183,6 +193,7 @@ class Credentials:
     record_json: str | None = dataclasses.field(default=None, repr=False)
     fingerprint: str | None = None
     generator: str | None = None
+    remote_url: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -192,6 +203,11 @@ class Credentials:
     @property
     def summary(self) -> str:
         """One line, e.g. ``trusted: signed by 'diffusers-repro local signer 1a2b3c4d', whose root ...``."""
+        if self.state == "unsigned" and self.remote_url is not None:
+            return (
+                "unsigned (no Content Credentials in the file; it points to a remote manifest at "
+                f"{self.remote_url!r}, which is never fetched)"
+            )
         if self.state == "unsigned":
             return "unsigned (no Content Credentials)"
         if self.state == "tampered":
@@ -210,6 +226,7 @@ class Credentials:
             "failures": list(self.failures),
             "fingerprint": self.fingerprint,
             "generator": self.generator,
+            "remote_url": self.remote_url,
         }
 
 
@@ -243,7 +260,11 @@ def read_credentials(
     path: str | os.PathLike,
     trust: Sequence[str | os.PathLike] = (),
 ) -> Credentials:
-    """Reads and validates the Content Credentials of an image file with c2pa-python.
+    """Reads and validates the Content Credentials of an image file with c2pa-python, offline.
+
+    The file is read once through the reading edge (`diffusers_repro.imagefile.read_regular_file`: a regular file
+    within the byte cap) and c2pa validates those bytes from memory. No remote manifest and no certificate status is
+    fetched: a file that only points to a manifest elsewhere reads ``unsigned`` with that URL in ``remote_url``.
 
     Args:
         path (`str` or `os.PathLike`): A PNG, JPEG or WebP file.
@@ -254,8 +275,8 @@ def read_credentials(
         `Credentials`
 
     Raises:
-        `CredentialsError`: when the file cannot be read, c2pa does not know its format, or its manifest does not
-            parse (the message names the file).
+        `CredentialsError`: when c2pa does not know the file's format or its manifest does not parse (the message
+            names the file). `ImageProvenanceError`: when the file is not a regular file or is past the byte cap.
 
     Example:
 
@@ -265,14 +286,25 @@ def read_credentials(
     'trusted'
     ```
     """
+    # The manifest alone is validated: the pixels need not decode (a damaged file can still say who signed it).
+    try:
+        data = read_regular_file(path)
+    except FileNotFoundError:
+        raise CredentialsError(f"image {str(path)!r}: no such file") from None
+    return credentials_of_bytes(data, sniff_bytes(data), trust, where=path)
+
+
+def credentials_of_bytes(
+    data: bytes, format: str | None, trust: Sequence[str | os.PathLike] = (), where: Any = "the image"
+) -> Credentials:
+    """Validates the C2PA manifest embedded in ``data`` (an encoded PNG, JPEG or WebP), offline; see
+    `read_credentials`."""
     import c2pa
 
-    path = Path(path)
-    data = read_file(path, "image")
     trust_pem = trust_bundle(trust)
     try:
         with _context(trust_pem) as context:
-            reader = c2pa.Reader.try_create(None, io.BytesIO(data), None, context)
+            reader = c2pa.Reader.try_create(_MIME_TYPES.get(format), io.BytesIO(data), None, context)
             if reader is None:
                 return Credentials(state="unsigned")
             with reader:
@@ -282,7 +314,10 @@ def read_credentials(
     except (c2pa.C2paError, KeyError, ValueError) as error:
         # c2pa-python raises KeyError (no active manifest in a store it parsed) and ValueError (JSON) besides its own.
         message = " ".join(str(error).split()) or type(error).__name__
-        raise CredentialsError(f"{path}: its Content Credentials cannot be read: {message}") from None
+        remote = _REMOTE_URL.search(message)
+        if remote is not None:
+            return Credentials(state="unsigned", remote_url=remote.group(1))
+        raise CredentialsError(f"{where}: its Content Credentials cannot be read: {message}") from None
     signature = manifest.get("signature_info") or {}
     record = _assertion(manifest, ASSERTION_LABEL)
     record_json = record.get("record") if isinstance(record, dict) else None
@@ -310,9 +345,12 @@ def read_credentials(
     )
 
 
-def file_credentials(image_file: Any, trust: Sequence[str | os.PathLike] = ()) -> Credentials:
-    """`read_credentials` of a file already read with `diffusers_repro.files.read_image_file`, plus a check that the
-    record the manifest vouches for is the file's plain record (``diffusers-repro.record.mismatch`` otherwise).
+def file_credentials(image_file: ImageFile, trust: Sequence[str | os.PathLike] = ()) -> Credentials:
+    """The Content Credentials of a file read through the reading edge, validated over the very bytes its pixels
+    and record were parsed from (``image_file.data``; the path is never opened again), plus a check that the record
+    the manifest vouches for is the file's plain record (``diffusers-repro.record.mismatch`` otherwise).
+
+    The result is kept on ``image_file`` per trust list: asking twice validates once.
 
     Example:
 
@@ -325,17 +363,22 @@ def file_credentials(image_file: Any, trust: Sequence[str | os.PathLike] = ()) -
     """
     from .provenance import Provenance, ProvenanceError
 
-    credentials = read_credentials(image_file.path, trust)
-    if credentials.state in ("unsigned", "tampered"):
-        return credentials
-    try:
-        same = (
-            credentials.record_json is not None
-            and Provenance.from_json(credentials.record_json, source=str(image_file.path)) == image_file.provenance
-        )
-    except ProvenanceError:
-        same = False
-    if not same:
-        credentials.failures.append(_RECORD_MISMATCH)
-        credentials.state = "tampered"
-    return credentials
+    key = tuple(os.fspath(anchor) for anchor in trust)
+    cached = image_file.credentials_cache.get(key)
+    if cached is not None:
+        return dataclasses.replace(cached, failures=list(cached.failures))
+    where = image_file.path if image_file.path is not None else "the image"
+    credentials = credentials_of_bytes(image_file.data, image_file.format, trust, where=where)
+    if credentials.intact and image_file.provenance is not None:
+        try:
+            same = (
+                credentials.record_json is not None
+                and Provenance.from_json(credentials.record_json, source=str(where)) == image_file.provenance
+            )
+        except ProvenanceError:
+            same = False
+        if not same:
+            credentials.failures.append(_RECORD_MISMATCH)
+            credentials.state = "tampered"
+    image_file.credentials_cache[key] = credentials
+    return dataclasses.replace(credentials, failures=list(credentials.failures))

@@ -18,14 +18,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 import PIL.Image
 
-from .provenance import Provenance, ProvenanceError, image_digest
+from .imagefile import MAX_XMP_BYTES, XMP_NAMESPACE, ImageFile, ImageProvenanceError, read_image, sniff_bytes
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -46,30 +45,23 @@ LOSSY_FORMATS = ("jpeg", "webp")
 DEFAULT_QUALITY = 95
 """Encoder quality used when none is given (1-100)."""
 
-XMP_NAMESPACE = "urn:diffusers-repro:xmp:1"
-"""XML namespace of the ``record`` and ``pixels`` XMP properties."""
-
-MAX_XMP_BYTES = 4 << 20
-"""Longest XMP packet read: room for the longest record the schema reads (1 MiB of JSON) with XML escaping."""
-
 # A JPEG APP1 segment holds at most 65533 bytes, of which 29 name the XMP namespace.
 _MAX_JPEG_XMP = 65504
 _PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
-_MAX_PIXEL_RECORD_CHARS = 4096
 
 
 def sniff_format(path: str | os.PathLike) -> str | None:
-    """``"jpeg"`` or ``"webp"`` when the file starts like one, else `None` (PNG, other, missing or a folder)."""
+    """``"jpeg"`` or ``"webp"`` when the file starts like one, else `None` (PNG, other, missing or a folder).
+
+    Reads the file's first bytes only; the readers themselves never call it (they sniff the bytes they read once).
+    """
     try:
         with open(path, "rb") as handle:
             head = handle.read(12)
     except OSError:
         return None
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
+    format = sniff_bytes(head)
+    return format if format in LOSSY_FORMATS else None
 
 
 def _xmp_packet(record_json: str, pixels_json: str) -> bytes:
@@ -118,73 +110,16 @@ def encode_lossy(
     return buffer.getvalue()
 
 
-def _xmp_properties(path: Path, xmp: Any) -> dict[str, str]:
-    from .files import ImageProvenanceError
-
-    if isinstance(xmp, bytes):
-        if len(xmp) > MAX_XMP_BYTES:
-            raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
-        xmp = xmp.decode("utf-8", errors="replace")
-    if not isinstance(xmp, str) or not xmp:
-        return {}
-    if len(xmp) > MAX_XMP_BYTES:
-        raise ImageProvenanceError(f"{path}: its XMP packet is longer than {MAX_XMP_BYTES} bytes", path)
-    try:
-        root = ElementTree.fromstring(xmp)
-    except ElementTree.ParseError as error:
-        raise ImageProvenanceError(f"{path}: its XMP packet is not well-formed XML: {error}", path) from None
-    properties = {}
-    for name in ("record", "pixels"):
-        element = root.find(f".//{{{XMP_NAMESPACE}}}{name}")
-        if element is not None and element.text is not None:
-            properties[name] = element.text
-    return properties
-
-
-def _infotext(exif: Any) -> str | None:
-    import piexif
-    import piexif.helper
-
-    if not isinstance(exif, bytes) or not exif:
-        return None
-    try:
-        comment = piexif.load(exif).get("Exif", {}).get(piexif.ExifIFD.UserComment)
-        return piexif.helper.UserComment.load(comment) if isinstance(comment, bytes) else None
-    except Exception:  # noqa: BLE001 - piexif parses by hand: struct, index and decode errors alike
-        return None
-
-
 def decode_lossy(path: Path, format: str) -> tuple[dict[str, Any], PIL.Image.Image]:
-    """A JPEG or WebP file's info (XMP, EXIF) and pixels; its size is checked before any pixel is decoded.
+    """A JPEG or WebP file's info (XMP, EXIF) and pixels, read once through `diffusers_repro.imagefile.read_image`.
 
     Raises:
-        `ImageProvenanceError`: a damaged file, or one past `diffusers_repro.files.MAX_FILE_PIXELS`.
+        `ImageProvenanceError`: a damaged file, one of another format, or one past the read limits.
     """
-    from .files import MAX_FILE_PIXELS, ImageProvenanceError
-
-    try:
-        image = PIL.Image.open(path, formats=[_PIL_FORMATS[format]])
-    except Exception as error:  # noqa: BLE001 - any file is hostile: PIL's every failure (bombs too) is a damaged file
-        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
-    with image:
-        width, height = image.size
-        if width * height > MAX_FILE_PIXELS:
-            raise ImageProvenanceError(
-                f"{path} is {width}x{height} pixels, more than the {MAX_FILE_PIXELS} pixels diffusers-repro reads",
-                path,
-            )
-        try:
-            image.load()
-            return dict(image.info), image.copy()
-        except Exception as error:  # noqa: BLE001 - truncated data, decoder and memory errors alike
-            raise ImageProvenanceError(
-                f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path
-            ) from None
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:200]
-    return text or type(error).__name__
+    image_file = read_image(path)
+    if image_file.format != format:
+        raise ImageProvenanceError(f"{path} is a {image_file.format.upper()} file, not a {format.upper()} file", path)
+    return dict(image_file.image.info), image_file.image
 
 
 def reencoded_pixels(image: PIL.Image.Image, format: str, quality: int) -> Any:
@@ -225,16 +160,14 @@ def read_xmp_properties(path: str | os.PathLike) -> dict[str, str]:
     ['pixels', 'record']
     ```
     """
-    path = Path(path)
-    info, _ = decode_lossy(path, sniff_format(path) or "jpeg")
-    return _xmp_properties(path, info.get("xmp"))
+    return dict(read_image(path).metadata)
 
 
-def read_lossy_image(path: str | os.PathLike) -> Any:
+def read_lossy_image(path: str | os.PathLike) -> ImageFile:
     """Reads a JPEG or WebP written by `save_image`: record, pixels, pixel record and infotext.
 
     Returns:
-        `diffusers_repro.files.ProvenanceImage` with ``format`` ``"jpeg"`` or ``"webp"``; ``stored_pixel_digest``
+        `diffusers_repro.imagefile.ImageFile` with ``format`` ``"jpeg"`` or ``"webp"``; ``stored_pixel_digest``
         is `None` (a lossy file's pixels are not the ones digested), ``source_pixel_digest`` is the digest of the
         8-bit image before encoding.
 
@@ -250,49 +183,4 @@ def read_lossy_image(path: str | os.PathLike) -> Any:
     42
     ```
     """
-    from .files import INFOTEXT_KEY, PROVENANCE_KEY, ImageProvenanceError, ProvenanceImage
-
-    path = Path(path)
-    format = sniff_format(path)
-    info, pixels = decode_lossy(path, format)
-    properties = _xmp_properties(path, info.get("xmp"))
-    infotext = _infotext(info.get("exif"))
-    if "record" not in properties:
-        hint = f"; it has a {INFOTEXT_KEY!r} infotext, which is not enough to reproduce it" if infotext else ""
-        raise ImageProvenanceError(
-            f"{path} has no {PROVENANCE_KEY!r} record in its XMP: it was not saved by diffusers-repro, or its "
-            f"metadata was stripped (image editors and upload sites often do){hint}",
-            path,
-        )
-    try:
-        provenance = Provenance.from_json(properties["record"], source=str(path))
-    except ProvenanceError as error:
-        raise ImageProvenanceError(str(error), path) from None
-    source_digest = quality = None
-    if "pixels" in properties:
-        try:
-            if len(properties["pixels"]) > _MAX_PIXEL_RECORD_CHARS:
-                raise ValueError("too long")
-            pixel_record = json.loads(properties["pixels"])
-        except (ValueError, RecursionError):
-            raise ImageProvenanceError(f"{path}: the XMP pixel record is not a JSON object", path) from None
-        if isinstance(pixel_record, dict):
-            source_digest = pixel_record.get("source_pixel_digest")
-            quality = pixel_record.get("quality")
-    try:
-        digest = image_digest(pixels)
-    except Exception as error:  # noqa: BLE001 - an odd mode numpy cannot take
-        raise ImageProvenanceError(f"{path} is a damaged {format.upper()} file: {_one_line(error)}", path) from None
-    return ProvenanceImage(
-        path=path,
-        provenance=provenance,
-        image=pixels,
-        pixel_digest=digest,
-        stored_pixel_digest=None,
-        infotext=infotext,
-        format=format or "jpeg",
-        source_pixel_digest=source_digest if isinstance(source_digest, str) else None,
-        quality=quality
-        if isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100
-        else None,
-    )
+    return read_image(path).require_record()

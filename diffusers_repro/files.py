@@ -24,12 +24,12 @@ over the target, so a crash leaves either the old file or the complete new one, 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
 import re
 import secrets
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,29 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import PIL.PngImagePlugin
-import torch
 
-from .exif import read_lossy_image, sniff_format
+from .imagefile import (
+    INFOTEXT_KEY,
+    MAX_FILE_BYTES,
+    MAX_FILE_PIXELS,
+    PIXELS_KEY,
+    PROVENANCE_KEY,
+    ImageFile,
+    ImageProvenanceError,
+    ProvenanceImage,
+    read_image,
+)
 from .infotext import format_infotext, parse_infotext
-from .provenance import Provenance, ProvenanceError, image_digest, jsonable
+from .provenance import Provenance, image_digest, jsonable
 
 __all__ = [
     "IMAGE_FORMATS",
     "INFOTEXT_KEY",
+    "MAX_FILE_BYTES",
+    "MAX_FILE_PIXELS",
     "PIXELS_KEY",
     "PROVENANCE_KEY",
+    "ImageFile",
     "ImageProvenanceError",
     "ProvenanceImage",
     "check_save_options",
@@ -64,78 +76,18 @@ __all__ = [
     "to_pil_image",
 ]
 
-PROVENANCE_KEY = "diffusers-repro"
-"""PNG text chunk key of the full provenance record (JSON)."""
-
-PIXELS_KEY = "diffusers-repro-pixels"
-"""PNG text chunk key of the pixel record (JSON with ``pixel_digest``)."""
-
-INFOTEXT_KEY = "parameters"
-"""PNG text chunk key that Stable Diffusion web UIs read their generation parameters from."""
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_FILE_PIXELS = 8192 * 8192
-"""Most pixels a read image may have (a 8192 x 8192 image decodes to 192 MiB as RGB); larger files are refused
-before their pixels are decoded."""
-_MAX_PIXEL_RECORD_CHARS = 4096
 _FLOAT_CONVERSION = "round(clip(x, 0, 1) * 255) to uint8, as diffusers' numpy_to_pil"
 _FILE_NUMBER = re.compile(r"^(\d{5,})-")
 
 
-class ImageProvenanceError(ProvenanceError):
-    """An image file does not carry a readable provenance record: not a PNG, no record chunk, broken JSON, ...
-
-    A `ValueError` subclass (through `ProvenanceError`). The message names the file and the problem; ``path`` holds
-    the file.
-    """
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None):
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
-
-
-@dataclasses.dataclass
-class ProvenanceImage:
-    """An image file read back: its record, its pixels and what the file says about them.
-
-    Args:
-        path (`pathlib.Path`): The file.
-        provenance (`Provenance`): The record in the ``diffusers-repro`` chunk.
-        image (`PIL.Image.Image`): The file's pixels, loaded (the file is closed).
-        pixel_digest (`str`): The digest of the pixels as they are in the file now (see `pixel_digest`).
-        stored_pixel_digest (`str` or `None`): The pixel digest written with the file (`None` when the file has no
-            ``diffusers-repro-pixels`` chunk).
-        infotext (`str` or `None`): The ``parameters`` chunk (EXIF ``UserComment`` in a JPEG or WebP).
-        format (`str`): ``"png"``, ``"jpeg"`` or ``"webp"``.
-        source_pixel_digest (`str` or `None`): For a lossy file, the digest of the 8-bit image before encoding.
-        quality (`int` or `None`): For a lossy file, the encoder quality its pixel record names.
-    """
-
-    path: Path
-    provenance: Provenance
-    image: PIL.Image.Image
-    pixel_digest: str
-    stored_pixel_digest: str | None
-    infotext: str | None
-    format: str = "png"
-    source_pixel_digest: str | None = None
-    quality: int | None = None
-
-    @property
-    def pixels(self) -> np.ndarray:
-        """The pixels as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale)."""
-        return np.asarray(self.image)
-
-    @property
-    def pixels_intact(self) -> bool | None:
-        """Whether the pixels still match the digest written with them (`None` when none was written)."""
-        if self.stored_pixel_digest is None:
-            return None
-        return self.pixel_digest == self.stored_pixel_digest
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Pixels
+
+
+def _is_tensor(value: Any) -> bool:
+    # A tensor exists only once torch is imported: reading files never imports it.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def to_pil_image(image: Any) -> PIL.Image.Image:
@@ -160,7 +112,7 @@ def to_pil_image(image: Any) -> PIL.Image.Image:
     """
     if isinstance(image, PIL.Image.Image):
         return image
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         if image.ndim == 3:
             if image.shape[0] not in (1, 3, 4):
                 raise ValueError(
@@ -195,7 +147,7 @@ def to_pil_image(image: Any) -> PIL.Image.Image:
 def _converted_from(image: Any) -> tuple[str, str | None]:
     if isinstance(image, PIL.Image.Image):
         return "pil", None
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         return f"torch {str(image.dtype).removeprefix('torch.')} {tuple(image.shape)}", (
             _FLOAT_CONVERSION if image.is_floating_point() else None
         )
@@ -429,7 +381,7 @@ def _next_file_number(directory: Path) -> int:
 
 
 def _split_images(images: Any) -> list[Any]:
-    if isinstance(images, (np.ndarray, torch.Tensor)):
+    if isinstance(images, np.ndarray) or _is_tensor(images):
         if images.ndim != 4:
             raise ValueError(
                 f"images is an array of shape {tuple(images.shape)}; expected a batch (N, H, W, C) or (N, C, H, W)"
@@ -497,101 +449,21 @@ def save_outputs(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reading
+# Reading: every reader goes through the one reading edge (diffusers_repro.imagefile): one read, one parse.
 
 
-def _open_png(path: Path) -> PIL.Image.Image:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_PNG_SIGNATURE))
-    except IsADirectoryError:
-        raise ImageProvenanceError(f"{path} is a folder, expected a PNG file", path) from None
-    if head != _PNG_SIGNATURE:
-        what = "it is empty" if not head else f"it starts with {head[:4]!r}"
-        raise ImageProvenanceError(
-            f"{path} is not a PNG, JPEG or WebP file ({what}); diffusers-repro reads PNG, JPEG and WebP files", path
-        )
-    try:
-        image = PIL.Image.open(path, formats=["PNG"])
-    except Exception as error:  # noqa: BLE001 - any file is hostile: PIL's every failure is a damaged file
-        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
-    width, height = image.size
-    if width * height > MAX_FILE_PIXELS:
-        image.close()
-        raise ImageProvenanceError(
-            f"{path} is {width}x{height} pixels, more than the {MAX_FILE_PIXELS} pixels diffusers-repro reads", path
-        )
-    try:
-        # Text chunks may also follow the pixel data, so the whole file is read before the chunks are looked at.
-        image.load()
-    except Exception as error:  # noqa: BLE001 - zlib, struct, decompression-bomb and memory errors alike
-        image.close()
-        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
-    return image
+def read_provenance(path: str | os.PathLike, *, max_bytes: int | None = None) -> Provenance:
+    """Reads the provenance record from a PNG, JPEG or WebP written by `save_image`.
 
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:200]
-    return text or type(error).__name__
-
-
-def _text_chunks(image: PIL.Image.Image) -> dict[str, str]:
-    # PIL caps each text chunk (ImageFile.SAFEBLOCK after decompression) and their sum (MAX_TEXT_MEMORY); keys and
-    # values are str, but a key may repeat or be latin-1 junk: only str -> str pairs are kept.
-    try:
-        chunks = dict(getattr(image, "text", None) or {})
-    except Exception:  # noqa: BLE001 - a chunk PIL cannot decode is a damaged file
-        return {}
-    return {key: value for key, value in chunks.items() if isinstance(key, str) and isinstance(value, str)}
-
-
-def _parse_record(path: Path, chunks: dict[str, str]) -> Provenance:
-    text = chunks.get(PROVENANCE_KEY)
-    if text is None:
-        hint = (
-            f"; it has a {INFOTEXT_KEY!r} infotext from another tool, which is not enough to reproduce it"
-            if INFOTEXT_KEY in chunks
-            else ""
-        )
-        raise ImageProvenanceError(
-            f"{path} has no {PROVENANCE_KEY!r} text chunk: it was not saved by diffusers-repro, or its metadata "
-            f"was stripped (image editors and upload sites often do){hint}",
-            path,
-        )
-    try:
-        return Provenance.from_json(text, source=str(path))
-    except ProvenanceError as error:
-        raise ImageProvenanceError(str(error), path) from None
-
-
-def _parse_pixel_record(path: Path, chunks: dict[str, str]) -> str | None:
-    text = chunks.get(PIXELS_KEY)
-    if text is None:
-        return None
-    try:
-        if len(text) > _MAX_PIXEL_RECORD_CHARS:
-            raise ValueError("too long")
-        digest = json.loads(text)["pixel_digest"]
-    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
-        raise ImageProvenanceError(
-            f"{path}: the {PIXELS_KEY!r} text chunk is not a JSON object with a pixel_digest", path
-        ) from None
-    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
-        raise ImageProvenanceError(
-            f"{path}: pixel_digest in the {PIXELS_KEY!r} chunk must be a string 'sha256:' followed by 64 hex digits",
-            path,
-        )
-    return digest
-
-
-def read_provenance(path: str | os.PathLike) -> Provenance:
-    """Reads the provenance record from a PNG written by `save_image`.
+    Args:
+        path (`str` or `os.PathLike`): The file.
+        max_bytes (`int`, *optional*, defaults to `diffusers_repro.imagefile.MAX_FILE_BYTES`): Largest file read.
 
     Raises:
         `FileNotFoundError`: when the file does not exist.
-        `ImageProvenanceError` (a `ValueError`): when the file is not a PNG, is damaged, has no ``diffusers-repro``
-            chunk, or the chunk holds broken JSON or a record of an unknown schema version. The message names the
-            file and the problem.
+        `ImageProvenanceError` (a `ValueError`): when the file is not a PNG, JPEG or WebP, is damaged or too large,
+            has no record, or the record holds broken JSON or a record of an unknown schema version. The message
+            names the file and the problem.
 
     Example:
 
@@ -601,17 +473,16 @@ def read_provenance(path: str | os.PathLike) -> Provenance:
     42
     ```
     """
-    path = Path(path)
-    if sniff_format(path) is not None:
-        return read_lossy_image(path).provenance
-    with _open_png(path) as image:
-        return _parse_record(path, _text_chunks(image))
+    image_file = read_image(path, max_bytes)
+    if image_file.record_error is not None:
+        raise image_file.record_error
+    return image_file.provenance
 
 
-def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
+def read_text_chunks(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, str]:
     """The text chunks of a PNG as they are, unparsed: what a file that fails the schema carries.
 
-    Raises the same errors as `read_provenance` for a file that is not a readable PNG.
+    Raises the same errors as `read_provenance` for a file that is not a readable image.
 
     Example:
 
@@ -621,13 +492,12 @@ def read_text_chunks(path: str | os.PathLike) -> dict[str, str]:
     ['diffusers-repro', 'diffusers-repro-pixels', 'parameters']
     ```
     """
-    path = Path(path)
-    with _open_png(path) as image:
-        return _text_chunks(image)
+    return dict(read_image(path, max_bytes).metadata)
 
 
-def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
-    """Reads a PNG written by `save_image`: record, pixels, stored pixel digest and infotext.
+def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> ImageFile:
+    """Reads an image written by `save_image` once: record, pixels, pixel record, infotext and the bytes the
+    Content Credentials are checked over (see `diffusers_repro.imagefile.ImageFile`).
 
     Raises the same errors as `read_provenance`.
 
@@ -639,28 +509,10 @@ def read_image_file(path: str | os.PathLike) -> ProvenanceImage:
     True
     ```
     """
-    path = Path(path)
-    if sniff_format(path) is not None:
-        return read_lossy_image(path)
-    with _open_png(path) as image:
-        chunks = _text_chunks(image)
-        provenance = _parse_record(path, chunks)
-        pixels = image.copy()
-    try:
-        digest = image_digest(pixels)
-    except Exception as error:  # noqa: BLE001 - an odd mode or palette numpy cannot take
-        raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
-    return ProvenanceImage(
-        path=path,
-        provenance=provenance,
-        image=pixels,
-        pixel_digest=digest,
-        stored_pixel_digest=_parse_pixel_record(path, chunks),
-        infotext=chunks.get(INFOTEXT_KEY),
-    )
+    return read_image(path, max_bytes).require_record()
 
 
-def read_pixels(path: str | os.PathLike) -> np.ndarray:
+def read_pixels(path: str | os.PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     """The pixels of a PNG, JPEG or WebP as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance
     or not.
 
@@ -672,14 +524,4 @@ def read_pixels(path: str | os.PathLike) -> np.ndarray:
     (64, 64, 3)
     ```
     """
-    from .exif import decode_lossy
-
-    path = Path(path)
-    format = sniff_format(path)
-    if format is not None:
-        return np.asarray(decode_lossy(path, format)[1]).copy()
-    with _open_png(path) as image:
-        try:
-            return np.asarray(image).copy()
-        except Exception as error:  # noqa: BLE001 - an odd mode or palette PIL cannot convert
-            raise ImageProvenanceError(f"{path} is a damaged PNG file: {_one_line(error)}", path) from None
+    return np.asarray(read_image(path, max_bytes).image).copy()

@@ -11,9 +11,17 @@ import dataclasses
 import os
 from typing import Any
 
+from .imagefile import MAX_FILE_BYTES
 from .provenance import Provenance
 
-__all__ = ["DEFAULT_LIMITS", "LimitExceededError", "ReplayLimits", "check_limits", "usable_threads"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "LimitExceededError",
+    "ReplayLimits",
+    "check_limits",
+    "replay_images",
+    "usable_threads",
+]
 
 
 class LimitExceededError(ValueError):
@@ -30,7 +38,11 @@ class ReplayLimits:
         max_steps (`int`, *optional*, defaults to 1000):
             Most denoising steps (``num_inference_steps``, or the length of ``timesteps``/``sigmas``).
         max_batch_images (`int`, *optional*, defaults to 64):
-            Most images regenerated together in a whole-batch replay.
+            Most images one replay makes: counted from what the call would really make (the prompt lists and
+            ``num_images_per_prompt`` of a whole-batch replay, a record's own list of prompts), never taken from the
+            record's word for its batch size.
+        max_file_bytes (`int`, *optional*, defaults to 256 MiB):
+            Largest image file read (`diffusers_repro.imagefile.MAX_FILE_BYTES`), checked before any byte is read.
 
     Example:
 
@@ -44,6 +56,7 @@ class ReplayLimits:
     max_pixels: int = 4096 * 4096
     max_steps: int = 1000
     max_batch_images: int = 64
+    max_file_bytes: int = MAX_FILE_BYTES
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -59,7 +72,9 @@ _HOW_TO_LIFT = {
     "max_pixels": "limits=ReplayLimits(max_pixels=...) or --max-pixels",
     "max_steps": "limits=ReplayLimits(max_steps=...) or --max-steps",
     "max_batch_images": "limits=ReplayLimits(max_batch_images=...) or --max-batch-images, or whole_batch=False",
+    "max_file_bytes": "limits=ReplayLimits(max_file_bytes=...) or --max-file-bytes",
 }
+_PROMPT_ARGUMENTS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
 
 
 def _refuse(field: str, asked: str, limit_name: str, limit: int) -> None:
@@ -69,14 +84,42 @@ def _refuse(field: str, asked: str, limit_name: str, limit: int) -> None:
     )
 
 
-def check_limits(record: Provenance, limits: ReplayLimits | None = None, batch_images: int = 1) -> None:
+def replay_images(record: Provenance, prompt_lists: dict[str, list[Any]] | None = None) -> int:
+    """How many images replaying ``record`` makes in one call, counted from the call itself.
+
+    Alone (``prompt_lists`` is `None`): one per prompt of the record's own call (a record may hold a list of
+    prompts, whatever its ``recipe.batch.size`` says). A whole-batch replay (``prompt_lists``, the batch's prompt
+    lists): prompts x ``num_images_per_prompt``, or ``batch_size``, and never fewer than the batch's seeds.
+    """
+    call: dict[str, Any] = record.call_arguments
+    lists = prompt_lists if prompt_lists is not None else {name: call.get(name) for name in _PROMPT_ARGUMENTS}
+    prompts = max((len(value) for value in lists.values() if isinstance(value, list)), default=1)
+    if prompt_lists is None:
+        return max(prompts, 1)
+    per_prompt = call.get("num_images_per_prompt")
+    images = max(prompts, 1) * (per_prompt if isinstance(per_prompt, int) else 1)
+    batch_size = call.get("batch_size")
+    if isinstance(batch_size, int):
+        images = max(images, batch_size)
+    seeds = record.batch.get("seeds")
+    return max(images, len(seeds) if isinstance(seeds, list) else 0)
+
+
+def check_limits(
+    record: Provenance,
+    limits: ReplayLimits | None = None,
+    batch_images: int | None = None,
+    *,
+    prompt_lists: dict[str, list[Any]] | None = None,
+) -> None:
     """Refuses a record that asks for more than ``limits`` allow, naming the field; returns `None` otherwise.
 
     Args:
         record (`Provenance`): A record that passed the schema (so its fields have their types).
         limits (`ReplayLimits`, *optional*, defaults to `DEFAULT_LIMITS`): The limits.
-        batch_images (`int`, *optional*, defaults to 1): Images the replay makes together (the batch size for a
-            whole-batch replay).
+        batch_images (`int`, *optional*): Images the replay makes together, when the caller counted them; by
+            default counted from the call (see `replay_images`). The larger of the two counts is checked.
+        prompt_lists (`dict`, *optional*): The batch's prompt lists, for a whole-batch replay.
 
     Raises:
         `LimitExceededError`: naming the field, the value asked for, the limit and how to lift it.
@@ -107,8 +150,12 @@ def check_limits(record: Provenance, limits: ReplayLimits | None = None, batch_i
         values = call.get(name)
         if isinstance(values, list) and len(values) > limits.max_steps:
             _refuse(f"recipe.call.{name}", f"{len(values)} values", "max_steps", limits.max_steps)
-    if batch_images > limits.max_batch_images:
-        _refuse("recipe.batch.size", f"{batch_images} images in one call", "max_batch_images", limits.max_batch_images)
+    counted = replay_images(record, prompt_lists)
+    images = max(counted, batch_images or 0)
+    if images > limits.max_batch_images:
+        by_batch = prompt_lists is not None or (batch_images or 0) > counted
+        field = "recipe.batch.size" if by_batch else "recipe.call.prompt"
+        _refuse(field, f"{images} images in one call", "max_batch_images", limits.max_batch_images)
 
 
 def usable_threads(recorded: int | None, fallback: int) -> int:

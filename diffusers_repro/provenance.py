@@ -23,10 +23,12 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from .schema import SCHEMA_NAME, SCHEMA_VERSION, ProvenanceError, check_record, parse_json
 
@@ -159,8 +161,16 @@ def _sha256(*chunks: bytes) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
+def _is_tensor(value: Any) -> bool:
+    # A tensor exists only once torch is imported: reading a record never imports it.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
     """sha256 over a tensor's dtype, shape and bytes (moved to the CPU; bfloat16 and friends included)."""
+    import torch
+
     tensor = tensor.detach().to("cpu").contiguous()
     header = f"{tensor.dtype}|{tuple(tensor.shape)}|".encode()
     return _sha256(header, tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -178,7 +188,7 @@ def image_digest(image: Any) -> str:
     PIL images are digested as their uint8 pixel array (mode and size included), never as an encoded file, so the
     same pixels give the same digest whatever file format carries them.
     """
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         return tensor_digest(image)
     if isinstance(image, np.ndarray):
         return array_digest(image)
@@ -189,6 +199,8 @@ def image_digest(image: Any) -> str:
 
 def named_tensors_digest(items: Any) -> str:
     """Digest of ``(name, tensor)`` pairs, in name order: each name, dtype, shape and the tensor's bytes."""
+    import torch
+
     hasher = hashlib.sha256()
     for name, tensor in sorted(items, key=lambda item: item[0]):
         tensor = tensor.detach().to("cpu").contiguous()
@@ -240,7 +252,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) or isinstance(value, np.floating):
         value = float(value)
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return {"tensor_digest": tensor_digest(value), "shape": list(value.shape), "dtype": str(value.dtype)}
     if isinstance(value, np.ndarray):
         return {"array_digest": array_digest(value), "shape": list(value.shape), "dtype": str(value.dtype)}
@@ -250,7 +262,8 @@ def jsonable(value: Any) -> Any:
         return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(item) for item in value]
-    if isinstance(value, (torch.dtype, torch.device, Path)):
+    torch = sys.modules.get("torch")
+    if isinstance(value, Path) or (torch is not None and isinstance(value, (torch.dtype, torch.device))):
         return str(value)
     if callable(value):
         return {"callable": getattr(value, "__qualname__", type(value).__qualname__)}
@@ -276,6 +289,8 @@ def _static_environment() -> dict[str, Any]:
         for name in ("torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "diffusers-repro")
     }
     versions["python"] = platform.python_version()
+    import torch
+
     cuda = torch.version.cuda
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
@@ -291,6 +306,8 @@ def _static_environment() -> dict[str, Any]:
 
 def device_name(device: torch.device) -> str:
     """A human name for the hardware behind ``device`` (GPU model on CUDA, processor on CPU)."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
@@ -315,6 +332,8 @@ def environment_fingerprint(device: torch.device | str | None = None, dtype: tor
     'cpu'
     ```
     """
+    import torch
+
     from .determinism import determinism_status
 
     device = torch.device(device if device is not None else "cpu")

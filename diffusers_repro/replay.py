@@ -25,7 +25,8 @@ import torch
 
 from .credentials import file_credentials
 from .files import read_image_file, to_pil_image
-from .limits import ReplayLimits, check_limits
+from .imagefile import ImageFile
+from .limits import DEFAULT_LIMITS, ReplayLimits, check_limits
 from .provenance import Provenance, image_digest, jsonable
 from .reproduction import _BATCH_ARGUMENTS, _LOSSY, Difference, Reproduction, _replay_differences, record_differences
 from .schema import check_record
@@ -461,8 +462,10 @@ def reproduce(
     ``allow_pickle=True``.
 
     Args:
-        path_or_provenance (`str`, `os.PathLike` or `Provenance`):
-            A PNG written by `save_image` (then its pixels are compared too), or a record.
+        path_or_provenance (`str`, `os.PathLike`, `ImageFile` or `Provenance`):
+            An image written by `save_image` (then its pixels are compared too), read once (a regular file within
+            ``limits.max_file_bytes``); the same file already read (`diffusers_repro.imagefile.read_image`); or a
+            record. Every comparison, the Content Credentials and the report are about that one set of bytes.
         pipe (`DiffusionPipeline`, *optional*):
             A reproducible pipeline (a ``ReproducibleMixin`` class) to regenerate with. Without it the recorded model
             is loaded (see `load_pipeline`).
@@ -518,21 +521,10 @@ def reproduce(
     """
     from .mixin import ReproducibleMixin
 
-    credentials = None
-    if isinstance(path_or_provenance, Provenance):
-        record, image_file = path_or_provenance, None
-        # A record built in code (not read from a file) meets the same schema before any work.
-        check_record(jsonable(record.to_dict()), source="the record passed to reproduce")
-    elif isinstance(path_or_provenance, (str, os.PathLike)):
-        image_file = read_image_file(path_or_provenance)
-        record = image_file.provenance
-        # Before any work: a manifest that does not parse is an error naming the file.
-        credentials = file_credentials(image_file, trust)
-    else:
-        raise TypeError(
-            "path_or_provenance must be a path to a PNG written by diffusers-repro or a Provenance, got "
-            f"{type(path_or_provenance).__name__}"
-        )
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if not isinstance(limits, ReplayLimits):
+        raise TypeError(f"limits must be a diffusers_repro.limits.ReplayLimits, got {type(limits).__name__}")
+    record, image_file, credentials = _read_what_to_replay(path_or_provenance, limits, trust)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 1:
         raise ValueError(f"tolerance must be a number between 0 and 1 (in [0, 1] pixel units), got {tolerance!r}")
     if whole_batch not in (None, True, False):
@@ -544,8 +536,7 @@ def reproduce(
     prompt_lists = None
     if whole_batch is not False and in_batch and obstacle is None:
         needs_siblings = "prompt_lists" not in record.batch and not record.batch.get("same_prompts")
-        path = image_file.path if image_file is not None else None
-        siblings = find_siblings(record, path, batch_from) if needs_siblings else None
+        siblings = find_siblings(record, image_file, batch_from, limits=limits) if needs_siblings else None
         prompt_lists = batch_prompt_lists(record, siblings)
         if prompt_lists is None and whole_batch is True:
             raise ReproductionError(
@@ -553,8 +544,8 @@ def reproduce(
                 f"{record.batch.get('id')} were not found; pass batch_from= the folder or files of the batch"
             )
     replay_batch = prompt_lists is not None
-    # Bounded work, before any model loads.
-    check_limits(record, limits, record.batch.get("size", 1) if replay_batch else 1)
+    # Bounded work, before any model loads: images counted from what the call would really make.
+    check_limits(record, limits, prompt_lists=prompt_lists)
     if pipe is None:
         pipe = load_pipeline(record, device, cache_dir=cache_dir, allow_pickle=allow_pickle)
     else:
@@ -600,7 +591,7 @@ def reproduce(
 
     recorded_digest = record.result.get("output_digest")
     output_digest_equal = None if recorded_digest is None else current.result.get("output_digest") == recorded_digest
-    pixels_equal = max_abs_diff = psnr = None
+    pixels_equal = max_abs_diff = psnr = reencoding_equal = None
     if image_file is not None:
         pixels_equal, max_abs_diff, psnr = _compare_pixels(image, image_file.pixels)
     checks = [check for check in (output_digest_equal, pixels_equal) if check is not None]
@@ -610,8 +601,9 @@ def reproduce(
         regenerated = to_pil_image(image)
         source_equal = image_file.source_pixel_digest == image_digest(regenerated)
         # Anyone can sign a file: only a trusted signer vouches for its pixels; otherwise they must be what encoding
-        # the regenerated image gives.
-        pixels_vouched = credentials.state == "trusted" or _reencoding_matches(regenerated, image_file)
+        # the regenerated image gives. The re-encoding is compared either way, and the verdict says which held.
+        reencoding_equal = _reencoding_matches(regenerated, image_file)
+        pixels_vouched = credentials.state == "trusted" or reencoding_equal
         checks = [
             check
             for check in (output_digest_equal, source_equal, credentials.intact, pixels_vouched)
@@ -645,4 +637,28 @@ def reproduce(
         whole_batch=replay_batch,
         credentials=credentials,
         file_format=image_file.format if image_file is not None else None,
+        reencoding_equal=reencoding_equal,
+        file=image_file,
     )
+
+
+def _read_what_to_replay(
+    path_or_provenance: Any, limits: ReplayLimits, trust: Sequence[str | os.PathLike]
+) -> tuple[Provenance, ImageFile | None, Any]:
+    """The record to replay, the file it came from (read once) and that file's Content Credentials."""
+    if isinstance(path_or_provenance, Provenance):
+        # A record built in code (not read from a file) meets the same schema before any work.
+        check_record(jsonable(path_or_provenance.to_dict()), source="the record passed to reproduce")
+        return path_or_provenance, None, None
+    if isinstance(path_or_provenance, ImageFile):
+        image_file = path_or_provenance.require_record()
+    elif isinstance(path_or_provenance, (str, os.PathLike)):
+        image_file = read_image_file(path_or_provenance, max_bytes=limits.max_file_bytes)
+    else:
+        raise TypeError(
+            "path_or_provenance must be a path to an image written by diffusers-repro, an ImageFile or a Provenance, "
+            f"got {type(path_or_provenance).__name__}"
+        )
+    # Before any work, and over the bytes the record and pixels came from: a manifest that does not parse is an
+    # error naming the file.
+    return image_file.provenance, image_file, file_credentials(image_file, trust)

@@ -152,7 +152,9 @@ def _figures(result: Any, size: int) -> tuple[tuple[_Figure, ...], tuple[int, in
     if result.path is None:
         note = "no file: the regeneration was compared with the record's output digest only"
         return (_figure("regenerated", regenerated, size),), regenerated.size, note
-    file_image = PIL.Image.fromarray(read_pixels(result.path))
+    # The pixels the verdict was about: the file as it was read once, never the path read again.
+    pixels = np.asarray(result.file.image) if result.file is not None else read_pixels(result.path)
+    file_image = PIL.Image.fromarray(pixels)
     # A lossy file is bitwise by its record and credentials, not by its pixels: it is shown with its difference.
     if result.bitwise_equal and result.pixels_equal is not False:
         return (_figure("file = regenerated, bit for bit", file_image, size),), file_image.size, None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .credentials import Credentials
-from .files import ProvenanceImage
+from .imagefile import ImageFile
 from .provenance import Provenance, jsonable
 
 __all__ = ["Difference", "Reproduction", "record_differences"]
@@ -64,6 +64,10 @@ class Reproduction:
         file_format (`str` or `None`): ``"png"``, ``"jpeg"`` or ``"webp"``; `None` without a file. For the lossy
             formats ``bitwise`` means the regenerated output equals the recorded output digest and the Content
             Credentials vouch that the file is the one written (its pixels carry the encoder's loss).
+        reencoding_equal (`bool` or `None`): For a lossy file, whether encoding the regeneration here gives the file's
+            pixels exactly (what vouches for its pixels when the signer is not trusted); `None` for other files.
+        file (`diffusers_repro.imagefile.ImageFile` or `None`): The file as it was read, once: the verdict, the
+            measures and the report are all about these bytes.
     """
 
     image: Any
@@ -81,6 +85,8 @@ class Reproduction:
     whole_batch: bool = False
     credentials: Credentials | None = None
     file_format: str | None = None
+    reencoding_equal: bool | None = None
+    file: ImageFile | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def file_edited(self) -> bool:
@@ -99,9 +105,14 @@ class Reproduction:
                     f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and "
                     "encoding it again gives the file's pixels exactly; its signer is not on the trust list)"
                 )
+            pixels = (
+                "encoding it again gives the file's pixels exactly"
+                if self.reencoding_equal
+                else "encoding it again here gives other pixels (another Pillow build?)"
+            )
             return (
-                f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and the "
-                "Content Credentials vouch that the file is the one written)"
+                f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest, the "
+                f"Content Credentials of a trusted signer vouch that the file is the one written, and {pixels})"
             )
         if self.max_abs_diff is None or self.verdict == "bitwise":
             return self.verdict
@@ -123,6 +134,7 @@ class Reproduction:
             "whole_batch": self.whole_batch,
             "file_edited": self.file_edited,
             "file_format": self.file_format,
+            "reencoding_equal": self.reencoding_equal,
             "credentials": self.credentials.to_dict() if self.credentials is not None else None,
             "differences": [difference._asdict() for difference in self.differences],
         }
@@ -190,7 +202,7 @@ def _batch_description(batch: dict[str, Any]) -> str:
 
 
 def _replay_differences(
-    recorded: Provenance, current: Provenance, image_file: ProvenanceImage | None, whole_batch: bool = False
+    recorded: Provenance, current: Provenance, image_file: ImageFile | None, whole_batch: bool = False
 ) -> list:
     # The regeneration makes this image alone under a seed taken from the record: its own batch and generator
     # bookkeeping differ by construction and are summarized below instead of listed field by field. It passes the

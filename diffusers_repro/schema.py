@@ -237,6 +237,20 @@ _ADAPTER_NAME = _string(what="an adapter name")
 _ADAPTER_NAMES = _one_of(_ADAPTER_NAME, _list(_ADAPTER_NAME, 256), expected="an adapter name or a list of them")
 LIMIT_STEPS = 10_000
 LIMIT_SIDE = 65_536
+LIMIT_ORDER = 16
+# Scheduler config fields that size each step's work or memory (diffusers 0.42's schedulers).
+_SCHEDULER_ORDERS = ("solver_order", "predictor_order", "corrector_order", "order")
+_SCHEDULER_STEP_COUNTS = (
+    "original_inference_steps",
+    "num_inference_steps",
+    "tail_steps",
+    "corrector_steps",
+    "num_policy_substeps",
+    "jump_n_sample",
+    "jump_length",
+    "n_grid",
+    "stages",
+)
 
 # "pil", "np", "pt", "latent"; Shap-E adds "mesh": a short name, never a value that selects code.
 _OUTPUT_TYPE = _string(nullable=True, pattern=re.compile(r"[a-z]{1,16}"), what="an output type name such as 'pil'")
@@ -274,6 +288,10 @@ _SCHEDULER = _object(
         "config": _object(
             {
                 "num_train_timesteps": _int(1, 100_000, nullable=True),
+                # Numbers of a scheduler config that size the work or the memory of every step (a solver of order
+                # 3e7 keeps 3e7 model outputs): bounded like the call's own step counts.
+                **{name: _int(1, LIMIT_ORDER, nullable=True) for name in _SCHEDULER_ORDERS},
+                **{name: _int(0, LIMIT_STEPS, nullable=True) for name in _SCHEDULER_STEP_COUNTS},
             },
             extra=_any,
             keys=_IDENTIFIER,

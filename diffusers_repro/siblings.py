@@ -58,24 +58,39 @@ def _digest_without_id(record: Provenance) -> str:
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_MANIFEST_BYTES = 64 << 20
+"""Largest run manifest (``manifest.jsonl``) read when siblings are searched for."""
+MAX_MANIFEST_LINES = 100_000
+"""Most manifest lines looked at."""
 
 
-def _candidate_files(path: Path | None, batch_from: Any) -> list[Path]:
+def _candidate_files(own: Path | None, batch_from: Any) -> list[Path]:
+    """Files that may hold the siblings' records: regular files only, each once (by resolved path), at most
+    `MAX_SIBLING_FILES`, never the image itself."""
     if batch_from is not None:
         items = [batch_from] if isinstance(batch_from, (str, os.PathLike)) else list(batch_from)
-        files = []
+        files: list[Path] = []
         for item in items:
             item = Path(item)
             files.extend(_images_in(item) if item.is_dir() else [item])
-        return files
-    if path is None:
+    elif own is None:
         return []
-    folder = path.parent
-    files = _images_in(folder)
-    manifest = folder / "manifest.jsonl"
-    if manifest.is_file() and manifest.stat().st_size < (64 << 20):
-        files.extend(_manifest_files(manifest))
-    return files
+    else:
+        files = _images_in(own.parent) + _manifest_files(own.parent / "manifest.jsonl")
+    seen = {own.resolve()} if own is not None else set()
+    unique = []
+    for file in files:
+        try:
+            resolved = file.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            continue
+        if resolved in seen or not resolved.is_file():  # a named pipe would wait forever, a device never end
+            continue
+        seen.add(resolved)
+        unique.append(file)
+        if len(unique) >= MAX_SIBLING_FILES:
+            break
+    return unique
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -83,37 +98,44 @@ def _images_in(folder: Path) -> list[Path]:
         names = sorted(os.listdir(folder))[:MAX_SIBLING_FILES]
     except OSError:
         return []
-    files = [folder / name for name in names if name.lower().endswith(_IMAGE_SUFFIXES) and not name.startswith(".")]
-    # Regular files only: opening a named pipe would wait forever.
-    return [file for file in files if file.is_file()]
+    return [folder / name for name in names if name.lower().endswith(_IMAGE_SUFFIXES) and not name.startswith(".")]
 
 
-def _manifest_files(manifest: Path) -> Iterable[Path]:
-    with open(manifest, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            try:
-                entry = json.loads(line)
-            except (ValueError, RecursionError):  # a line from anyone: broken, or nested past the parser's depth
-                continue
-            name = entry.get("file") if isinstance(entry, dict) else None
-            # Only names inside the run folder: a manifest never sends the search elsewhere.
-            if isinstance(name, str) and name == Path(name).name and (manifest.parent / name).is_file():
-                yield manifest.parent / name
+def _manifest_files(manifest: Path) -> list[Path]:
+    from .imagefile import ImageProvenanceError, read_regular_file
+
+    try:
+        # One read of a regular file within the cap: a named pipe or a link to /dev/zero is refused, not read.
+        data = read_regular_file(manifest, MAX_MANIFEST_BYTES, what="run manifest")
+    except (OSError, ImageProvenanceError):
+        return []
+    names: dict[str, None] = {}
+    for line in data.decode("utf-8", errors="replace").splitlines()[:MAX_MANIFEST_LINES]:
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):  # a line from anyone: broken, or nested past the parser's depth
+            continue
+        name = entry.get("file") if isinstance(entry, dict) else None
+        # Only names inside the run folder, each once: a manifest never sends the search elsewhere or in circles.
+        if isinstance(name, str) and name == Path(name).name and name not in (".", ".."):
+            names[name] = None
+    return [manifest.parent / name for name in names]
 
 
-def find_siblings(record: Provenance, path: Path | None, batch_from: Any = None) -> list[Provenance] | None:
+def find_siblings(
+    record: Provenance, image_file: Any = None, batch_from: Any = None, *, limits: Any = None
+) -> list[Provenance] | None:
     """The records of the whole batch of ``record``, in image order, or `None` when some are missing.
 
     Args:
         record (`Provenance`): A record of a mixed batch (``recipe.batch.record_digests`` set).
-        path (`pathlib.Path`, *optional*): The record's file: siblings are looked for in its folder and the run
-            manifest there.
+        image_file (`diffusers_repro.imagefile.ImageFile` or `pathlib.Path`, *optional*): The record's file: siblings
+            are looked for in its folder and the run manifest there; a candidate whose image header gives another
+            size than this file's is skipped before its pixels are decoded.
         batch_from (`str`, `os.PathLike`, a list of them, or a list of `Provenance`, *optional*): Where to look
             instead: files, folders or records.
+        limits (`diffusers_repro.limits.ReplayLimits`, *optional*): Its ``max_file_bytes`` caps each file read.
     """
-    from .files import read_provenance
-    from .schema import ProvenanceError
-
     batch = record.batch
     digests, index = batch.get("record_digests"), batch.get("index")
     if not digests or index is None:
@@ -123,9 +145,13 @@ def find_siblings(record: Provenance, path: Path | None, batch_from: Any = None)
     found: dict[str, Provenance] = {digests[index]: record}
     wanted = set(digests)
     if batch_from is not None and all(isinstance(item, Provenance) for item in batch_from):
-        candidates: Iterable[Provenance] = batch_from
+        candidates: Iterable[Provenance | None] = batch_from
     else:
-        candidates = (_read(file, read_provenance, ProvenanceError) for file in _candidate_files(path, batch_from))
+        own = getattr(image_file, "path", image_file)
+        size = getattr(getattr(image_file, "image", None), "size", None)
+        max_bytes = getattr(limits, "max_file_bytes", None)
+        files = _candidate_files(Path(own) if own is not None else None, batch_from)
+        candidates = (_read_sibling(file, size, max_bytes) for file in files)
     for candidate in candidates:
         if candidate is None or candidate.batch.get("id") != batch.get("id"):
             continue
@@ -139,10 +165,25 @@ def find_siblings(record: Provenance, path: Path | None, batch_from: Any = None)
     return [found[digest] for digest in digests]
 
 
-def _read(file: Path, read_provenance: Any, error_type: type) -> Provenance | None:
+def _read_sibling(file: Path, size: tuple[int, int] | None, max_bytes: int | None) -> Provenance | None:
+    """A candidate's record, read once; `None` for anything that is not a sibling-shaped image with a record."""
+    import io
+
+    import PIL.Image
+
+    from .imagefile import ImageProvenanceError, parse_image_bytes, read_regular_file
+
     try:
-        return read_provenance(file)
-    except (error_type, OSError):
+        data = read_regular_file(file, max_bytes)
+        if size is not None:
+            # The header alone, before any pixel is decoded: a batch's images share one size.
+            with PIL.Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"]) as header:
+                if header.size != size:
+                    return None
+        return parse_image_bytes(data, file).provenance
+    except (ImageProvenanceError, OSError):
+        return None
+    except Exception:  # noqa: BLE001 - PIL's header parser on bytes from anyone, in any way
         return None
 
 

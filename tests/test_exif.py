@@ -6,7 +6,6 @@ import io
 import json
 import re
 import struct
-from pathlib import Path
 
 import piexif
 import piexif.helper
@@ -17,9 +16,7 @@ from hypothesis import strategies as st
 
 from diffusers_repro.exif import (
     MAX_XMP_BYTES,
-    _infotext,
     _xmp_packet,
-    _xmp_properties,
     encode_lossy,
     read_lossy_image,
     sniff_format,
@@ -33,6 +30,7 @@ from diffusers_repro.files import (
     save_image,
     save_outputs,
 )
+from diffusers_repro.imagefile import parse_image_bytes
 from diffusers_repro.provenance import image_digest
 
 
@@ -121,11 +119,10 @@ def test_any_record_text_and_infotext_survive_the_round_trip(record, infotext):
     # The record is JSON (ASCII, escaped by json.dumps) in XMP; the infotext is any Unicode in EXIF UserComment.
     record_json = json.dumps({"prompt": record})
     data = encode_lossy(PIL.Image.new("RGB", (8, 8)), "webp", 90, record_json, {"k": record}, infotext)
-    with PIL.Image.open(io.BytesIO(data)) as image:
-        properties = _xmp_properties(Path("x.webp"), image.info["xmp"])
-        assert properties["record"] == record_json
-        assert json.loads(properties["pixels"]) == {"k": record}
-        assert _infotext(image.info["exif"]) == infotext
+    image_file = parse_image_bytes(data, "x.webp")
+    assert image_file.metadata["record"] == record_json
+    assert json.loads(image_file.metadata["pixels"]) == {"k": record}
+    assert image_file.infotext == infotext
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -346,7 +346,7 @@ def test_broken_pixel_chunk(sd_pil, tmp_path):
 
 
 def test_a_folder(tmp_path):
-    _expect(tmp_path, f"{tmp_path} is a folder, expected a PNG file")
+    _expect(tmp_path, f"{tmp_path} is a folder, expected a PNG, JPEG or WebP file")
 
 
 def test_missing_file(tmp_path):

@@ -368,7 +368,10 @@ def test_bad_tolerance(invariant_batch, sd, tolerance):
 
 
 def test_bad_source():
-    message = "path_or_provenance must be a path to a PNG written by diffusers-repro or a Provenance, got dict"
+    message = (
+        "path_or_provenance must be a path to an image written by diffusers-repro, an ImageFile or a Provenance, "
+        "got dict"
+    )
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         reproduce({"seed": 1})
 
