@@ -10,6 +10,7 @@ standard deviations above that.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -30,8 +31,8 @@ MATCH_THRESHOLD = 0.8
 """Smallest `similarity` at which two images count as the same picture (unrelated images: 0.5 +- 0.03)."""
 
 
-def fingerprint(image: PIL.Image.Image | str | os.PathLike) -> str:
-    """The perceptual fingerprint of an image (or of the image in a file).
+def fingerprint(image: PIL.Image.Image | str | os.PathLike, max_bytes: int | None = None) -> str:
+    """The perceptual fingerprint of an image (or of the image in a file, read once within ``max_bytes``).
 
     Example:
 
@@ -45,11 +46,16 @@ def fingerprint(image: PIL.Image.Image | str | os.PathLike) -> str:
     import imagehash
 
     if isinstance(image, (str, os.PathLike)):
-        from .files import MAX_FILE_PIXELS
+        from .imagefile import MAX_FILE_PIXELS, ImageProvenanceError, read_regular_file
 
         try:
+            # One read of a regular file within the byte cap (a named pipe or /dev/zero is refused, not read).
+            data = read_regular_file(image, max_bytes)
+        except ImageProvenanceError as error:
+            raise ValueError(str(error)) from None
+        try:
             # Common raster formats only, no PIL plugin that runs a program (EPS): a file named .png may hold anything.
-            with PIL.Image.open(image, formats=_FORMATS) as opened:
+            with PIL.Image.open(io.BytesIO(data), formats=_FORMATS) as opened:
                 if opened.width * opened.height > MAX_FILE_PIXELS:
                     raise ValueError(f"it is {opened.width}x{opened.height} pixels, more than {MAX_FILE_PIXELS}")
                 rgb = opened.convert("RGB")

@@ -117,11 +117,14 @@ def load_pipeline(
     *,
     cache_dir: str | os.PathLike | None = None,
     allow_pickle: bool = False,
+    download: bool = False,
 ) -> Any:
     """Loads the pipeline a record was made with: recorded source, revision, pipeline class and dtype.
 
-    A local source is loaded from its recorded folder; a hub source from ``repo_id`` at the recorded revision (with
-    ``HF_HUB_OFFLINE=1`` only from the local cache). The class is the recorded pipeline class made reproducible.
+    A local source is loaded from its recorded folder; a hub source from ``repo_id`` at the recorded revision, from
+    what this machine already has (the local Hugging Face cache) unless ``download=True``: a record from anyone never
+    makes us ask the Hub for a repository (which would tell its author who verified the file, and when). The class is
+    the recorded pipeline class made reproducible.
 
     Args:
         provenance (`Provenance`): The record.
@@ -131,6 +134,8 @@ def load_pipeline(
             does not say which cache the original used); defaults to huggingface_hub's.
         allow_pickle (`bool`, *optional*, defaults to `False`): Also load pickled weights (``.bin``, ``.ckpt``),
             which can run code while they load. By default only safetensors files are loaded, and never remote code.
+        download (`bool`, *optional*, defaults to `False`): Fetch a hub model (and hub LoRA adapters) the local
+            cache does not hold. ``HF_HUB_OFFLINE=1`` still wins.
 
     Raises:
         `ReproductionError`: when the model was built in memory (no source to load), the folder is missing, or the
@@ -154,6 +159,8 @@ def load_pipeline(
         kwargs[_dtype_keyword()] = dtype
     if kind == "local":
         source = model.get("path")
+        if source and os.path.isdir(source):
+            source = os.path.realpath(source)
         if not source or not os.path.isdir(source):
             raise ReproductionError(
                 f"the record's model folder {source!r} does not exist on this machine; pass pipe= a pipeline loaded "
@@ -162,7 +169,7 @@ def load_pipeline(
     elif kind == "hub" and model.get("repo_id"):
         source = model["repo_id"]
         kwargs["revision"] = model.get("revision")
-        kwargs["local_files_only"] = bool(constants.HF_HUB_OFFLINE)
+        kwargs["local_files_only"] = bool(constants.HF_HUB_OFFLINE) or not download
         if cache_dir is not None:
             kwargs["cache_dir"] = os.fspath(cache_dir)
     else:
@@ -180,11 +187,18 @@ def load_pipeline(
         pipe = cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         where = f"{source} at revision {kwargs.get('revision')}" if kind == "hub" else source
-        offline = (
-            " (HF_HUB_OFFLINE is set: only the local cache is searched)" if kwargs.get("local_files_only") else ""
-        )
+        if constants.HF_HUB_OFFLINE and kind == "hub":
+            offline = " (HF_HUB_OFFLINE is set: only the local cache is searched)"
+        elif kind == "hub" and not download:
+            offline = (
+                " (only the local Hugging Face cache is searched: pass download=True, or --download, to fetch it from "
+                "the Hub, which then learns who asked and when; or pass pipe=/--model a pipeline with its weights)"
+            )
+        else:
+            offline = ""
         raise ReproductionError(f"cannot load the record's model {where}{offline}: {error}") from None
-    _replay_lora_operations(pipe, (model.get("lora") or {}).get("operations") or [], allow_pickle=allow_pickle)
+    operations = (model.get("lora") or {}).get("operations") or []
+    _replay_lora_operations(pipe, operations, allow_pickle=allow_pickle, download=download)
     recorded_device = provenance.environment.get("device")
     if device is None:
         device = recorded_device if _available(recorded_device) else "cpu"
@@ -192,7 +206,9 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]], allow_pickle: bool = False) -> None:
+def _replay_lora_operations(
+    pipe: Any, operations: list[dict[str, Any]], allow_pickle: bool = False, download: bool = False
+) -> None:
     """Applies the recorded LoRA operations (load, set_adapters, fuse, ...) to a freshly loaded pipeline, in order.
 
     Only the operations of `diffusers_repro.schema.LORA_OPERATIONS` are replayed, each with its own typed arguments
@@ -204,7 +220,7 @@ def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]], allow_p
     for operation in operations:
         name = operation["op"]
         if name == "load_lora_weights":
-            _replay_lora_load(pipe, operation, allow_pickle)
+            _replay_lora_load(pipe, operation, allow_pickle, download)
         elif name in ("set_adapters", "delete_adapters"):
             arguments = {"adapter_names": operation["adapter_names"]}
             if name == "set_adapters":
@@ -225,7 +241,7 @@ def _replay_lora_operations(pipe: Any, operations: list[dict[str, Any]], allow_p
             raise ReproductionError(f"the record's LoRA operation {name!r} is not one that a replay performs")
 
 
-def _replay_lora_load(pipe: Any, operation: dict[str, Any], allow_pickle: bool) -> None:
+def _replay_lora_load(pipe: Any, operation: dict[str, Any], allow_pickle: bool, download: bool = False) -> None:
     source = operation["source"]
     adapter_name = operation.get("adapter_name")
     if adapter_name is None and len(operation.get("adapter_names") or []) == 1:
@@ -246,6 +262,7 @@ def _replay_lora_load(pipe: Any, operation: dict[str, Any], allow_pickle: bool) 
                 "safetensors file; pass allow_pickle=True (--allow-pickle) if you trust it"
             )
         kwargs = {key: source[key] for key in ("weight_name", "revision") if source.get(key)}
+        kwargs["local_files_only"] = not download
         pipe.load_lora_weights(
             source["repo_id"], adapter_name=adapter_name, use_safetensors=not allow_pickle, **kwargs
         )
@@ -439,6 +456,7 @@ def reproduce(
     limits: ReplayLimits | None = None,
     allow_pickle: bool = False,
     trust: Sequence[str | os.PathLike] = (),
+    download: bool = False,
     **call_overrides: Any,
 ) -> Reproduction:
     """Regenerates one image from its provenance record alone and compares it with the original.
@@ -491,6 +509,8 @@ def reproduce(
         trust (`list` of paths, *optional*):
             PEM files of further trust anchors for the file's Content Credentials (see
             `diffusers_repro.credentials.read_credentials`).
+        download (`bool`, *optional*, defaults to `False`):
+            Let `load_pipeline` fetch a hub model the local cache does not hold (see there).
         **call_overrides:
             Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
             ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
@@ -547,7 +567,7 @@ def reproduce(
     # Bounded work, before any model loads: images counted from what the call would really make.
     check_limits(record, limits, prompt_lists=prompt_lists)
     if pipe is None:
-        pipe = load_pipeline(record, device, cache_dir=cache_dir, allow_pickle=allow_pickle)
+        pipe = load_pipeline(record, device, cache_dir=cache_dir, allow_pickle=allow_pickle, download=download)
     else:
         if not isinstance(pipe, ReproducibleMixin):
             raise TypeError(

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -306,8 +307,14 @@ def _ramp_css() -> str:
     return ", ".join(f"rgb({r}, {g}, {b}) {8 + 92 * i / 9:.0f}%" for i, (r, g, b) in enumerate(colors.tolist()))
 
 
+# Bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069) and other invisible format or control characters from a
+# record would reorder or hide what the page shows: each is shown as a visible code instead.
+_INVISIBLE = re.compile(r"[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
+
+
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    text = _INVISIBLE.sub(lambda match: f"<U+{ord(match.group()):04X}>", str(value))
+    return html.escape(text, quote=True)
 
 
 def _display_size(width: int, height: int, box: int) -> tuple[int, int]:

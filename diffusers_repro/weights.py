@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import weakref
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,44 @@ def _digest_in_memory(component: Any) -> dict[str, Any]:
     return {"weights_digest": "sha256:" + hashlib.sha256(text).hexdigest(), "digest_of": "config"}
 
 
+MAX_HASHED_FILE_BYTES = 64 << 20
+"""Largest non-weights file (tokenizer, config, ...) of a component folder hashed into its digest; larger ones are
+left out (a model folder named by a record from anyone may hold anything)."""
+
+
+def _model_roots(folder: Path) -> tuple[Path, ...]:
+    # A component folder's files may link anywhere under the model folder; in the Hugging Face cache, where a
+    # snapshot's files link to ../../blobs, anywhere under the repository's cache folder.
+    model = folder.resolve().parent
+    return (model, model.parent.parent) if model.parent.name == "snapshots" else (model,)
+
+
+def _hashable_files(folder: Path, all_files: bool) -> list[Path]:
+    """The component folder's regular files to digest: links only to files under the model folder, and
+    non-weights files only up to `MAX_HASHED_FILE_BYTES` (never a named pipe, a device or a link to a secret)."""
+    roots = _model_roots(folder)
+    files = []
+    for path in sorted(folder.iterdir()):
+        weights = path.name.endswith(_WEIGHT_SUFFIXES)
+        if not (all_files or weights):
+            continue
+        try:
+            target = path.resolve(strict=True)
+            status = target.stat()
+        except (OSError, RuntimeError):  # a broken link or a link loop
+            continue
+        if not stat.S_ISREG(status.st_mode) or not any(target.is_relative_to(root) for root in roots):
+            continue
+        if not weights and status.st_size > MAX_HASHED_FILE_BYTES:
+            continue
+        files.append(path)
+    return files
+
+
 def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[str, Any] | None:
     if not folder.is_dir():
         return None
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (all_files or p.name.endswith(_WEIGHT_SUFFIXES)))
+    files = _hashable_files(folder, all_files)
     if variant and not all_files:
         files = [p for p in files if f".{variant}." in p.name] or files
     if not files:

@@ -27,9 +27,11 @@ from .common import (
     _command_environment,
     _is_main_process,
     _positive_int,
+    _printable,
     _rng,
     _seed,
     _tolerance,
+    add_max_file_bytes_argument,
     parse_seeds,
 )
 from .credentials import add_credentials_commands, add_signing_options, add_trust_option
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_trust_option(inspect_)
+    add_max_file_bytes_argument(inspect_)
     inspect_.set_defaults(handler=_inspect)
 
     env = commands.add_parser(
@@ -190,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.png",
         help="also write the picture of the pixel differences (the images' size, with a scale below)",
     )
+    add_max_file_bytes_argument(diff)
     diff.set_defaults(handler=_diff)
 
     demo = commands.add_parser(
@@ -266,14 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if show_traceback:
             traceback.print_exc()
         if _is_main_process() or os.environ.get("WORLD_SIZE", "1") == "1":
-            message = " ".join(str(error).split()) or type(error).__name__
+            # File names, record keys and values in a message come from anyone: escaped for the terminal.
+            message = _printable(" ".join(str(error).split())) or type(error).__name__
             print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - the command line reports every failure as one line and exit code 1
         if show_traceback:
             traceback.print_exc()
         where = f" [process {os.environ['RANK']}]" if os.environ.get("WORLD_SIZE", "1") != "1" else ""
-        message = " ".join(str(error).split())
+        message = _printable(" ".join(str(error).split()))
         print(
             f"{PROG}: error{where}: {type(error).__name__}: {message} (run with --traceback for details)",
             file=sys.stderr,

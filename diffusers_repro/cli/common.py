@@ -255,12 +255,36 @@ def _image_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
-def _read_image(path: Path) -> Any:
+def _read_image(path: Path, max_bytes: int | None = None) -> Any:
+    """The file read once through the reading edge, its record required (`diffusers_repro.files.read_image_file`)."""
     from ..files import read_image_file
 
     if not path.exists():
         raise UsageError(f"{str(path)!r}: no such file")
-    return read_image_file(path)
+    return read_image_file(path, max_bytes=max_bytes)
+
+
+def _byte_count(text: str) -> int:
+    """A positive number of bytes; ``K``, ``M`` and ``G`` suffixes (powers of 1024) are accepted."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, flags=re.IGNORECASE)
+    if match is None or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of bytes such as 300000000 or 512M, got {text!r}"
+        )
+    unit = (match.group(2) or " ")[0].upper()
+    return int(match.group(1)) << {" ": 0, "K": 10, "M": 20, "G": 30}[unit]
+
+
+def add_max_file_bytes_argument(parser: argparse.ArgumentParser) -> None:
+    from ..imagefile import MAX_FILE_BYTES
+
+    parser.add_argument(
+        "--max-file-bytes",
+        type=_byte_count,
+        default=MAX_FILE_BYTES,
+        metavar="BYTES",
+        help="largest image file read, checked before reading (default: %(default)s = 256M; K/M/G suffixes work)",
+    )
 
 
 def _short_digest(digest: Any) -> str:
@@ -272,7 +296,8 @@ def _value(value: Any) -> str:
 
 
 def _printable(text: str) -> str:
-    """Text from a file, safe for a terminal: control characters (escape sequences, newlines) shown escaped."""
+    """Text from a file, safe for a terminal: control characters (escape sequences, newlines) and invisible format
+    characters (bidi overrides U+202A-U+202E and isolates U+2066-U+2069 among them) shown escaped."""
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from .common import _IMAGE_SUFFIXES, UsageError, _printable
+from .common import _IMAGE_SUFFIXES, UsageError, _printable, add_max_file_bytes_argument
 
 __all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option", "signing_from_args"]
 
@@ -102,8 +103,9 @@ def add_credentials_commands(commands: Any, parser_class: type) -> None:
         help="find the generated file(s) a copy of an image came from",
         description=(
             "Compares the perceptual fingerprint of IMAGE (any copy: resized, re-encoded, stripped of metadata) with "
-            "the images in each DIR (recursively; fingerprints are read from manifest.jsonl where there is one). "
-            "Prints every match with its similarity. Exit 0 when something matches, 1 when nothing does."
+            "the images in each DIR (recursively, up to 32 folders deep; each file's fingerprint is computed from its "
+            "own pixels, never taken from a manifest). Prints every match with its similarity. Exit 0 when "
+            "something matches, 1 when nothing does."
         ),
     )
     find.add_argument("image", type=Path, metavar="IMAGE", help="the copy to look up")
@@ -114,6 +116,7 @@ def add_credentials_commands(commands: Any, parser_class: type) -> None:
         help="smallest similarity that counts as a match, 0.5-1 (default: 0.8)",
     )
     find.add_argument("--json", action="store_true", help="print JSON")
+    add_max_file_bytes_argument(find)
     find.set_defaults(handler=_find)
 
 
@@ -156,45 +159,61 @@ def _keys_show(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(f"signer:        {identity.signer}")
-    print(f"issued by:     {identity.issuer}")
+    print(_printable(f"signer:        {identity.signer}"))
+    print(_printable(f"issued by:     {identity.issuer}"))
     print(f"algorithm:     {identity.algorithm.upper()}")
     print(f"certificates:  {identity.chain_path}")
     print(f"private key:   {identity.key_path}")
-    print(f"trusted roots: {', '.join(anchors) if anchors else 'none'}")
+    print(_printable(f"trusted roots: {', '.join(anchors) if anchors else 'none'}"))
     return 0
 
 
-def _fingerprints_in(folder: Path) -> dict[Path, str]:
-    """``{file: fingerprint}`` of the images under ``folder``: from manifest.jsonl lines where present, else from
-    the files' pixels."""
-    from ..fingerprint import FINGERPRINT_PREFIX, fingerprint
+MAX_FIND_DEPTH = 32
+"""Deepest folder level `find` walks into below each DIR."""
+MAX_FIND_FILES = 100_000
+"""Most image files `find` looks at in one DIR."""
+
+
+def _image_paths(folder: Path) -> list[Path]:
+    """The image files under ``folder``: walked without recursion up to `MAX_FIND_DEPTH` levels, links to folders
+    not followed (no loops), regular files only (a named pipe would wait forever), at most `MAX_FIND_FILES`."""
+    found: list[Path] = []
+    stack = [(folder, 0)]
+    while stack and len(found) < MAX_FIND_FILES:
+        directory, depth = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError:
+            continue
+        for entry in listed:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth < MAX_FIND_DEPTH:
+                        stack.append((Path(entry.path), depth + 1))
+                elif Path(entry.name).suffix.lower() in _IMAGE_SUFFIXES and entry.is_file():
+                    found.append(Path(entry.path))
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def _fingerprints_in(folder: Path, max_bytes: int | None = None) -> dict[Path, str]:
+    """``{file: fingerprint}`` of the images under ``folder``, each computed from the file's own pixels.
+
+    A run's ``manifest.jsonl`` also lists fingerprints, but anyone who can write the folder can write it: a manifest
+    line giving one file's fingerprint to another would name the wrong file and hide the right one.
+    """
+    from ..fingerprint import fingerprint
 
     found: dict[Path, str] = {}
-    for manifest in sorted(folder.rglob("manifest.jsonl")):
+    for path in _image_paths(folder):
         try:
-            lines = manifest.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        for text in lines:
-            try:
-                line = json.loads(text)
-            except (ValueError, RecursionError):  # a line from anyone: broken or nested past the parser's depth
-                continue
-            value, name = (line.get("fingerprint"), line.get("file")) if isinstance(line, dict) else (None, None)
-            if isinstance(value, str) and value.startswith(FINGERPRINT_PREFIX) and isinstance(name, str):
-                path = manifest.parent / name
-                if path.parent == manifest.parent and path.is_file():
-                    found[path] = value
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() not in _IMAGE_SUFFIXES or path.name.startswith(".") or path in found:
-            continue
-        if not path.is_file():  # a named pipe would wait forever
-            continue
-        try:
-            found[path] = fingerprint(path)
+            found[path] = fingerprint(path, max_bytes)
         except (OSError, ValueError, SyntaxError):
-            continue  # not an image after all; a folder of outputs may hold anything
+            continue  # not an image after all, or past the limits; a folder of outputs may hold anything
     return found
 
 
@@ -205,7 +224,7 @@ def _find(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise _usage_error(f"{str(args.image)!r}: no such file")
     try:
-        query = fingerprint(args.image)
+        query = fingerprint(args.image, args.max_file_bytes)
     except (OSError, ValueError, SyntaxError) as error:
         detail = str(error).removeprefix(f"{args.image} cannot be read as an image: ")
         raise _usage_error(f"{str(args.image)!r} is not an image that can be read: {detail}") from None
@@ -214,7 +233,7 @@ def _find(args: argparse.Namespace) -> int:
             raise _usage_error(f"{str(folder)!r}: no such folder")
     matches = []
     for folder in args.dirs:
-        for path, value in _fingerprints_in(folder).items():
+        for path, value in _fingerprints_in(folder, args.max_file_bytes).items():
             score = similarity(query, value)
             if score >= threshold:
                 matches.append((score, path))
@@ -225,5 +244,7 @@ def _find(args: argparse.Namespace) -> int:
         for score, path in matches:
             print(f"{_printable(str(path))}  similarity {score:.3f}")
     else:
-        print(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
+        print(
+            _printable(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
+        )
     return 0 if matches else 1

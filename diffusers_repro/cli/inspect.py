@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import _printable, _read_image, _short_digest
+from .common import UsageError, _printable, _short_digest
 from .verify import _reason
 
 _RAW_CHUNK_CHARS = 2000
@@ -15,9 +15,15 @@ _RAW_CHUNK_CHARS = 2000
 # inspect
 
 
-def _inspect_lines(image_file: Any) -> list[str]:
+def _describe_rng(recipe: dict[str, Any]) -> str | None:
+    if not recipe.get("rng") and not recipe.get("generator"):
+        return None  # CPU noise: nothing to say, and no reason to import torch
     from ..cuda_noise import describe_rng
 
+    return describe_rng(recipe)
+
+
+def _inspect_lines(image_file: Any) -> list[str]:
     record = image_file.provenance
     call, recipe, env, batch = record.call_arguments, record.recipe, record.environment, record.batch
     model = recipe.get("model") or {}
@@ -32,7 +38,7 @@ def _inspect_lines(image_file: Any) -> list[str]:
         f"{name} {_short_digest(item.get('weights_digest'))}" for name, item in (model.get("components") or {}).items()
     )
     determinism = env.get("determinism") or {}
-    cuda_noise = describe_rng(recipe)
+    cuda_noise = _describe_rng(recipe)
     pixels = {
         True: "intact (they match the digest written with them)",
         False: "CHANGED since the file was written",
@@ -70,31 +76,30 @@ def _inspect_lines(image_file: Any) -> list[str]:
 
 def _inspect(args: argparse.Namespace) -> int:
     from ..credentials import file_credentials
-    from ..exif import read_xmp_properties, sniff_format
-    from ..files import PROVENANCE_KEY, read_text_chunks
-    from ..provenance import ProvenanceError
+    from ..imagefile import PROVENANCE_KEY, read_image
 
-    try:
-        image_file = _read_image(args.path)
-    except ProvenanceError as error:
-        lossy = sniff_format(args.path) is not None
-        read_raw = read_xmp_properties if lossy else read_text_chunks
-        chunks = read_raw(args.path) if args.path.exists() else {}
-        if ("record" if lossy else PROVENANCE_KEY) not in chunks:
-            raise  # not an image, or no record: nothing to show
+    if not args.path.exists():
+        raise UsageError(f"{str(args.path)!r}: no such file")
+    # One read: the record, the raw chunks of a refused record and the Content Credentials all come from these bytes.
+    image_file = read_image(args.path, args.max_file_bytes)
+    if image_file.record_error is not None:
+        lossy = image_file.format != "png"
+        if ("record" if lossy else PROVENANCE_KEY) not in image_file.metadata:
+            raise image_file.record_error  # no record: nothing to show
         # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
         print(f"file:            {_printable(str(args.path))}")
-        print(f"refused:         {_reason(args.path, error)}")
-        for key, text in chunks.items():
+        print(f"refused:         {_reason(args.path, image_file.record_error)}")
+        for key, text in image_file.metadata.items():
             shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
             print(f"{'xmp' if lossy else 'chunk'} {_printable(key)!r}: {_printable(shown)}")
         return 1
+    image_file.require_record()
     credentials = file_credentials(image_file, args.trust)
     if args.json:
         print(image_file.provenance.to_json(indent=2))
     else:
         print("\n".join(_inspect_lines(image_file)))
-        print(f"credentials:     {credentials.summary}")
+        print(_printable(f"credentials:     {credentials.summary}"))
         if credentials.generator:
             # The signer's own text: anyone's, so shown escaped like the record's.
             print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))

@@ -92,15 +92,15 @@ def _env(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     from ..replay import record_differences
 
-    a, b = _read_image(args.a), _read_image(args.b)
+    a, b = _read_image(args.a, args.max_file_bytes), _read_image(args.b, args.max_file_bytes)
     differences = record_differences(a.provenance, b.provenance)
     heatmap = _heatmap(args, a, b) if args.heatmap is not None else None
     if args.json:
         print(json.dumps([difference._asdict() for difference in differences], indent=2, default=str))
     elif not differences:
-        print(f"the records of {args.a} and {args.b} are identical")
+        print(_printable(f"the records of {args.a} and {args.b} are identical"))
     else:
-        print(f"{len(differences)} field(s) differ between {args.a} and {args.b}:")
+        print(_printable(f"{len(differences)} field(s) differ between {args.a} and {args.b}:"))
         for field, left, right in differences:
             print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
     if heatmap is not None and not args.json:

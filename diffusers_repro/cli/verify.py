@@ -21,8 +21,8 @@ from .common import (
     _load_pipeline,
     _positive_int,
     _printable,
-    _read_image,
     _value,
+    add_max_file_bytes_argument,
 )
 
 _SHOWN_DIFFERENCES = 6
@@ -50,14 +50,26 @@ def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch-images",
         type=_positive_int,
         default=64,
-        help=f"most images regenerated together for a whole-batch replay {from_defaults}",
+        help=f"most images regenerated in one call (a whole batch, or a record's list of prompts) {from_defaults}",
+    )
+    add_max_file_bytes_argument(parser)
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a recorded Hub model the local Hugging Face cache does not hold (the Hub then learns who asked "
+        "and when); by default only what this machine already has is loaded",
     )
 
 
 def _replay_limits(args: argparse.Namespace) -> Any:
     from ..limits import ReplayLimits
 
-    return ReplayLimits(max_pixels=args.max_pixels, max_steps=args.max_steps, max_batch_images=args.max_batch_images)
+    return ReplayLimits(
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        max_batch_images=args.max_batch_images,
+        max_file_bytes=args.max_file_bytes,
+    )
 
 
 def _refusal_types() -> tuple[type[BaseException], ...]:
@@ -80,17 +92,24 @@ def _reason(path: Path, error: BaseException) -> str:
     return _printable(text.lstrip(": ")) or type(error).__name__
 
 
-def _checked_record(path: Path, limits: Any) -> Any:
-    """The file's record once it passed the schema and the limits, else the one-line reason it is refused."""
+def _read_checked(path: Path, limits: Any) -> Any:
+    """The file, read once, once its record passed the schema and the limits; else the one-line reason it is refused.
+
+    Everything later (pipeline, replay, credentials, report) works from this one read of the file's bytes.
+    """
+    from ..files import read_image_file
     from ..limits import check_limits
 
     try:
-        record = _read_image(path).provenance
+        image_file = read_image_file(path, max_bytes=limits.max_file_bytes)
+        record = image_file.provenance
         in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
         check_limits(record, limits, record.batch.get("size", 1) if in_batch else 1)
     except _refusal_types() as error:
         return _reason(path, error)
-    return record
+    except OSError as error:  # gone or unreadable since the folder was listed
+        return _printable(f"cannot read it: {error.strerror or error}")
+    return image_file
 
 
 def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
@@ -105,39 +124,50 @@ def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
 
 
 class _PipelineCache:
-    """One loaded pipeline per recorded model source (and dtype, device), reused for every image that names it."""
+    """The loaded pipeline for the recorded model source (resolved path or repo and revision, dtype, device), reused
+    while images name the same model. Only the last one is kept: records from anyone naming many models (or one
+    folder spelled many ways) never pile pipelines up in memory."""
 
-    def __init__(self, model: str | None, device: str | None, allow_pickle: bool = False):
+    def __init__(self, model: str | None, device: str | None, allow_pickle: bool = False, download: bool = False):
         self.model = model
         self.device = device
         self.allow_pickle = allow_pickle
-        self.pipes: dict[Any, Any] = {}
+        self.download = download
+        self.key: Any = None
+        self.pipe: Any = None
 
     def get(self, record: Any) -> Any:
         from ..replay import load_pipeline
 
-        model = record.recipe.get("model") or {}
         dtype = record.environment.get("dtype")
-        if self.model is not None:
-            key = ("given", self.model, dtype)
-        else:
-            key = (
-                model.get("type"),
-                model.get("path"),
-                model.get("repo_id"),
-                model.get("revision"),
-                model.get("variant"),
-                record.recipe.get("pipeline_class"),
-                dtype,
-            )
-        if key not in self.pipes:
+        key = ("given", self.model, dtype) if self.model is not None else _model_key(record)
+        if key != self.key:
+            self.key = self.pipe = None  # let the previous pipeline go before the next one loads
             if self.model is not None:
                 name = str(dtype).removeprefix("torch.") if dtype else None
                 pipe = _load_pipeline(self.model, name if name in _DTYPES else None)
-                self.pipes[key] = pipe.to(self.device) if self.device else pipe
+                pipe = pipe.to(self.device) if self.device else pipe
             else:
-                self.pipes[key] = load_pipeline(record, self.device, allow_pickle=self.allow_pickle)
-        return self.pipes[key]
+                pipe = load_pipeline(record, self.device, allow_pickle=self.allow_pickle, download=self.download)
+            self.key, self.pipe = key, pipe
+        return self.pipe
+
+
+def _model_key(record: Any) -> tuple:
+    model = record.recipe.get("model") or {}
+    path = model.get("path")
+    if isinstance(path, str) and path:
+        path = os.path.realpath(path)  # "./m", "m/" and "//m" are one folder
+    return (
+        model.get("type"),
+        path,
+        model.get("repo_id"),
+        model.get("revision"),
+        model.get("variant"),
+        json.dumps(model.get("lora"), sort_keys=True, default=str),
+        record.recipe.get("pipeline_class"),
+        record.environment.get("dtype"),
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -151,25 +181,28 @@ def _verify(args: argparse.Namespace) -> int:
     # Every record is read and checked (schema, limits) before any work; a refused file is reported on its own line
     # and the others go on. Only the records are kept (reproduce reads each file again), so a folder of thousands of
     # images does not fill the memory.
-    entries = [(path, _checked_record(path, limits)) for path in files]
-    cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle)
+    # Each file is read once, at its turn: checked (schema, limits) before any work on it, then replayed, compared
+    # and reported from that one read. A refused file is reported on its own line and the others go on.
+    cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle, download=args.download)
     report = _report_entries(args.report)
     counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0}
     failed = 0
     previous_threads = torch.get_num_threads()
-    progress = _VerifyProgress(entries)
+    progress = _VerifyProgress(files)
     try:
-        for path, record in progress:
-            if isinstance(record, str):
-                _print_refused(args, path, record)
+        for path in progress:
+            image_file = _read_checked(path, limits)
+            if isinstance(image_file, str):
+                _print_refused(args, path, image_file)
                 counts["refused"] += 1
                 continue
+            record = image_file.provenance
             # Never more threads than this machine has, whatever the record says.
             threads = args.threads or _usable_threads(record.environment.get("torch_num_threads"), previous_threads)
             torch.set_num_threads(int(threads))
             try:
                 result = reproduce(
-                    path,
+                    image_file,
                     pipe=cache.get(record),
                     tolerance=args.tolerance if args.tolerance is not None else _default_tolerance(),
                     limits=limits,
@@ -202,11 +235,11 @@ def _verify(args: argparse.Namespace) -> int:
                 print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
                 continue
             print(
-                f"{_printable(str(path))}: {result.summary}"
+                f"{_printable(str(path))}: {_printable(result.summary)}"
                 + (" - the file was edited after it was written" if result.file_edited else "")
             )
             if result.credentials is not None and result.verdict != "tampered":
-                print(f"    credentials: {result.credentials.summary}")
+                print(_printable(f"    credentials: {result.credentials.summary}"))
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
                     print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
@@ -215,7 +248,7 @@ def _verify(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         torch.set_num_threads(previous_threads)
-    total = len(entries)
+    total = len(files)
     failed += counts["refused"]
     ok = failed == 0
     if args.json:
