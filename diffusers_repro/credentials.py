@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .identity import CredentialsError, SigningIdentity, trust_bundle
+from .identity import CredentialsError, SigningIdentity, TrustAnchor, trust_certificates
 from .imagefile import ImageFile, read_regular_file, sniff_bytes
 
 __all__ = [
@@ -184,6 +184,9 @@ class Credentials:
         generator (`str` or `None`): The software agent of the ``c2pa.created`` action.
         remote_url (`str` or `None`): For an unsigned file whose metadata points to a manifest elsewhere, that URL
             (never fetched).
+        anchor (`TrustAnchor` or `None`): For a trusted file, the root certificate that vouched for the signer:
+            subject, SHA-256 fingerprint and file. A certificate's names are anyone's to choose; this is what
+            validated.
     """
 
     state: str
@@ -194,6 +197,7 @@ class Credentials:
     fingerprint: str | None = None
     generator: str | None = None
     remote_url: str | None = None
+    anchor: TrustAnchor | None = None
 
     @property
     def intact(self) -> bool:
@@ -214,8 +218,12 @@ class Credentials:
             codes = ", ".join(self.failures) or "the signature does not verify"
             return f"tampered: changed after it was signed ({codes}); signed by {self.signer!r}"
         if self.state == "trusted":
-            return f"trusted: signed by {self.signer!r}, whose root certificate is on the trust list"
-        return f"valid: signed by {self.signer!r}, who is not on the trust list (the file is unchanged since signing)"
+            vouched = f"the trusted root {self.anchor.describe()}" if self.anchor else "a root on the trust list"
+            return f"trusted: signed by {self.signer!r}, vouched for by {vouched}"
+        return (
+            f"valid: the signer's certificate calls itself {self.signer!r} (issuer {self.issuer!r}), but no root on "
+            "the trust list vouches for it, so that name is only its own claim (the file is unchanged since signing)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (without the record text)."""
@@ -227,6 +235,7 @@ class Credentials:
             "fingerprint": self.fingerprint,
             "generator": self.generator,
             "remote_url": self.remote_url,
+            "anchor": None if self.anchor is None else self.anchor.to_dict(),
         }
 
 
@@ -299,25 +308,18 @@ def credentials_of_bytes(
 ) -> Credentials:
     """Validates the C2PA manifest embedded in ``data`` (an encoded PNG, JPEG or WebP), offline; see
     `read_credentials`."""
-    import c2pa
-
-    trust_pem = trust_bundle(trust)
+    anchors = trust_certificates(trust)
     try:
-        with _context(trust_pem) as context:
-            reader = c2pa.Reader.try_create(_MIME_TYPES.get(format), io.BytesIO(data), None, context)
-            if reader is None:
-                return Credentials(state="unsigned")
-            with reader:
-                validation_state = reader.get_validation_state()
-                results = reader.get_validation_results()
-                manifest = reader.get_active_manifest() or {}
-    except (c2pa.C2paError, KeyError, ValueError) as error:
-        # c2pa-python raises KeyError (no active manifest in a store it parsed) and ValueError (JSON) besides its own.
-        message = " ".join(str(error).split()) or type(error).__name__
+        read = _validate(data, format, "".join(anchor.pem for anchor in anchors))
+    except CredentialsError as error:
+        message = str(error)
         remote = _REMOTE_URL.search(message)
         if remote is not None:
             return Credentials(state="unsigned", remote_url=remote.group(1))
         raise CredentialsError(f"{where}: its Content Credentials cannot be read: {message}") from None
+    if read is None:
+        return Credentials(state="unsigned")
+    validation_state, results, manifest = read
     signature = manifest.get("signature_info") or {}
     record = _assertion(manifest, ASSERTION_LABEL)
     record_json = record.get("record") if isinstance(record, dict) else None
@@ -342,7 +344,37 @@ def credentials_of_bytes(
         record_json=record_json if isinstance(record_json, str) else None,
         fingerprint=fingerprint,
         generator=_generator(manifest),
+        anchor=_vouching_anchor(data, format, anchors) if state == "trusted" else None,
     )
+
+
+def _validate(data: bytes, format: str | None, trust_pem: str) -> tuple[str, Any, dict[str, Any]] | None:
+    """c2pa's validation state, results and active manifest of ``data``, offline; `None` without a manifest."""
+    import c2pa
+
+    try:
+        with _context(trust_pem) as context:
+            reader = c2pa.Reader.try_create(_MIME_TYPES.get(format), io.BytesIO(data), None, context)
+            if reader is None:
+                return None
+            with reader:
+                manifest = reader.get_active_manifest() or {}
+                return reader.get_validation_state(), reader.get_validation_results(), manifest
+    except (c2pa.C2paError, KeyError, ValueError) as error:
+        # c2pa-python raises KeyError (no active manifest in a store it parsed) and ValueError (JSON) besides its own.
+        raise CredentialsError(" ".join(str(error).split()) or type(error).__name__) from None
+
+
+def _vouching_anchor(data: bytes, format: str | None, anchors: list[TrustAnchor]) -> TrustAnchor | None:
+    """The trust anchor whose certificate alone makes the signature trusted: what validated, by key, whatever names
+    the certificates carry."""
+    if len(anchors) == 1:
+        return anchors[0]
+    for anchor in anchors:
+        read = _validate(data, format, anchor.pem)
+        if read is not None and read[0] == "Trusted":
+            return anchor
+    return None
 
 
 def file_credentials(image_file: ImageFile, trust: Sequence[str | os.PathLike] = ()) -> Credentials:

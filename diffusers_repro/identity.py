@@ -33,7 +33,9 @@ __all__ = [
     "identity_home",
     "init_identity",
     "trust_anchors",
+    "TrustAnchor",
     "trust_bundle",
+    "trust_certificates",
 ]
 
 logger = logging.getLogger("diffusers_repro")
@@ -395,16 +397,52 @@ def trust_anchors(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
     return files
 
 
-def trust_bundle(extra: Sequence[str | os.PathLike]) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+@dataclasses.dataclass(frozen=True)
+class TrustAnchor:
+    """One trusted root certificate: its PEM text, subject, SHA-256 fingerprint and the file it came from."""
 
-    pems = []
+    pem: str = dataclasses.field(repr=False)
+    subject: str
+    fingerprint: str
+    path: Path
+
+    def describe(self) -> str:
+        """``'<subject>' (sha256 1a2b3c4d5e6f7a8b, <file name>)``: who vouches, by name and by key."""
+        return f"{self.subject!r} (sha256 {self.fingerprint.removeprefix('sha256:')[:16]}, {self.path.name})"
+
+    def to_dict(self) -> dict[str, str]:
+        """A JSON-serializable dict (without the PEM text)."""
+        return {"subject": self.subject, "fingerprint": self.fingerprint, "file": str(self.path)}
+
+
+def trust_certificates(extra: Sequence[str | os.PathLike] = ()) -> list[TrustAnchor]:
+    """Every certificate of the trust anchors (`trust_anchors`), in order.
+
+    Raises:
+        `CredentialsError`: a trust anchor file that is missing, unreadable or holds no PEM certificate.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    anchors = []
     for path in trust_anchors(extra):
         data = read_file(path, "trust anchor")
         try:
             certificates = x509.load_pem_x509_certificates(data)
         except ValueError:
             raise CredentialsError(f"trust anchor {str(path)!r} holds no PEM certificate") from None
-        pems.extend(cert.public_bytes(serialization.Encoding.PEM).decode("ascii") for cert in certificates)
-    return "".join(pems)
+        for certificate in certificates:
+            anchors.append(
+                TrustAnchor(
+                    pem=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                    subject=_common_name(certificate.subject),
+                    fingerprint="sha256:" + certificate.fingerprint(hashes.SHA256()).hex(),
+                    path=path,
+                )
+            )
+    return anchors
+
+
+def trust_bundle(extra: Sequence[str | os.PathLike]) -> str:
+    """The trust anchors' certificates as one PEM bundle (see `trust_certificates`)."""
+    return "".join(anchor.pem for anchor in trust_certificates(extra))

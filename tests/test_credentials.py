@@ -127,8 +127,11 @@ def test_without_the_ca_on_the_trust_list_a_signature_is_valid_and_trust_adds_it
     monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(tmp_path / "elsewhere"))
     credentials = read_credentials(path)
     assert (credentials.state, credentials.failures) == ("valid", [])
-    assert credentials.summary.startswith("valid: signed by 'diffusers-repro local signer ")
-    assert read_credentials(path, trust=[ca]).state == "trusted"
+    assert credentials.summary.startswith("valid: the signer's certificate calls itself 'diffusers-repro local signer ")
+    assert "no root on the trust list vouches for it" in credentials.summary and credentials.anchor is None
+    trusted = read_credentials(path, trust=[ca])
+    assert trusted.state == "trusted" and trusted.anchor.path == ca
+    assert f"(sha256 {trusted.anchor.fingerprint[7:23]}, ca.pem)" in trusted.summary
     # Files under $DIFFUSERS_REPRO_HOME/trust/ are trust anchors too.
     (tmp_path / "elsewhere" / "trust").mkdir(parents=True)
     (tmp_path / "elsewhere" / "trust" / "lab.pem").write_bytes(ca.read_bytes())
@@ -292,9 +295,12 @@ def test_reproduce_of_a_signed_png_is_bitwise_with_trusted_credentials(output, d
 def test_reproduce_of_a_signed_lossy_file_is_bitwise_and_says_what_that_means(output, ddim, tmp_path, format):
     result = reproduce(save(output, tmp_path, format, quality=80), pipe=ddim)
     assert (result.verdict, result.bitwise_equal, result.pixels_equal) == ("bitwise", True, False)
+    # The pixels of a file signed by a trusted signer are compared all the same, and the verdict says which held.
+    assert result.reencoding_equal is True
     assert result.summary == (
-        f"bitwise (lossy {format}: the regenerated output equals the recorded output digest and the Content "
-        "Credentials vouch that the file is the one written)"
+        f"bitwise (lossy {format}: the regenerated output equals the recorded output digest, the Content "
+        "Credentials of a trusted signer vouch that the file is the one written, and encoding it again gives the "
+        "file's pixels exactly)"
     )
 
 
