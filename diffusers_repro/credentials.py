@@ -21,6 +21,7 @@ import io
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .identity import CredentialsError, SigningIdentity, TrustAnchor, trust_certificates
@@ -35,7 +36,9 @@ __all__ = [
     "CredentialsError",
     "credentials_of_bytes",
     "file_credentials",
+    "identity_anchors",
     "read_credentials",
+    "signed_by",
     "sign_image_bytes",
 ]
 
@@ -304,11 +307,16 @@ def read_credentials(
 
 
 def credentials_of_bytes(
-    data: bytes, format: str | None, trust: Sequence[str | os.PathLike] = (), where: Any = "the image"
+    data: bytes,
+    format: str | None,
+    trust: Sequence[str | os.PathLike] = (),
+    where: Any = "the image",
+    *,
+    anchors: Sequence[TrustAnchor] | None = None,
 ) -> Credentials:
     """Validates the C2PA manifest embedded in ``data`` (an encoded PNG, JPEG or WebP), offline; see
-    `read_credentials`."""
-    anchors = trust_certificates(trust)
+    `read_credentials`. ``anchors``, when given, are the only trusted roots (instead of `trust_certificates`)."""
+    anchors = list(trust_certificates(trust) if anchors is None else anchors)
     try:
         read = _validate(data, format, "".join(anchor.pem for anchor in anchors))
     except CredentialsError as error:
@@ -393,24 +401,60 @@ def file_credentials(image_file: ImageFile, trust: Sequence[str | os.PathLike] =
     'trusted'
     ```
     """
-    from .provenance import Provenance, ProvenanceError
-
     key = tuple(os.fspath(anchor) for anchor in trust)
     cached = image_file.credentials_cache.get(key)
     if cached is not None:
         return dataclasses.replace(cached, failures=list(cached.failures))
     where = image_file.path if image_file.path is not None else "the image"
-    credentials = credentials_of_bytes(image_file.data, image_file.format, trust, where=where)
+    credentials = credentials_of_bytes(image_file.data, image_file.format, trust, where)
+    credentials = _with_record_check(credentials, image_file)
+    image_file.credentials_cache[key] = credentials
+    return dataclasses.replace(credentials, failures=list(credentials.failures))
+
+
+def _with_record_check(credentials: Credentials, image_file: ImageFile) -> Credentials:
+    """Marks intact credentials ``tampered`` when the record they vouch for is not the file's plain record."""
+    from .provenance import Provenance, ProvenanceError
+
     if credentials.intact and image_file.provenance is not None:
         try:
             same = (
                 credentials.record_json is not None
-                and Provenance.from_json(credentials.record_json, source=str(where)) == image_file.provenance
+                and Provenance.from_json(credentials.record_json, source=str(image_file.path)) == image_file.provenance
             )
         except ProvenanceError:
             same = False
         if not same:
             credentials.failures.append(_RECORD_MISMATCH)
             credentials.state = "tampered"
-    image_file.credentials_cache[key] = credentials
-    return dataclasses.replace(credentials, failures=list(credentials.failures))
+    return credentials
+
+
+def signed_by(image_file: ImageFile, identity: SigningIdentity) -> bool:
+    """Whether ``image_file`` is intact, its credentials vouch for its record, and they were signed under
+    ``identity``'s own chain: its issuer certificates (and the CA beside its chain file) are the only trusted roots.
+
+    What `diffusers_repro.distributed.generate` asks of an image already in its folder before it counts it as done.
+    """
+    anchors = identity_anchors(identity)
+    if not anchors:  # a chain of one self-signed certificate: nothing but its name to go by
+        credentials = file_credentials(image_file)
+        return credentials.intact and credentials.signer == identity.signer
+    credentials = credentials_of_bytes(image_file.data, image_file.format, where=image_file.path, anchors=anchors)
+    return _with_record_check(credentials, image_file).state == "trusted"
+
+
+def identity_anchors(identity: SigningIdentity) -> list[TrustAnchor]:
+    """The roots that vouch for ``identity``'s signer: the issuers in its chain, and ``ca.pem`` beside the chain."""
+    from cryptography import x509
+
+    origin = identity.chain_path or Path("signer-chain.pem")
+    anchors = [
+        TrustAnchor.from_certificate(certificate, origin)
+        for certificate in x509.load_pem_x509_certificates(identity.chain_pem)[1:]
+    ]
+    ca = identity.chain_path.parent / "ca.pem" if identity.chain_path is not None else None
+    if ca is not None and ca.is_file():
+        certificates = x509.load_pem_x509_certificates(ca.read_bytes())
+        anchors.extend(TrustAnchor.from_certificate(certificate, ca) for certificate in certificates)
+    return anchors

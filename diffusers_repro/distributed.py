@@ -64,6 +64,7 @@ from .runs import (
     _short,
     _write_manifest_part,
     _write_run_file,
+    foreign_files_error,
     job_file_name,
     make_jobs,
 )
@@ -397,7 +398,13 @@ def generate(
 
         # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
         # still need work are dealt out afresh, so resumed work is shared evenly too.
-        lines, my_pending = _check_existing(out_dir, batches, range(rank, len(batches), world), settings, passed)
+        lines, my_pending, my_foreign = _check_existing(
+            out_dir, batches, range(rank, len(batches), world), settings, passed, identity
+        )
+        # Every process learns of every foreign file, so all refuse alike (no process waits for another forever).
+        foreign = sorted(gather_object(my_foreign))
+        if foreign:
+            raise foreign_files_error(out_dir, foreign)
         # Taken before the gather below, so before any process starts writing images.
         before_generation = _job_files(out_dir) if state.is_main_process and progress else {}
         pending = sorted(gather_object(my_pending))

@@ -414,6 +414,18 @@ class TrustAnchor:
         """A JSON-serializable dict (without the PEM text)."""
         return {"subject": self.subject, "fingerprint": self.fingerprint, "file": str(self.path)}
 
+    @classmethod
+    def from_certificate(cls, certificate: Any, path: Path) -> TrustAnchor:
+        """The anchor of a `cryptography` certificate read from ``path``."""
+        from cryptography.hazmat.primitives import hashes, serialization
+
+        return cls(
+            pem=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            subject=_common_name(certificate.subject),
+            fingerprint="sha256:" + certificate.fingerprint(hashes.SHA256()).hex(),
+            path=path,
+        )
+
 
 def trust_certificates(extra: Sequence[str | os.PathLike] = ()) -> list[TrustAnchor]:
     """Every certificate of the trust anchors (`trust_anchors`), in order.
@@ -422,7 +434,6 @@ def trust_certificates(extra: Sequence[str | os.PathLike] = ()) -> list[TrustAnc
         `CredentialsError`: a trust anchor file that is missing, unreadable or holds no PEM certificate.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
 
     anchors = []
     for path in trust_anchors(extra):
@@ -431,15 +442,7 @@ def trust_certificates(extra: Sequence[str | os.PathLike] = ()) -> list[TrustAnc
             certificates = x509.load_pem_x509_certificates(data)
         except ValueError:
             raise CredentialsError(f"trust anchor {str(path)!r} holds no PEM certificate") from None
-        for certificate in certificates:
-            anchors.append(
-                TrustAnchor(
-                    pem=certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-                    subject=_common_name(certificate.subject),
-                    fingerprint="sha256:" + certificate.fingerprint(hashes.SHA256()).hex(),
-                    path=path,
-                )
-            )
+        anchors.extend(TrustAnchor.from_certificate(certificate, path) for certificate in certificates)
     return anchors
 
 

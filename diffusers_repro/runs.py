@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import re
 import secrets
@@ -32,6 +33,8 @@ from .provenance import Provenance, ProvenanceError, jsonable
 from .seeding import validate_seed
 
 __all__ = ["MANIFEST_FIELDS", "GenerationJob", "SettingsMismatchError", "job_file_name", "make_jobs"]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 RUN_NAME = "run.json"
@@ -375,27 +378,45 @@ def _rng_matches(record: Provenance, rng: Any) -> bool:
 
 
 def _verified_line(
-    out_dir: Path, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any]
+    out_dir: Path, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any], identity: Any = None
 ) -> dict[str, Any] | None:
     """The manifest line of a job whose image is complete and intact, else `None` (missing, corrupt, foreign)."""
+    return _existing_image(out_dir, job, settings, passed, identity)[0]
+
+
+def _existing_image(
+    out_dir: Path, job: GenerationJob, settings: dict[str, Any], passed: dict[str, Any], identity: Any = None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(manifest line, None)`` for a job whose image is this run's own, ``(None, None)`` when there is none or the
+    file in its place is damaged (not a readable image: what a crash may leave; it is made again), and
+    ``(None, why)`` for a readable image in its place that is not the run's own: a run trusts only its own files.
+
+    Its own: a regular file whose record matches the job, whose pixels match the digest written with them (a PNG's
+    pixel record; a lossy file's encoded-image digest) and the record's output digest, and - when the run signs -
+    whose Content Credentials are intact, vouch for that record and were signed under this run's signing identity.
+    """
+    from .credentials import signed_by
     from .files import read_image_file
     from .fingerprint import fingerprint
 
     path = out_dir / job.file_name
-    if not path.is_file():
-        return None
+    if not os.path.lexists(path):
+        return None, None
     try:
         image_file = read_image_file(path)
-    except (ProvenanceError, OSError, ValueError):
-        return None
+    except (ProvenanceError, OSError, ValueError) as error:
+        logger.warning("%s is damaged and will be made again: %s", path, " ".join(str(error).split())[:160])
+        return None, None
     record = image_file.provenance
     if not _record_matches(record, job, settings, passed):
-        return None
+        return None, "its record is not this job's (another prompt, seed or setting)"
     # A lossy file's pixels carry the encoder's loss: the digest of the image that was encoded is compared instead.
     written = image_file.source_pixel_digest if image_file.format != "png" else image_file.pixel_digest
-    if written != record.result.get("output_digest"):
-        return None
-    return _manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image))
+    if image_file.pixels_intact is False or written != record.result.get("output_digest"):
+        return None, "its pixels are not the ones its record and pixel digest name"
+    if identity is not None and not signed_by(image_file, identity):
+        return None, f"it is not signed by this run's signer {identity.signer!r}"
+    return _manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image)), None
 
 
 def _job_files(out_dir: Path) -> dict[str, tuple[int, int]]:
@@ -467,19 +488,34 @@ def _check_existing(
     batch_indices: Iterable[int],
     settings: dict[str, Any],
     passed: dict[str, Any],
-) -> tuple[dict[int, dict[str, Any]], list[tuple[int, list[int]]]]:
-    """The manifest lines of the jobs of ``batches[batch_indices]`` whose images are complete and intact, and per
-    micro-batch the jobs still to make: ``(lines, [(batch index, [job index, ...]), ...])``."""
+    identity: Any = None,
+) -> tuple[dict[int, dict[str, Any]], list[tuple[int, list[int]]], list[str]]:
+    """The manifest lines of the jobs of ``batches[batch_indices]`` whose images are this run's own, per micro-batch
+    the jobs still to make, and the files in the jobs' places that are not this run's (each ``"name: why"``):
+    ``(lines, [(batch index, [job index, ...]), ...], foreign)``."""
     lines: dict[int, dict[str, Any]] = {}
     pending = []
+    foreign = []
     for batch_index in batch_indices:
         missing = []
         for job in batches[batch_index]:
-            line = _verified_line(out_dir, job, settings, passed)
+            line, problem = _existing_image(out_dir, job, settings, passed, identity)
             if line is None:
                 missing.append(job.index)
+                if problem is not None:
+                    foreign.append(f"{job.file_name}: {problem}")
             else:
                 lines[job.index] = line
         if missing:
             pending.append((batch_index, missing))
-    return lines, pending
+    return lines, pending, foreign
+
+
+def foreign_files_error(out_dir: Path, foreign: list[str]) -> SettingsMismatchError:
+    """The refusal of a run folder holding files in its jobs' places that are not the run's own."""
+    shown = "; ".join(foreign[:3]) + (f"; and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return SettingsMismatchError(
+        f"out_dir {str(out_dir)!r} holds {len(foreign)} file(s) in this run's places that are not its own images, "
+        f"which a resume would keep or silently replace: {shown}; remove them, or pass overwrite=True (--overwrite) "
+        "to replace the run's images"
+    )

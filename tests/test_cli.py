@@ -403,14 +403,17 @@ def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path
     assert code == 0, printed
 
 
-def test_resume_without_run_json_still_redoes_images_of_other_settings(capsys, tmp_path, tiny_sd_path):
+def test_resume_without_run_json_refuses_images_of_other_settings_and_overwrite_redoes_them(capsys, tmp_path, tiny_sd_path):
     out = tmp_path / "lost-settings"
     common = ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--seeds", "0-1", "--steps", "2"]
     common += ["--threads", "1", "--no-progress", "--out", str(out)]
     assert main([*common, "--guidance", "3"]) == 0
     (out / "run.json").unlink()
     capsys.readouterr()
-    assert main(common) == 0
+    # The images' own records say they were made with other settings: refused by name, never kept as done.
+    assert main(common) == 2
+    assert "job000000-seed0.png: its record is not this job's" in capsys.readouterr().err
+    assert main([*common, "--overwrite"]) == 0
     assert "(2 generated, 0 already there)" in capsys.readouterr().out
     from diffusers_repro.files import read_provenance
 

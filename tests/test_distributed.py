@@ -183,7 +183,7 @@ def test_resume_redoes_missing_and_corrupt_images_with_the_same_bits(tmp_path, p
     assert (again.generated, again.skipped) == (0, 6)
 
 
-def test_a_tampered_pixel_is_redone(tmp_path, pipe):
+def test_a_tampered_pixel_is_refused_by_name_and_overwrite_replaces_it(tmp_path, pipe):
     import numpy as np
     import PIL.Image
     import PIL.PngImagePlugin
@@ -201,8 +201,12 @@ def test_a_tampered_pixel_is_redone(tmp_path, pipe):
             info.add_itxt(key, value)
     pixels[0, 0, 0] ^= 1
     PIL.Image.fromarray(pixels).save(path, pnginfo=info)
-    result = generate(pipe, ["a fox"], [0, 1], out, **kwargs)
-    assert (result.generated, result.skipped) == (1, 1)
+    # A run trusts only its own files: one whose pixels are not the ones it wrote is neither kept nor silently
+    # replaced.
+    with pytest.raises(SettingsMismatchError, match="job000000-seed0.png: its pixels are not the ones its record"):
+        generate(pipe, ["a fox"], [0, 1], out, **kwargs)
+    result = generate(pipe, ["a fox"], [0, 1], out, overwrite=True, **kwargs)
+    assert (result.generated, result.skipped) == (2, 0)
     assert read_image_file(path).pixel_digest == before
 
 
