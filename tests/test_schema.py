@@ -19,6 +19,7 @@ import diffusers_repro.replay as replay
 from diffusers_repro import ImageProvenanceError, Provenance, ProvenanceError
 from diffusers_repro.credentials import CREDENTIAL_STATES, CredentialsError, file_credentials, read_credentials
 from diffusers_repro.files import read_image_file, read_provenance, save_image
+from diffusers_repro.imagefile import MAX_FILE_BYTES, read_image
 from diffusers_repro.limits import LimitExceededError, check_limits
 from diffusers_repro.schema import (
     MAX_DEPTH,
@@ -338,3 +339,82 @@ def test_fuzz_mutated_signed_files_never_vouch_for_a_changed_record_or_pixels(
         return
     if file_credentials(image_file).intact:
         assert image_file.provenance == record and image_file.pixel_digest == pixel_digest
+
+
+# ---------------------------------------------------------------------------------------- large files, hostile folders
+
+
+@fuzz_settings(60)
+@given(size=st.integers(MAX_FILE_BYTES + 1, 1 << 40), prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8"]))
+def test_fuzz_sparse_files_past_the_cap_are_refused_before_any_byte_is_read(fuzz_file, size, prefix):
+    with open(fuzz_file, "wb") as handle:
+        handle.write(prefix)
+        handle.truncate(size)  # sparse: up to 1 TiB on paper, nothing on disk
+    try:
+        with pytest.raises(ImageProvenanceError, match=rf"is {size} bytes, more than the {MAX_FILE_BYTES} bytes"):
+            read_image(fuzz_file)
+        with pytest.raises(ImageProvenanceError, match="more than the"):
+            read_provenance(fuzz_file)
+    finally:
+        fuzz_file.unlink()
+
+
+_HOSTILE_ENTRIES = ["fifo", "dev-zero", "loop", "dangling", "folder", "junk", "image", "link-to-image", "manifest"]
+
+
+def _hostile_folder(folder, entries, image_bytes, junk, manifest_lines):
+    folder.mkdir()
+    for index, kind in enumerate(entries):
+        name = folder / (f"{index:03d}.png" if kind != "manifest" else "manifest.jsonl")
+        if name.exists() or name.is_symlink():
+            continue
+        if kind == "fifo":
+            os.mkfifo(name)
+        elif kind == "dev-zero":
+            name.symlink_to("/dev/zero")
+        elif kind == "loop":
+            name.symlink_to(name)
+        elif kind == "dangling":
+            name.symlink_to(folder / "nowhere")
+        elif kind == "folder":
+            name.mkdir()
+            (name / "inner.png").write_bytes(junk)
+        elif kind == "junk":
+            name.write_bytes(junk)
+        elif kind == "image":
+            name.write_bytes(image_bytes)
+        elif kind == "link-to-image":
+            (folder / "image-target.png").write_bytes(image_bytes)
+            name.symlink_to(folder / "image-target.png")
+        else:
+            name.write_text("".join(line + "\n" for line in manifest_lines))
+
+
+@fuzz_settings(80)
+@given(
+    entries=st.lists(st.sampled_from(_HOSTILE_ENTRIES), max_size=12),
+    junk=st.binary(max_size=200),
+    manifest_lines=st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.builds(lambda name: json.dumps({"file": name}), st.text(max_size=20)),
+            st.just(json.dumps({"file": "000.png", "fingerprint": "phash-16:" + "f" * 64})),
+        ),
+        max_size=30,
+    ),
+    seed=st.integers(0, 1 << 30),
+)
+def test_fuzz_folders_of_hostile_entries_never_stop_find_or_the_sibling_search(
+    saved, tmp_path_factory, entries, junk, manifest_lines, seed
+):
+    from diffusers_repro.cli.credentials import _fingerprints_in
+
+    folder = tmp_path_factory.mktemp("hostile") / f"f{seed}"
+    _hostile_folder(folder, entries, saved[1], junk, manifest_lines)
+    image = folder / "the-image.png"
+    image.write_bytes(saved[1])
+    found = _fingerprints_in(folder)
+    assert image in found
+    record = read_image_file(image).provenance
+    # The batch's sibling was never written here: the search ends with None, whatever the folder holds.
+    assert find_siblings(record, read_image_file(image)) is None
