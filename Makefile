@@ -40,6 +40,8 @@ benchmark: install
 	$(PY) benchmarks/bench_concurrency.py
 	$(PY) benchmarks/bench_report.py
 	$(PY) benchmarks/bench_philox.py
+	$(PY) benchmarks/bench_verify_read.py --before 86f8723
+	$(PY) benchmarks/bench_cli_start.py
 	$(PY) benchmarks/gpu_check.py
 
 # Headless Chromium for the test that renders the verify report (Debian's package; nothing when installed).

@@ -39,10 +39,10 @@ _RUNNER = (
 
 
 def _make_files(folder: Path, count: int) -> None:
+    import torch
+
     from diffusers_repro import ReproStableDiffusionPipeline
     from diffusers_repro.tiny import tiny_pipeline_path
-
-    import torch
 
     torch.set_num_threads(1)  # verify replays each file with its recorded thread count
     pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_pipeline_path("sd"))

@@ -65,11 +65,13 @@ _RECORD_MISMATCH = "diffusers-repro.record.mismatch"
 
 
 def _software_agent() -> dict[str, str]:
-    import diffusers
+    import importlib.metadata
 
     from . import __version__
 
-    return {"name": "diffusers-repro", "version": f"{__version__} (diffusers {diffusers.__version__})"}
+    # The installed distribution's version, read without importing diffusers (keys show signs a trial file).
+    diffusers_version = importlib.metadata.version("diffusers")
+    return {"name": "diffusers-repro", "version": f"{__version__} (diffusers {diffusers_version})"}
 
 
 def _manifest_definition(title: str, record_json: str, fingerprint: str | None) -> dict[str, Any]:

@@ -403,7 +403,7 @@ def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path
     assert code == 0, printed
 
 
-def test_resume_without_run_json_refuses_images_of_other_settings_and_overwrite_redoes_them(capsys, tmp_path, tiny_sd_path):
+def test_resume_without_run_json_refuses_images_of_other_settings_until_overwrite(capsys, tmp_path, tiny_sd_path):
     out = tmp_path / "lost-settings"
     common = ["generate", "--model", str(tiny_sd_path), "--prompt", "a fox", "--seeds", "0-1", "--steps", "2"]
     common += ["--threads", "1", "--no-progress", "--out", str(out)]
@@ -420,3 +420,38 @@ def test_resume_without_run_json_refuses_images_of_other_settings_and_overwrite_
     assert read_provenance(out / "job000000-seed0.png").call_arguments["guidance_scale"] == 7.5
     assert main(common) == 0
     assert "(0 generated, 2 already there)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Commands with nothing to compute start fast
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect", "{image}"],
+        ["inspect", "{image}", "--json"],
+        ["diff", "{image}", "{image}"],
+        ["find", "{image}", "{folder}"],
+        ["keys", "show"],
+        ["--help"],
+        ["verify", "--help"],
+    ],
+)
+def test_commands_that_load_no_model_import_neither_torch_nor_diffusers(tmp_path, tiny_sd_path, command):
+    from diffusers_repro import ReproStableDiffusionPipeline
+
+    pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
+    folder = tmp_path / "images"
+    image = pipe("a fox", seed=0, num_inference_steps=1).save(folder)[0]
+    argv = [part.format(image=image, folder=folder) for part in command]
+    script = (
+        "import sys\n"
+        "from diffusers_repro.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines()[-1] == "HEAVY []"

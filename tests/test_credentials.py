@@ -127,7 +127,7 @@ def test_without_the_ca_on_the_trust_list_a_signature_is_valid_and_trust_adds_it
     monkeypatch.setenv("DIFFUSERS_REPRO_HOME", str(tmp_path / "elsewhere"))
     credentials = read_credentials(path)
     assert (credentials.state, credentials.failures) == ("valid", [])
-    assert credentials.summary.startswith("valid: the signer's certificate calls itself 'diffusers-repro local signer ")
+    assert credentials.summary.startswith("valid: the signer's certificate calls itself 'diffusers-repro local ")
     assert "no root on the trust list vouches for it" in credentials.summary and credentials.anchor is None
     trusted = read_credentials(path, trust=[ca])
     assert trusted.state == "trusted" and trusted.anchor.path == ca

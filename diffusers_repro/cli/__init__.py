@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_signing_options(generate)
-    generate.set_defaults(handler=_generate)
+    generate.set_defaults(handler=_generate, loads_models=True)
 
     verify = commands.add_parser(
         "verify",
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.html",
         help="also write a self-contained HTML page: each file beside its regeneration, difference heatmaps",
     )
-    verify.set_defaults(handler=_verify)
+    verify.set_defaults(handler=_verify, loads_models=True)
 
     inspect_ = commands.add_parser(
         "inspect",
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     env.add_argument("--device", help="the device to describe (default: cpu)")
     env.add_argument("--json", action="store_true", help="print JSON")
-    env.set_defaults(handler=_env)
+    env.set_defaults(handler=_env, loads_models=True)
 
     diff = commands.add_parser(
         "diff",
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--threads", type=_positive_int, default=1, help="torch threads, pinned for both runs (default: 1)"
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, loads_models=True)
     add_credentials_commands(commands, _ArgumentParser)
     return parser
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "a command is required: generate, verify, inspect, env, diff, demo, keys or find (see diffusers-repro "
                 "--help)"
             )
-        with _command_environment():
+        with _command_environment(quiet_libraries=getattr(args, "loads_models", False)):
             return args.handler(args)
     except SystemExit as exit_:
         # --help (0) and argparse's own exits.

@@ -123,19 +123,23 @@ def _tolerance(text: str) -> float:
 
 
 @contextlib.contextmanager
-def _command_environment() -> Iterator[None]:
+def _command_environment(quiet_libraries: bool = True) -> Iterator[None]:
     """Quiets the libraries' loading bars and notices, and logs our own lines to stderr; all restored afterwards.
 
     A command line shows its own progress: the libraries' bars would drown it. The settings are put back on exit so
-    that ``main()`` called in a Python process (tests, notebooks) leaves that process as it found it.
+    that ``main()`` called in a Python process (tests, notebooks) leaves that process as it found it. Commands that
+    load no model (``inspect``, ``diff``, ``find``, ``keys``) pass ``quiet_libraries=False``: they never import
+    diffusers or transformers, and start in a few tenths of a second.
     """
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    saved = []
+    if quiet_libraries:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
 
-    saved = [
-        (module, module.get_verbosity(), module.is_progress_bar_enabled())
-        for module in (diffusers_logging, transformers_logging)
-    ]
+        saved = [
+            (module, module.get_verbosity(), module.is_progress_bar_enabled())
+            for module in (diffusers_logging, transformers_logging)
+        ]
     logger = logging.getLogger("diffusers_repro")
     saved_level = logger.level
     handler = logging.StreamHandler(sys.stderr)

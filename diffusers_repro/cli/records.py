@@ -90,7 +90,7 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from ..replay import record_differences
+    from ..reproduction import record_differences
 
     a, b = _read_image(args.a, args.max_file_bytes), _read_image(args.b, args.max_file_bytes)
     differences = record_differences(a.provenance, b.provenance)
