@@ -166,6 +166,7 @@ def load_pipeline(
                 f"the record's model folder {source!r} does not exist on this machine; pass pipe= a pipeline loaded "
                 "from the same weights"
             )
+        _check_model_folder(source)
     elif kind == "hub" and model.get("repo_id"):
         source = model["repo_id"]
         kwargs["revision"] = model.get("revision")
@@ -204,6 +205,39 @@ def load_pipeline(
         device = recorded_device if _available(recorded_device) else "cpu"
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+_MAX_MODEL_FOLDER_ENTRIES = 10_000
+
+
+def _check_model_folder(folder: str) -> None:
+    """Refuses a model folder (named by a record from anyone) holding, at the two levels diffusers reads, something
+    loading would hang or never end on: a named pipe, a device or a socket, directly or through a link."""
+    import stat
+
+    pending, seen = [(folder, 0)], 0
+    while pending:
+        directory, depth = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                seen += 1
+                if seen > _MAX_MODEL_FOLDER_ENTRIES:
+                    raise ReproductionError(
+                        f"the record's model folder {folder!r} holds more than {_MAX_MODEL_FOLDER_ENTRIES} entries; "
+                        "pass pipe= a pipeline loaded from the same weights"
+                    )
+                try:
+                    mode = os.stat(entry.path).st_mode
+                except OSError:
+                    continue  # a broken link: diffusers does not read what is not there
+                if stat.S_ISDIR(mode):
+                    if depth == 0:
+                        pending.append((entry.path, 1))
+                elif not stat.S_ISREG(mode):
+                    raise ReproductionError(
+                        f"the record's model folder {folder!r} holds {entry.path!r}, which is not a regular file (a "
+                        "named pipe, a device or a socket); pass pipe= a pipeline loaded from the same weights"
+                    )
 
 
 def _replay_lora_operations(

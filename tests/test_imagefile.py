@@ -461,3 +461,16 @@ def test_every_reader_gives_one_parsed_object(alone, tmp_path):
     assert bare.provenance is None and "has no 'diffusers-repro' text chunk" in str(bare.record_error)
     with pytest.raises(ImageProvenanceError, match="has no 'diffusers-repro' text chunk"):
         bare.require_record()
+
+
+def test_a_model_folder_holding_a_named_pipe_or_a_device_is_refused_before_loading(alone, tiny_sd_path, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_sd_path, model)
+    (model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (model / "unet" / "diffusion_pytorch_model.safetensors").symlink_to("/dev/zero")
+    data = alone.provenance[0].to_dict()
+    data["recipe"]["model"]["path"] = str(model)
+    with pytest.raises(ReproductionError, match=r"holds '.*unet/diffusion_pytorch_model.safetensors', which is not a"):
+        reproduce(Provenance.from_dict(data))
