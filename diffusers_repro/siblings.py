@@ -82,9 +82,9 @@ def _candidate_files(own: Path | None, batch_from: Any) -> list[Path]:
     for file in files:
         try:
             resolved = file.resolve()
-        except (OSError, RuntimeError):  # a link loop
-            continue
-        if resolved in seen or not resolved.is_file():  # a named pipe would wait forever, a device never end
+            if resolved in seen or not resolved.is_file():  # a named pipe would wait forever, a device never end
+                continue
+        except (OSError, RuntimeError, ValueError):  # a link loop; a name with a NUL byte
             continue
         seen.add(resolved)
         unique.append(file)
@@ -117,7 +117,7 @@ def _manifest_files(manifest: Path) -> list[Path]:
             continue
         name = entry.get("file") if isinstance(entry, dict) else None
         # Only names inside the run folder, each once: a manifest never sends the search elsewhere or in circles.
-        if isinstance(name, str) and name == Path(name).name and name not in (".", ".."):
+        if isinstance(name, str) and "\x00" not in name and name == Path(name).name and name not in (".", ".."):
             names[name] = None
     return [manifest.parent / name for name in names]
 

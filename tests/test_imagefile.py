@@ -474,3 +474,10 @@ def test_a_model_folder_holding_a_named_pipe_or_a_device_is_refused_before_loadi
     data["recipe"]["model"]["path"] = str(model)
     with pytest.raises(ReproductionError, match=r"holds '.*unet/diffusion_pytorch_model.safetensors', which is not a"):
         reproduce(Provenance.from_dict(data))
+
+
+def test_a_manifest_line_naming_a_file_with_a_nul_byte_is_skipped(mixed, sd, tmp_path):
+    # Found by the fuzz test of hostile folders: Path.resolve() raises ValueError on such a name.
+    paths = mixed.save(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"file": "a\x00b.png"}) + "\n")
+    assert reproduce(paths[0], pipe=sd).whole_batch is True
