@@ -206,7 +206,7 @@ def _used_size(
         size = default_size
     if size is None:
         return used, requested
-    for name, value in zip(("height", "width"), size):
+    for name, value in zip(("height", "width"), size, strict=True):
         # SD replaces both when either is missing; Flux rounds to its latent grid: the output says what was made.
         if asked[name] != value:
             used[name], requested[name] = value, asked[name]
