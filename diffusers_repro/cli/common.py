@@ -229,7 +229,11 @@ def _load_pipeline(model: str | None, dtype: str | None = None, option: str = "-
     )
     if model is not None and looks_like_path and not os.path.isdir(source):
         raise UsageError(f"{option} {model!r}: no such folder")
-    kwargs = {"torch_dtype": getattr(torch, dtype)} if dtype else {}
+    from diffusers.utils import deprecation_utils
+
+    # Newer diffusers take `dtype=` and warn on `torch_dtype=`; older ones know only `torch_dtype=`.
+    keyword = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+    kwargs = {keyword: getattr(torch, dtype)} if dtype else {}
     try:
         pipe = _pipeline_class().from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
