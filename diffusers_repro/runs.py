@@ -7,8 +7,9 @@ The jobs are the prompt x seed grid in a fixed order, prompt-major (`make_jobs`)
 - ``manifest.jsonl``: one JSON line per job in job order (see `MANIFEST_FIELDS`), merged by the main process from
   per-process part files (and from the images' own records for any job no part file names);
 - ``run.json``: the settings that decide the pixels (model source and weights digests, scheduler, call arguments,
-  batch size, batch-invariant mode, thread count, prompts, seeds, ...). A rerun with other settings is refused with
-  `SettingsMismatchError` unless ``overwrite=True``.
+  batch size, batch-invariant mode, thread count, prompts, seeds, ...) as asked, and once the run is complete
+  ``used``: the values the pipeline used where it resolved or overrode them (height/width, ...). A rerun with other
+  settings in a folder that holds an image is refused with `SettingsMismatchError` unless ``overwrite=True``.
 
 A rerun resumes: a job whose image exists, whose record matches the job and the settings, and whose pixels match the
 recorded output digest is kept (`_verified_line`); files left by a killed run are removed (`_remove_leftovers`).
@@ -461,6 +462,27 @@ def _merge_manifest(
     _write_atomically(out_dir / MANIFEST_NAME, "".join(json.dumps(lines[job.index]) + "\n" for job in jobs))
     for part in parts:
         part.unlink(missing_ok=True)
+    _add_used_values(out_dir, jobs[0])
+
+
+def _add_used_values(out_dir: Path, job: GenerationJob) -> None:
+    """Adds to ``run.json`` the values the pipeline used where it resolved or overrode the settings asked for
+    (``"used"``: every job of a run shares them), read from the first image's record; ``settings`` stay as asked,
+    which is what a rerun is compared with."""
+    from .files import read_provenance
+
+    run_path = out_dir / RUN_NAME
+    recipe = read_provenance(out_dir / job.file_name).recipe
+    names = recipe.get("defaults_resolved") or []
+    call = recipe.get("call") or {}
+    used = {name: call[name] for name in names if name in call}
+    if recipe.get("denoising_steps") is not None:
+        used["denoising_steps"] = recipe["denoising_steps"]
+    data = json.loads(run_path.read_text(encoding="utf-8"))
+    data.pop("used", None)
+    if used:
+        data["used"] = used
+    _write_atomically(run_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_run_file(out_dir: Path, settings: dict[str, Any], num_jobs: int, world: int, device: torch.device) -> None:

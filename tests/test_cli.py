@@ -434,6 +434,8 @@ def test_generate_height_alone_records_the_size_made_verifies_and_resumes(capsys
     assert (record.call_arguments["height"], record.call_arguments["width"]) == (64, 64)
     assert record.recipe["requested"] == {"height": 30, "width": None}
     assert record.recipe["defaults_resolved"] == ["height", "width"]
+    run_file = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_file["settings"]["call"]["height"] == 30 and run_file["used"] == {"height": 64, "width": 64}
     code, out, _ = run(capsys, "verify", path)
     assert code == 0 and "bitwise" in out
     # The same command again resumes: the image is kept.
