@@ -500,7 +500,7 @@ def test_verify_of_a_file_that_is_not_an_image_is_a_usage_error(capsys, tmp_path
 
 def test_abbreviated_options_are_not_guessed(capsys, tmp_path):
     code, _, err = run(capsys, "generate", "--prompts", "a fox", "--out", tmp_path)
-    assert_user_error(code, err, "unrecognized arguments: --prompts")
+    assert_user_error(code, err, "generate: unrecognized arguments: --prompts a fox (see diffusers-repro generate")
     code, _, err = run(capsys, "verify", "--tol", "0.1", "x.png")
     assert_user_error(code, err, "--tol")
 

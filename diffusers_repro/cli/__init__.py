@@ -258,7 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_traceback = "--traceback" in argv or bool(os.environ.get("DIFFUSERS_REPRO_TRACEBACK"))
     argv = [arg for arg in argv if arg != "--traceback"]
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # Named after the command they were given to (argparse would say "arguments").
+            command = f" {args.command}" if args.command else ""
+            raise UsageError(
+                f"{args.command or 'arguments'}: unrecognized arguments: {' '.join(unknown)} (see {PROG}{command} "
+                "--help)"
+            )
         if args.command is None:
             raise UsageError(
                 "a command is required: generate, verify, inspect, env, diff, demo, keys or find (see diffusers-repro "
