@@ -411,7 +411,10 @@ def generate(
         num_pending = sum(len(missing) for _, missing in pending)
         skipped = len(jobs) - num_pending
         mine = pending[rank::world]
-        log(f"{len(jobs)} jobs, {skipped} already done; {len(mine)} of {len(pending)} pending micro-batches here")
+        log(
+            f"{_count(len(jobs), 'job')}, {skipped} already done; {len(mine)} of "
+            f"{_count(len(pending), 'pending micro-batch', 'pending micro-batches')} here"
+        )
 
         kill_hook = _KillHook(rank)
         generated = 0
@@ -440,7 +443,7 @@ def generate(
                     save_options={"format": format, "quality": quality, "sign": identity or False},
                 )
             _write_manifest_part(out_dir, rank, lines)
-            log(f"generated {generated} image(s)")
+            log(f"generated {_count(generated, 'image')}")
             state.wait_for_everyone()
 
         _merge_on_main_process(state, out_dir, jobs, settings, passed)
@@ -503,6 +506,11 @@ def _check_arguments(
     return prompts, seeds
 
 
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 job"``, ``"4 jobs"``: a count with its noun in the right number, for the log lines."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def _prepare_run_folder(
     state: Any,
     out_dir: Path,
@@ -520,7 +528,11 @@ def _prepare_run_folder(
     if state.is_main_process:
         removed = _remove_leftovers(out_dir, previous_run_too=overwrite)
         if removed:
-            log(f"removed {removed} file(s) of an earlier run" if overwrite else f"removed {removed} temp file(s)")
+            log(
+                f"removed {_count(removed, 'file')} of an earlier run"
+                if overwrite
+                else f"removed {_count(removed, 'temporary file')}"
+            )
         _write_run_file(out_dir, settings, num_jobs, state.num_processes, run_device)
     state.wait_for_everyone()
 

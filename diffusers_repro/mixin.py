@@ -54,6 +54,7 @@ from .recipe import (
     _required_inputs,
     _scheduler_record,
     _with_noise_sampler,
+    used_call_values,
 )
 from .seeding import make_generators, per_image_seeds
 from .siblings import link_batch_records
@@ -76,8 +77,6 @@ _PROMPT_KEYS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_p
 # Input images that diffusers tiles to the call's images (``torch.cat([image] * (n // r))``): image i uses row i % r.
 _INPUT_IMAGES = ("image", "mask_image")
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
-# Size conditioning that SDXL-style pipelines default to (height, width) when left unset.
-_SIZE_CONDITIONING = ("original_size", "target_size")
 
 # Pipelines whose models take inputs that `one_image_at_a_time` cannot split per image yet, and why.
 _BATCH_INVARIANT_UNSUPPORTED = {
@@ -269,27 +268,6 @@ class ReproducibleMixin:
                 value = value[row : row + 1]
             recorded[name] = jsonable(value)
         return recorded
-
-    def _repro_resolved_defaults(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Sizes left unset that the pipeline fills in itself: height/width, and SDXL's size conditioning.
-
-        Recording the values used keeps a record self-contained: the defaults depend on the model's config, and
-        passing them explicitly gives the same images.
-        """
-        parameters = self._repro_call_parameters
-        resolved: dict[str, Any] = {}
-        height, width = arguments.get("height"), arguments.get("width")
-        if "height" in parameters and "width" in parameters and height is None and width is None:
-            # Only when both are unset: SD replaces both when either is missing, SDXL each one on its own.
-            default = self._repro_default_size()
-            if default is not None:
-                height, width = default
-                resolved.update(height=height, width=width)
-        if isinstance(height, int) and isinstance(width, int):
-            for name in _SIZE_CONDITIONING:
-                if name in parameters and arguments.get(name) is None:
-                    resolved[name] = [height, width]
-        return resolved
 
     def _repro_default_size(self) -> tuple[int, int] | None:
         scale = getattr(self, "vae_scale_factor", None)
@@ -508,7 +486,10 @@ class ReproducibleMixin:
             "pipeline_class": vanilla.__name__,
             "model": self._repro_model_record(),
         }
-        resolved = jsonable(self._repro_resolved_defaults(arguments))
+        first = images[0] if images is not None and len(images) else None
+        used = used_call_values(
+            self._repro_call_parameters, arguments, first, self._repro_default_size(), getattr(self, "scheduler", None)
+        )
         user_latents = arguments.get("latents")
         user_latents = user_latents if isinstance(user_latents, torch.Tensor) else None
         records = []
@@ -524,7 +505,7 @@ class ReproducibleMixin:
                 for name, record in schedulers.items()
             }
             call = self._repro_image_arguments(arguments, index, num_images, num_prompts)
-            call.update(resolved)
+            call.update(used.call)
             batch = _batch_record(
                 index, num_images, seeds, how, batch_invariant, randomness, same_prompts, batch_prompt_lists
             )
@@ -533,9 +514,10 @@ class ReproducibleMixin:
                 # None for pipelines without a component named "scheduler" (UnCLIP): see recipe.schedulers.
                 "scheduler": per_image_schedulers.get("scheduler"),
                 "call": call,
-                "defaults_resolved": sorted(resolved),
+                "defaults_resolved": used.names,
                 "requires_inputs": _required_inputs(call),
                 "batch": batch,
+                **used.recipe_fields(),
             }
             if any(name != "scheduler" for name in per_image_schedulers):
                 recipe["schedulers"] = per_image_schedulers

@@ -4,6 +4,7 @@ schedulers (with how an SDE noise sampler was seeded), and the noise of latents 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -138,3 +139,124 @@ def _caller_latents_noise(user_latents: torch.Tensor, index: int, num_images: in
         "draw": "latents passed by the caller (recipe.call.latents)",
     }
     return noise_digest, noise_description
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Values the pipeline used where the caller left them unset or the pipeline overrides them
+
+_SIZE_CONDITIONING = ("original_size", "target_size")
+
+
+@dataclasses.dataclass
+class UsedValues:
+    """What a call used where vanilla diffusers resolved or overrode what the caller asked for.
+
+    Args:
+        call (`dict`): ``recipe.call`` fields to record as used (a replay passes them and gets the same pixels).
+        requested (`dict`): The caller's own value of each of those fields (``None`` when left unset).
+        denoising_steps (`int` or `None`): The denoising steps the scheduler ran when fewer than
+            ``num_inference_steps`` (img2img ``strength``); `None` otherwise.
+    """
+
+    call: dict[str, Any]
+    requested: dict[str, Any]
+    denoising_steps: int | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """``recipe.defaults_resolved``: the fields the pipeline chose rather than the caller."""
+        return sorted(self.call) + (["denoising_steps"] if self.denoising_steps is not None else [])
+
+    def recipe_fields(self) -> dict[str, Any]:
+        """The recipe fields beside ``call``: ``requested`` and ``denoising_steps``, where there is something."""
+        fields: dict[str, Any] = {}
+        if self.requested:
+            fields["requested"] = self.requested
+        if self.denoising_steps is not None:
+            fields["denoising_steps"] = self.denoising_steps
+        return fields
+
+
+def _output_size(image: Any, output_type: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of one output image of the call, `None` for latents or what is not an image."""
+    if output_type == "latent":
+        return None
+    if hasattr(image, "size") and hasattr(image, "mode") and not isinstance(image, (np.ndarray, torch.Tensor)):
+        width, height = image.size
+        return int(height), int(width)
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return int(image.shape[0]), int(image.shape[1])  # (H, W, C), diffusers' "np" output
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        return int(image.shape[1]), int(image.shape[2])  # (C, H, W), diffusers' "pt" output
+    return None
+
+
+def _used_size(
+    parameters: Any, arguments: dict[str, Any], image: Any, default_size: tuple[int, int] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Height and width as made (the output's size; the model's default size for latents with neither set), and
+    SDXL's size conditioning, which defaults to them."""
+    used: dict[str, Any] = {}
+    requested: dict[str, Any] = {}
+    if "height" not in parameters or "width" not in parameters:
+        return used, requested
+    asked = {"height": arguments.get("height"), "width": arguments.get("width")}
+    size = _output_size(image, arguments.get("output_type"))
+    if size is None and asked["height"] is None and asked["width"] is None:
+        size = default_size
+    if size is None:
+        return used, requested
+    for name, value in zip(("height", "width"), size, strict=True):
+        # SD replaces both when either is missing; Flux rounds to its latent grid: the output says what was made.
+        if asked[name] != value:
+            used[name], requested[name] = value, asked[name]
+    for name in _SIZE_CONDITIONING:
+        if name in parameters and arguments.get(name) is None:
+            used[name], requested[name] = list(size), None
+    return used, requested
+
+
+def used_call_values(
+    parameters: Any,
+    arguments: dict[str, Any],
+    image: Any,
+    default_size: tuple[int, int] | None,
+    scheduler: Any,
+) -> UsedValues:
+    """The values a finished call used where vanilla diffusers resolved or overrode the caller's.
+
+    - ``height``/``width``: the output's size (SD replaces both from the model's sample size when either is
+      missing; SDXL each one on its own), with SDXL's ``original_size``/``target_size`` that default to it;
+    - ``num_inference_steps``: with ``timesteps`` or ``sigmas``, diffusers' ``retrieve_timesteps`` sets it to the
+      length of the scheduler's timesteps (the value passed is ignored, so recording the used one replays the same);
+    - ``strength`` (img2img): ``get_timesteps`` runs ``min(int(num_inference_steps * strength), num_inference_steps)``
+      steps; ``num_inference_steps`` stays as asked (a replay passes it with the same ``strength``) and the steps run
+      are recorded as ``denoising_steps``.
+
+    Args:
+        parameters: The parameters of the vanilla ``__call__``.
+        arguments (`dict`): The call's bound arguments.
+        image: The first output image (PIL, ``(H, W, C)`` array or ``(C, H, W)`` tensor; latents are not sized).
+        default_size (`tuple[int, int]` or `None`): The model's default ``(height, width)``.
+        scheduler: The pipeline's scheduler after the call (its ``timesteps`` are those the call set).
+    """
+    used, requested = _used_size(parameters, arguments, image, default_size)
+    steps = arguments.get("num_inference_steps")
+    custom = arguments.get("timesteps") if arguments.get("timesteps") is not None else arguments.get("sigmas")
+    if "num_inference_steps" in parameters and custom is not None:
+        timesteps = getattr(scheduler, "timesteps", None)
+        count = len(timesteps) if timesteps is not None else len(custom)
+        if count != steps:
+            used["num_inference_steps"], requested["num_inference_steps"] = count, steps
+            steps = count
+    denoising_steps = None
+    strength = arguments.get("strength")
+    if (
+        "strength" in parameters
+        and isinstance(strength, (int, float))
+        and isinstance(steps, int)
+        and arguments.get("denoising_start") is None
+    ):
+        run = min(int(steps * strength), steps)
+        denoising_steps = run if run != steps else None
+    return UsedValues(call=jsonable(used), requested=jsonable(requested), denoising_steps=denoising_steps)

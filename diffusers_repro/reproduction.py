@@ -210,6 +210,8 @@ def _replay_differences(
     # values themselves are compared in recipe.call).
     skip = frozenset(
         {"seed_source", "recipe.batch", "recipe.generator", "recipe.defaults_resolved", "result.output_digest"}
+        # The replay passes the values the call used, so what the caller had asked for is not asked again.
+        | {"recipe.requested"}
         # Where the CUDA geometry came from (the device, the caller; a replay takes it from the record) is no cause.
         | {"recipe.rng.geometry_from"}
         | {f"recipe.call.{name}" for name in _BATCH_ARGUMENTS}

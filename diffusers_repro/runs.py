@@ -7,8 +7,9 @@ The jobs are the prompt x seed grid in a fixed order, prompt-major (`make_jobs`)
 - ``manifest.jsonl``: one JSON line per job in job order (see `MANIFEST_FIELDS`), merged by the main process from
   per-process part files (and from the images' own records for any job no part file names);
 - ``run.json``: the settings that decide the pixels (model source and weights digests, scheduler, call arguments,
-  batch size, batch-invariant mode, thread count, prompts, seeds, ...). A rerun with other settings is refused with
-  `SettingsMismatchError` unless ``overwrite=True``.
+  batch size, batch-invariant mode, thread count, prompts, seeds, ...) as asked, and once the run is complete
+  ``used``: the values the pipeline used where it resolved or overrode them (height/width, ...). A rerun with other
+  settings in a folder that holds an image is refused with `SettingsMismatchError` unless ``overwrite=True``.
 
 A rerun resumes: a job whose image exists, whose record matches the job and the settings, and whose pixels match the
 recorded output digest is kept (`_verified_line`); files left by a killed run are removed (`_remove_leftovers`).
@@ -70,7 +71,21 @@ _NOT_SETTINGS = frozenset({"callback", "callback_steps", "callback_on_step_end",
 
 
 class SettingsMismatchError(ValueError):
-    """The output folder holds a run made with other settings; ``overwrite=True`` (``--overwrite``) replaces it."""
+    """The output folder holds a run made with other settings; ``overwrite=True`` (``--overwrite``) replaces it.
+
+    Args:
+        problem (`str`): What is wrong, without the remedy (the command line names its own option).
+    """
+
+    _REMEDY = "; rerun with the same settings to resume, or pass {option} to replace its images"
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(problem + self._REMEDY.format(option="overwrite=True"))
+
+    def for_command_line(self) -> str:
+        """The message with the command line's ``--overwrite`` as the remedy."""
+        return self.problem + self._REMEDY.format(option="--overwrite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,23 +276,29 @@ def _settings_differences(recorded: dict[str, Any], current: dict[str, Any]) -> 
     ]
 
 
+def _holds_a_finished_image(out_dir: Path) -> bool:
+    """Whether the folder holds a job image (images are written atomically: one there is whole)."""
+    return any(_JOB_FILE.match(entry.name) and entry.is_file(follow_symlinks=False) for entry in os.scandir(out_dir))
+
+
 def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
     run_path = out_dir / RUN_NAME
-    if overwrite or not run_path.exists():
+    # A run binds its folder to its settings only once it made an image: one that failed before (a size the
+    # pipeline refuses) can be rerun with other settings, and its run.json is rewritten.
+    if overwrite or not run_path.exists() or not _holds_a_finished_image(out_dir):
         return
-    hint = "; rerun with the same settings to resume, or pass overwrite=True (--overwrite) to replace its images"
     try:
         data = json.loads(run_path.read_text(encoding="utf-8"))
         recorded = data["settings"]
         if data.get("format") != RUN_FORMAT or not isinstance(recorded, dict):
             raise ValueError("not a diffusers-repro run file")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SettingsMismatchError(f"out_dir {str(out_dir)!r} has an unreadable {RUN_NAME} ({error}){hint}") from None
+        raise SettingsMismatchError(f"out_dir {str(out_dir)!r} has an unreadable {RUN_NAME} ({error})") from None
     differences = _settings_differences(recorded, settings)
     if differences:
         shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
         raise SettingsMismatchError(
-            f"out_dir {str(out_dir)!r} holds a run made with other settings ({run_path.name}): {shown}{hint}"
+            f"out_dir {str(out_dir)!r} holds a run made with other settings ({run_path.name}): {shown}"
         )
 
 
@@ -349,8 +370,10 @@ def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, 
     if call.get("negative_prompt") != settings["negative_prompt"]:
         return False
     expected = {name: value for name, value in settings["call"].items() if value is not None}
+    # The settings hold what was asked; where the pipeline used another value the record keeps the request apart.
+    asked = {**call, **(record.recipe.get("requested") or {})}
     for name, value in {**expected, **passed}.items():
-        if name in call and call[name] != value:
+        if name in asked and asked[name] != value:
             return False
     if bool(record.batch.get("batch_invariant")) != settings["batch_invariant"]:
         return False
@@ -460,6 +483,27 @@ def _merge_manifest(
     _write_atomically(out_dir / MANIFEST_NAME, "".join(json.dumps(lines[job.index]) + "\n" for job in jobs))
     for part in parts:
         part.unlink(missing_ok=True)
+    _add_used_values(out_dir, jobs[0])
+
+
+def _add_used_values(out_dir: Path, job: GenerationJob) -> None:
+    """Adds to ``run.json`` the values the pipeline used where it resolved or overrode the settings asked for
+    (``"used"``: every job of a run shares them), read from the first image's record; ``settings`` stay as asked,
+    which is what a rerun is compared with."""
+    from .files import read_provenance
+
+    run_path = out_dir / RUN_NAME
+    recipe = read_provenance(out_dir / job.file_name).recipe
+    names = recipe.get("defaults_resolved") or []
+    call = recipe.get("call") or {}
+    used = {name: call[name] for name in names if name in call}
+    if recipe.get("denoising_steps") is not None:
+        used["denoising_steps"] = recipe["denoising_steps"]
+    data = json.loads(run_path.read_text(encoding="utf-8"))
+    data.pop("used", None)
+    if used:
+        data["used"] = used
+    _write_atomically(run_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _write_run_file(out_dir: Path, settings: dict[str, Any], num_jobs: int, world: int, device: torch.device) -> None:

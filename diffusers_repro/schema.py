@@ -442,6 +442,10 @@ def _recipe(batch):
             "rng": _RNG,
             "defaults_resolved": _list(_string(pattern=_IDENTIFIER, what="a parameter name"), 256),
             "requires_inputs": _list(_string(pattern=_IDENTIFIER, what="a parameter name"), 256),
+            # What the caller asked for where the pipeline used another value (recipe.call holds the used one);
+            # shown, never replayed.
+            "requested": _object({}, extra=_any, keys=_IDENTIFIER, nullable=True),
+            "denoising_steps": _int(1, LIMIT_STEPS, nullable=True),
         },
         extra=_any,
     )

@@ -242,7 +242,7 @@ def test_verify_passes_then_catches_a_changed_pixel(capsys, grid, tmp_path):
     code, out, _ = run(capsys, "verify", grid)
     assert code == 0, out
     assert out.count(": bitwise") == 4
-    assert out.strip().splitlines()[-1] == "4 image(s): 4 bitwise, 0 close, 0 different; OK"
+    assert out.strip().splitlines()[-1] == "4 images: 4 bitwise, 0 close, 0 different; OK"
 
     tampered = tmp_path / "tampered.png"
     tampered.write_bytes((grid / "job000001-seed1.png").read_bytes())
@@ -250,7 +250,7 @@ def test_verify_passes_then_catches_a_changed_pixel(capsys, grid, tmp_path):
     code, out, _ = run(capsys, "verify", tampered, grid / "job000000-seed0.png")
     assert code == 1
     assert "tampered.png: close" in out
-    assert "1 bitwise, 1 close, 0 different; FAILED: 1 image(s) do not reproduce bitwise" in out
+    assert "1 bitwise, 1 close, 0 different; FAILED: 1 image does not reproduce bitwise" in out
 
     # A file edited after it was written is caught even within a tolerance: its pixels no longer match the digest
     # stored with them.
@@ -335,10 +335,10 @@ def test_diff(capsys, grid):
     assert "result.output_digest" in out
     assert "recipe.call.prompt" not in out  # same prompt
     code, out, _ = run(capsys, "diff", "--json", a, grid / "job000002-seed0.png")
-    fields = {item["field"]: (item["recorded"], item["current"]) for item in json.loads(out)}
+    fields = {item["field"]: (item["recorded"], item["current"]) for item in json.loads(out)["records"]}
     assert code == 1 and fields["recipe.call.prompt"] == ("a fox", "a bear")
     code, out, _ = run(capsys, "diff", a, a)
-    assert code == 0 and "identical" in out
+    assert code == 0 and out.splitlines()[-1] == "pixels: identical (4096 pixels)"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ def test_verify_is_bitwise_for_micro_batches_of_several_images(capsys, tmp_path,
     capsys.readouterr()
     code, printed, _ = run(capsys, "verify", out)
     assert code == 0, printed
-    assert printed.strip().splitlines()[-1] == "3 image(s): 3 bitwise, 0 close, 0 different; OK"
+    assert printed.strip().splitlines()[-1] == "3 images: 3 bitwise, 0 close, 0 different; OK"
 
 
 def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path, tiny_sd_path):
@@ -455,3 +455,144 @@ def test_commands_that_load_no_model_import_neither_torch_nor_diffusers(tmp_path
     completed = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.splitlines()[-1] == "HEAVY []"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Issue 16: records say what was made; the CLI behaves the way a newcomer expects
+
+
+def test_generate_height_alone_records_the_size_made_verifies_and_resumes(capsys, tmp_path, tiny_sd_path):
+    common = ["generate", "--model", tiny_sd_path, "--prompt", "a fox", "--height", "30", "--steps", "2"]
+    common += ["--threads", "1", "--no-progress", "--out", tmp_path / "run"]
+    assert run(capsys, *common)[0] == 0
+    path = tmp_path / "run" / "job000000-seed0.png"
+    record = read_provenance(path)
+    # Vanilla SD ignores height without width: the image is the model's 64x64, and the record says so.
+    assert PIL.Image.open(path).size == (64, 64)
+    assert (record.call_arguments["height"], record.call_arguments["width"]) == (64, 64)
+    assert record.recipe["requested"] == {"height": 30, "width": None}
+    assert record.recipe["defaults_resolved"] == ["height", "width"]
+    run_file = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_file["settings"]["call"]["height"] == 30 and run_file["used"] == {"height": 64, "width": 64}
+    code, out, _ = run(capsys, "verify", path)
+    assert code == 0 and "bitwise" in out
+    # The same command again resumes: the image is kept.
+    code, out, _ = run(capsys, *common)
+    assert code == 0 and "0 generated, 1 already there" in out
+
+
+def test_generate_prints_counts_in_the_right_number(capsys, tmp_path, tiny_sd_path):
+    argv = ["generate", "--model", tiny_sd_path, "--prompt", "a fox", "--steps", "1", "--threads", "1"]
+    code, out, _ = run(capsys, *argv, "--no-progress", "--out", tmp_path / "one")
+    assert code == 0 and out.startswith(f"1 image in {tmp_path / 'one'} (1 generated, 0 already there) by 1 process ")
+    assert "with 1 torch thread each;" in out
+
+
+def test_diff_compares_pixels_beside_the_records(capsys, grid, tmp_path):
+    import shutil
+
+    a = grid / "job000000-seed0.png"
+    b = shutil.copy(a, tmp_path / "copy.png")
+    _tamper(b, 213)
+    code, out, _ = run(capsys, "diff", a, b)
+    lines = out.splitlines()
+    assert code == 1, out
+    assert lines[0] == f"the records of {a} and {b} are identical"
+    steps = int(np.abs(read_image_file(a).pixels.astype(int) - read_image_file(b).pixels.astype(int)).max())
+    assert steps > 0
+    assert lines[1].startswith(f"pixels: max abs diff {steps / 255:.4g} ({steps}/255), PSNR ")
+    assert lines[1].endswith(" dB, 1 of 4096 pixels differ")
+    code, out, _ = run(capsys, "diff", "--json", a, b)
+    result = json.loads(out)
+    assert code == 1 and result["records"] == []
+    assert result["pixels"]["max_abs_diff_steps"] == steps and result["pixels"]["psnr"] > 30
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_a_missing_or_unreadable_trust_file_is_one_usage_error(capsys, grid, tmp_path, command):
+    # Before: verify refused every image ("trust anchor 'missing.pem': no such file") and said they do not reproduce.
+    command = [command, grid / "job000000-seed0.png"]
+    code, out, err = run(capsys, *command, "--trust", tmp_path / "missing.pem")
+    assert_user_error(code, err, "--trust", "missing.pem", "no such file")
+    assert out == ""
+    code, _, err = run(capsys, *command, "--trust", tmp_path)
+    assert_user_error(code, err, "--trust", "not a regular file")
+
+
+def test_missing_cert_and_key_files_are_usage_errors_before_any_work(capsys, tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_text("not used")
+    argv = ["generate", "--prompt", "a", "--out", tmp_path / "out", "--key", key]
+    code, _, err = run(capsys, *argv, "--cert", tmp_path / "chain.pem")
+    assert_user_error(code, err, "--cert", "chain.pem", "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_of_a_file_that_is_not_an_image_is_a_usage_error(capsys, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# hello")
+    code, out, err = run(capsys, "verify", readme)
+    assert_user_error(code, err, "README.md", "not an image file", ".png")
+    assert out == ""
+
+
+def test_abbreviated_options_are_not_guessed(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--prompts", "a fox", "--out", tmp_path)
+    assert_user_error(code, err, "generate: unrecognized arguments: --prompts a fox (see diffusers-repro generate")
+    code, _, err = run(capsys, "verify", "--tol", "0.1", "x.png")
+    assert_user_error(code, err, "--tol")
+
+
+def test_verify_summary_names_refused_files_apart_from_those_that_do_not_reproduce(capsys, grid, tmp_path):
+    plain = tmp_path / "plain.png"
+    PIL.Image.new("RGB", (4, 4)).save(plain)
+    code, out, _ = run(capsys, "verify", plain, grid / "job000000-seed0.png")
+    assert code == 1
+    assert out.splitlines()[-1] == (
+        "2 images: 1 bitwise, 0 close, 0 different, 1 refused; FAILED: 1 refused (not verified: see the refused "
+        "lines for why)"
+    )
+    assert "do not reproduce" not in out and "does not reproduce" not in out
+
+
+def test_a_run_that_failed_before_any_image_can_be_rerun_with_other_settings(capsys, tmp_path, tiny_sd_path):
+    common = ["generate", "--model", tiny_sd_path, "--prompt", "a fox", "--steps", "1", "--threads", "1"]
+    common += ["--no-progress", "--out", tmp_path / "run"]
+    code, _, err = run(capsys, *common, "--height", "30", "--width", "30")
+    assert code != 0 and "divisible by 8" in err  # diffusers refuses the size after run.json was written
+    assert (tmp_path / "run" / "run.json").exists()
+    code, out, _ = run(capsys, *common, "--height", "32", "--width", "32")
+    assert code == 0 and "1 generated" in out
+    # Once the folder holds an image its settings are bound, and the refusal names the command line's option.
+    code, _, err = run(capsys, *common, "--height", "40", "--width", "40")
+    assert_user_error(code, err, "other settings", "call.height: 32 -> 40", "pass --overwrite")
+    assert "overwrite=True" not in err
+
+
+def test_verify_looks_into_subfolders_with_recursive_and_says_where_images_are(capsys, grid, tmp_path):
+    import shutil
+
+    top = tmp_path / "outputs"
+    for name in ("run-1", "run-2"):
+        (top / name).mkdir(parents=True)
+        shutil.copy(grid / "job000000-seed0.png", top / name / "job000000-seed0.png")
+    code, _, err = run(capsys, "verify", top)
+    assert_user_error(code, err, "holds no image files itself", "run-1", "run-2", "-r (--recursive)")
+    code, out, _ = run(capsys, "verify", "-r", top)
+    assert code == 0 and out.splitlines()[-1] == "2 images: 2 bitwise, 0 close, 0 different; OK"
+    code, out, _ = run(capsys, "verify", "--recursive", top / "run-1")
+    assert code == 0 and out.splitlines()[-1] == "1 image: 1 bitwise, 0 close, 0 different; OK"
+
+
+@pytest.mark.parametrize(
+    ("command", "absent", "present"),
+    [
+        ("diff", "a PNG", "PNG, JPEG or WebP"),
+        ("inspect", "a PNG", "PNG, JPEG or WebP"),
+        ("generate", "one PNG per job", "one image file per job"),
+    ],
+)
+def test_help_texts_name_every_format(capsys, command, absent, present):
+    code, out, _ = run(capsys, command, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and absent not in text and present in text

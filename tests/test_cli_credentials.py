@@ -91,7 +91,10 @@ def test_generate_with_a_user_chain_and_bad_signing_options(tiny_sd_path, tmp_pa
     code, _, err = run(capsys, *generate_args(tiny_sd_path, out, "--no-sign", "--cert", chain, "--key", key))
     assert code == 2 and "--no-sign writes unsigned files" in err
     code, _, err = run(capsys, *generate_args(tiny_sd_path, out, "--cert", tmp_path / "none.pem", "--key", key))
-    assert err == f"diffusers-repro: error: certificate chain '{tmp_path}/none.pem': no such file\n"
+    assert err == (
+        f"diffusers-repro: error: generate: argument --cert: '{tmp_path}/none.pem': no such file (see diffusers-repro "
+        "generate --help)\n"
+    )
     code, _, err = run(capsys, *generate_args(tiny_sd_path, out, "--quality", "90"))
     assert code == 2 and "--quality 90: PNG is lossless" in err
     # A certificate c2pa refuses (a CA as signer): one line naming it, and no image left behind.

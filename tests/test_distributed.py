@@ -120,7 +120,7 @@ def test_two_processes_give_the_same_files_pixels_and_manifest(tmp_path, tiny_sd
     # Log lines name the process; one progress bar, on the main process, counts the images of both.
     assert "[process 0/2]" in completed.stderr and "[process 1/2]" in completed.stderr
     assert completed.stderr.count("| 0/6 [") == 1 and "| 6/6 [" in completed.stderr
-    assert "6 images in" in completed.stdout and "by 2 process(es)" in completed.stdout
+    assert "6 images in" in completed.stdout and "by 2 processes" in completed.stdout
     assert completed.stdout.count("6 images in") == 1
     records = [read_image_file(path).provenance for path in sorted(out.glob("*.png"))]
     assert {record.environment["torch_num_threads"] for record in records} == {1}

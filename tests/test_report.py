@@ -421,13 +421,19 @@ def test_diff_heatmap_writes_the_difference_picture_beside_the_text_diff(capsys,
     code, text, _ = run(
         capsys, "diff", clean / "job000002-seed0.png", edited / "job000002-seed0.png", "--heatmap", out
     )
-    assert code == 0  # the records are the same; the pixels are not
+    assert code == 1  # the records are the same; the pixels are not
     expected = difference_map(read_pixels(clean / "job000002-seed0.png"), read_pixels(edited / "job000002-seed0.png"))
     changed = int(np.count_nonzero(expected))
-    assert text.splitlines() == [
-        f"the records of {clean / 'job000002-seed0.png'} and {edited / 'job000002-seed0.png'} are identical",
-        f"heatmap: {out} (max diff {int(expected.max())}/255, {changed} of 4096 pixels differ)",
-    ]
+    lines = text.splitlines()
+    assert (
+        lines[0]
+        == f"the records of {clean / 'job000002-seed0.png'} and {edited / 'job000002-seed0.png'} are identical"
+    )
+    assert lines[1].startswith(
+        f"pixels: max abs diff {int(expected.max()) / 255:.4g} ({int(expected.max())}/255), PSNR "
+    )
+    assert lines[1].endswith(f" dB, {changed} of 4096 pixels differ")
+    assert lines[2] == f"heatmap: {out} (max diff {int(expected.max())}/255, {changed} of 4096 pixels differ)"
     with PIL.Image.open(out) as image:
         assert image.width == 64 and image.height > 64  # the map, then the scale below it
         picture = np.asarray(image.convert("RGB"))
@@ -446,7 +452,7 @@ def test_diff_heatmap_of_different_records_keeps_exit_1_and_identical_pixels(cap
     clean, _ = folders
     a, b = clean / "job000000-seed0.png", clean / "job000001-seed1.png"
     code, text, _ = run(capsys, "diff", a, b, "--heatmap", tmp_path / "h.png")
-    assert code == 1 and "field(s) differ between" in text and text.splitlines()[-1].startswith("heatmap: ")
+    assert code == 1 and "fields differ between" in text and text.splitlines()[-1].startswith("heatmap: ")
     code, text, _ = run(capsys, "diff", a, a, "--heatmap", tmp_path / "same.png")
     assert code == 0 and text.splitlines()[-1] == f"heatmap: {tmp_path / 'same.png'} (the pixels are identical)"
     code, text, _ = run(capsys, "diff", a, b, "--json", "--heatmap", tmp_path / "j.png")
@@ -499,7 +505,7 @@ def test_verify_shows_a_progress_bar_with_eta_on_a_terminal(capsys, monkeypatch,
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", bar)  # elapsed<remaining: the ETA
     lines = [line for line in out.splitlines() if not line.startswith("    credentials:")]
     assert [line.split(": ")[1] for line in lines[:4]] == ["bitwise"] * 4  # verdict lines intact, above the bar
-    assert lines[-1] == "4 image(s): 4 bitwise, 0 close, 0 different; OK"
+    assert lines[-1] == "4 images: 4 bitwise, 0 close, 0 different; OK"
     assert sys.stdout is not None and "DummyTqdmFile" not in type(sys.stdout).__name__
 
 

@@ -75,7 +75,7 @@ def test_a_lora_operation_naming_a_pipeline_method_is_refused_and_runs_nothing(a
     lines = out.splitlines()
     assert lines[0] == f"{evil}: refused: {message}"
     assert lines[1] == f"{good}: bitwise"
-    assert lines[-1].startswith("2 image(s): 1 bitwise, 0 close, 0 different, 1 refused; FAILED")
+    assert lines[-1].startswith("2 images: 1 bitwise, 0 close, 0 different, 1 refused; FAILED")
     assert not target.exists()
 
 
@@ -351,7 +351,7 @@ def test_verify_of_a_folder_of_hostile_files_refuses_each_and_goes_on(alone, tmp
         "files"
     )
     assert lines[3] == f"{good}: bitwise"
-    assert lines[-1].startswith("4 image(s): 1 bitwise, 0 close, 0 different, 3 refused; FAILED")
+    assert lines[-1].startswith("4 images: 1 bitwise, 0 close, 0 different, 3 refused; FAILED")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -456,7 +456,7 @@ def test_a_record_the_pipeline_itself_refuses_is_one_refused_line_and_verify_goe
     )
     assert lines[1].startswith(f"{width}: refused: the pipeline failed on the record's call: ValueError: ")
     assert lines[2] == f"{good}: bitwise"
-    assert lines[-1].startswith("3 image(s): 1 bitwise, 0 close, 0 different, 2 refused; FAILED")
+    assert lines[-1].startswith("3 images: 1 bitwise, 0 close, 0 different, 2 refused; FAILED")
 
 
 def test_verify_and_find_show_file_names_from_anyone_escaped(alone, tmp_path, capsys):

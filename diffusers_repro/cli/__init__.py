@@ -62,11 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="generate a prompt x seed grid into a folder (sharded under torchrun / accelerate launch, resumable)",
         description=(
-            "Generates every prompt with every seed (job order: for each prompt, for each seed) into --out: one PNG "
-            "per job with its provenance record, manifest.jsonl (one line per job, in job order) and run.json (the "
-            "settings). Runs unchanged under `torchrun --nproc_per_node N -m diffusers_repro generate ...` and "
-            "`accelerate launch -m diffusers_repro generate ...`: micro-batches are spread over the processes, and "
-            "every image is bitwise the same at any process count. Rerunning the same command resumes."
+            "Generates every prompt with every seed (job order: for each prompt, for each seed) into --out: one image "
+            "file per job (--format: PNG, JPEG or WebP) with its provenance record, manifest.jsonl (one line per "
+            "job, in job order) and run.json (the settings). Runs unchanged under `torchrun --nproc_per_node N -m "
+            "diffusers_repro generate ...` and `accelerate launch -m diffusers_repro generate ...`: micro-batches are "
+            "spread over the processes, and every image is bitwise the same at any process count. Rerunning the same "
+            "command resumes."
         ),
     )
     generate.add_argument(
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, WebP) or folders of them"
     )
     verify.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also verify the images in the folders' subfolders, at any depth (default: the folders' own images)",
+    )
+    verify.add_argument(
         "--tolerance",
         type=_tolerance,
         help="accept images whose largest pixel difference is at most this, in [0, 1] units or as N/255",
@@ -160,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Shows the provenance record embedded in an image: prompt, seed, model, settings, environment.",
     )
     inspect_.add_argument(
-        "path", type=Path, metavar="PATH", help="an image (PNG, JPEG, WebP) written by diffusers-repro"
+        "path", type=Path, metavar="PATH", help="an image (PNG, JPEG or WebP) written by diffusers-repro"
     )
     inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_trust_option(inspect_)
@@ -181,10 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     diff = commands.add_parser(
         "diff",
-        help="the fields in which two images' records differ",
-        description="Lists the fields in which two images' records differ. Exit 0 when they are equal, 1 otherwise.",
+        help="the fields in which two images' records differ, and how much their pixels differ",
+        description=(
+            "Lists the fields in which two images' records differ and compares their pixels (max abs diff, PSNR). "
+            "Exit 0 when the records and the pixels are equal, 1 otherwise."
+        ),
     )
-    diff.add_argument("a", type=Path, metavar="A", help="a PNG written by diffusers-repro")
+    diff.add_argument("a", type=Path, metavar="A", help="an image (PNG, JPEG or WebP) written by diffusers-repro")
     diff.add_argument("b", type=Path, metavar="B", help="another one")
     diff.add_argument("--json", action="store_true", help="print JSON")
     diff.add_argument(
@@ -252,7 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_traceback = "--traceback" in argv or bool(os.environ.get("DIFFUSERS_REPRO_TRACEBACK"))
     argv = [arg for arg in argv if arg != "--traceback"]
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # Named after the command they were given to (argparse would say "arguments").
+            command = f" {args.command}" if args.command else ""
+            raise UsageError(
+                f"{args.command or 'arguments'}: unrecognized arguments: {' '.join(unknown)} (see {PROG}{command} "
+                "--help)"
+            )
         if args.command is None:
             raise UsageError(
                 "a command is required: generate, verify, inspect, env, diff, demo, keys or find (see diffusers-repro "

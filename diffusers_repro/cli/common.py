@@ -31,6 +31,11 @@ class UsageError(Exception):
 
 
 class _ArgumentParser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        # No guessing: argparse would take `--prompts "a fox"` for `--prompts-file 'a fox'`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     # argparse prints the usage and exits 2 on a bad argument; we keep the exit code and make it one line.
     def error(self, message: str):
         raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'arguments'}: {message} (see {self.prog} --help)")
@@ -73,6 +78,11 @@ def parse_seeds(text: str) -> list[int]:
             seen.add(seed)
             seeds.append(seed)
     return seeds
+
+
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    """``"1 image"``, ``"4 images"``: a count with its noun in the right number."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def _positive_int(text: str) -> int:
@@ -223,7 +233,11 @@ def _load_pipeline(model: str | None, dtype: str | None = None, option: str = "-
     )
     if model is not None and looks_like_path and not os.path.isdir(source):
         raise UsageError(f"{option} {model!r}: no such folder")
-    kwargs = {"torch_dtype": getattr(torch, dtype)} if dtype else {}
+    from diffusers.utils import deprecation_utils
+
+    # Newer diffusers take `dtype=` and warn on `torch_dtype=`; older ones know only `torch_dtype=`.
+    keyword = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+    kwargs = {keyword: getattr(torch, dtype)} if dtype else {}
     try:
         pipe = _pipeline_class().from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
@@ -237,20 +251,47 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _image_files(paths: Sequence[Path]) -> list[Path]:
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """The image files in ``folder`` (and below it when ``recursive``; symbolic links to folders are not followed)."""
+    found: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(name for name in dirs if not name.startswith(".")) if recursive else []
+        # Regular files only: opening a named pipe that ends in .png would wait forever.
+        found.extend(
+            Path(root, name)
+            for name in sorted(names)
+            if Path(name).suffix.lower() in _IMAGE_SUFFIXES and not name.startswith(".") and Path(root, name).is_file()
+        )
+    return found
+
+
+def _no_images_error(folder: Path) -> UsageError:
+    """The usage error for a folder without images of its own: it says where below it the images are, if anywhere."""
+    holders = sorted({path.parent for path in _images_in(folder, recursive=True)})
+    if not holders:
+        return UsageError(f"{str(folder)!r} is a folder without image files (.png, .jpg, .jpeg, .webp)")
+    shown = ", ".join(repr(str(holder)) for holder in holders[:3]) + (" ..." if len(holders) > 3 else "")
+    return UsageError(
+        f"{str(folder)!r} holds no image files itself; its subfolders do ({shown}): pass -r (--recursive) to "
+        "verify every image below it, or name a subfolder"
+    )
+
+
+def _image_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
+    """The image files named by ``paths``: files named explicitly must be images (by their suffix); folders give
+    their images (and their subfolders' with ``recursive``)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            # Regular files only: opening a named pipe that ends in .png would wait forever.
-            found = sorted(
-                p
-                for p in path.iterdir()
-                if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            )
+            found = _images_in(path, recursive)
             if not found:
-                raise UsageError(f"{str(path)!r} is a folder without image files (.png, .jpg, .jpeg, .webp)")
+                raise _no_images_error(path)
             files.extend(found)
         elif path.is_file():
+            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"{str(path)!r} is not an image file; expected a .png, .jpg, .jpeg or .webp file or a folder"
+                )
             files.append(path)
         elif path.exists():
             raise UsageError(f"{str(path)!r} is not a regular file or a folder")

@@ -32,6 +32,22 @@ def _similarity_threshold(text: str) -> float:
     return value
 
 
+def _readable_file(text: str) -> Path:
+    """A file the command will read (``--trust``, ``--cert``, ``--key``): checked when the line is parsed, so a
+    typo is one usage error before any work, not a failure of every image."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular file; expected a PEM file")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot read it: {error.strerror or error}") from None
+    return path
+
+
 def add_signing_options(parser: argparse.ArgumentParser) -> None:
     """``--format``, ``--quality``, ``--no-sign``, ``--cert``, ``--key`` of commands that write images."""
     parser.add_argument(
@@ -42,9 +58,11 @@ def add_signing_options(parser: argparse.ArgumentParser) -> None:
         "--no-sign", action="store_true", help="write files without Content Credentials (signed C2PA manifest)"
     )
     parser.add_argument(
-        "--cert", type=Path, help="PEM certificate chain to sign with (signer first); default: this machine's identity"
+        "--cert",
+        type=_readable_file,
+        help="PEM certificate chain to sign with (signer first); default: this machine's identity",
     )
-    parser.add_argument("--key", type=Path, help="PEM private key of --cert")
+    parser.add_argument("--key", type=_readable_file, help="PEM private key of --cert")
 
 
 def signing_from_args(args: argparse.Namespace) -> Any:
@@ -70,7 +88,7 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
     """``--trust FILE.pem`` (repeatable) of commands that read Content Credentials."""
     parser.add_argument(
         "--trust",
-        type=Path,
+        type=_readable_file,
         action="append",
         default=[],
         metavar="FILE.pem",

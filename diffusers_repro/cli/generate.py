@@ -8,6 +8,7 @@ from .common import (
     MAX_SEED,
     UsageError,
     _check_device,
+    _count,
     _is_main_process,
     _load_pipeline,
     _scheduler_class,
@@ -75,7 +76,7 @@ def _generate(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    from ..distributed import generate
+    from ..distributed import SettingsMismatchError, generate
 
     try:
         result = generate(
@@ -96,6 +97,8 @@ def _generate(args: argparse.Namespace) -> int:
             sign=sign,
             **call_kwargs,
         )
+    except SettingsMismatchError as error:
+        raise UsageError(error.for_command_line()) from None
     finally:
         import torch.distributed
 
@@ -103,8 +106,8 @@ def _generate(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
     if _is_main_process():
         print(
-            f"{result.num_jobs} images in {result.out_dir} ({result.generated} generated, {result.skipped} already "
-            f"there) by {result.num_processes} process(es) with {result.torch_num_threads} torch thread(s) each; "
-            f"manifest: {result.manifest_path}"
+            f"{_count(result.num_jobs, 'image')} in {result.out_dir} ({result.generated} generated, {result.skipped} "
+            f"already there) by {_count(result.num_processes, 'process', 'processes')} with "
+            f"{_count(result.torch_num_threads, 'torch thread')} each; manifest: {result.manifest_path}"
         )
     return 0

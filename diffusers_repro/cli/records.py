@@ -89,28 +89,69 @@ def _env(args: argparse.Namespace) -> int:
 # diff
 
 
+def _pixel_comparison(a: Any, b: Any) -> dict[str, Any]:
+    """The two files' 8-bit pixels compared: max abs diff (in [0, 1] units and 8-bit steps), PSNR in dB (`None` when
+    equal) and how many pixels differ; or, when they cannot be compared, why (``size``)."""
+    import math
+
+    import numpy as np
+
+    left, right = a.pixels, b.pixels
+    if left.shape != right.shape:
+        (aw, ah), (bw, bh) = a.image.size, b.image.size
+        return {"identical": False, "size": f"{aw}x{ah} {a.image.mode} vs {bw}x{bh} {b.image.mode}"}
+    delta = np.abs(left.astype(np.int16) - right.astype(np.int16))
+    steps = int(delta.max()) if delta.size else 0
+    per_pixel = delta.max(axis=-1) if delta.ndim == 3 else delta
+    mse = float(np.mean((delta / 255.0) ** 2)) if delta.size else 0.0
+    return {
+        "identical": steps == 0,
+        "max_abs_diff": steps / 255,
+        "max_abs_diff_steps": steps,
+        "psnr": None if mse == 0 else 10.0 * math.log10(1.0 / mse),
+        "changed_pixels": int(np.count_nonzero(per_pixel)),
+        "total_pixels": int(per_pixel.size),
+    }
+
+
+def _pixels_line(pixels: dict[str, Any]) -> str:
+    if "size" in pixels:
+        return f"pixels: not comparable, the images differ in size or mode ({pixels['size']})"
+    if pixels["identical"]:
+        return f"pixels: identical ({pixels['total_pixels']} pixels)"
+    return (
+        f"pixels: max abs diff {pixels['max_abs_diff']:.4g} ({pixels['max_abs_diff_steps']}/255), PSNR "
+        f"{pixels['psnr']:.1f} dB, {pixels['changed_pixels']} of {pixels['total_pixels']} pixels differ"
+    )
+
+
 def _diff(args: argparse.Namespace) -> int:
     from ..reproduction import record_differences
 
     a, b = _read_image(args.a, args.max_file_bytes), _read_image(args.b, args.max_file_bytes)
     differences = record_differences(a.provenance, b.provenance)
+    pixels = _pixel_comparison(a, b)
     heatmap = _heatmap(args, a, b) if args.heatmap is not None else None
     if args.json:
-        print(json.dumps([difference._asdict() for difference in differences], indent=2, default=str))
+        records = [difference._asdict() for difference in differences]
+        print(json.dumps({"records": records, "pixels": pixels}, indent=2, default=str))
     elif not differences:
         print(_printable(f"the records of {args.a} and {args.b} are identical"))
     else:
-        print(_printable(f"{len(differences)} field(s) differ between {args.a} and {args.b}:"))
+        fields = f"{len(differences)} field{'' if len(differences) == 1 else 's'}"
+        print(_printable(f"{fields} differ between {args.a} and {args.b}:"))
         for field, left, right in differences:
             print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
+    if not args.json:
+        print(_pixels_line(pixels))
     if heatmap is not None and not args.json:
-        pixels = (
+        shown = (
             f"max diff {heatmap.max_diff}/255, {heatmap.changed_pixels} of {heatmap.total_pixels} pixels differ"
             if heatmap.max_diff
             else "the pixels are identical"
         )
-        print(f"heatmap: {args.heatmap} ({pixels})")
-    return 0 if not differences else 1
+        print(f"heatmap: {args.heatmap} ({shown})")
+    return 0 if not differences and pixels["identical"] else 1
 
 
 def _heatmap(args: argparse.Namespace, a: Any, b: Any) -> Any:

@@ -17,6 +17,7 @@ from .common import (
     _DTYPES,
     UsageError,
     _check_device,
+    _count,
     _image_files,
     _load_pipeline,
     _positive_int,
@@ -176,7 +177,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ..replay import reproduce
 
     device = _check_device(args.device)
-    files = _image_files(args.paths)
+    files = _image_files(args.paths, recursive=args.recursive)
     limits = _replay_limits(args)
     # Every record is read and checked (schema, limits) before any work; a refused file is reported on its own line
     # and the others go on. Only the records are kept (reproduce reads each file again), so a folder of thousands of
@@ -249,23 +250,32 @@ def _verify(args: argparse.Namespace) -> int:
         progress.close()
         torch.set_num_threads(previous_threads)
     total = len(files)
-    failed += counts["refused"]
-    ok = failed == 0
+    ok = failed == 0 and counts["refused"] == 0
     if args.json:
-        print(json.dumps({"summary": {"images": total, **counts, "failed": failed, "ok": ok}}))
+        print(json.dumps({"summary": {"images": total, **counts, "failed": failed + counts["refused"], "ok": ok}}))
     else:
-        criterion = (
-            "bitwise" if args.tolerance is None else f"within {args.tolerance:.4g} ({args.tolerance * 255:g}/255)"
-        )
-        outcome = "OK" if ok else f"FAILED: {failed} image(s) do not reproduce {criterion}"
-        refused = f", {counts['refused']} refused" if counts["refused"] else ""
-        print(
-            f"{total} image(s): {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
-            f"different" + (f", {counts['tampered']} TAMPERED" if counts["tampered"] else "") + f"{refused}; {outcome}"
-        )
+        print(_summary_line(total, counts, failed, args.tolerance))
     if report is not None:
         _write_report(report, args.report, quiet=args.json)
     return 0 if ok else 1
+
+
+def _summary_line(total: int, counts: dict[str, int], not_reproduced: int, tolerance: float | None) -> str:
+    """The last line of ``verify``: the verdicts, then the files that do not reproduce apart from those refused."""
+    criterion = "bitwise" if tolerance is None else f"within {tolerance:.4g} ({tolerance * 255:g}/255)"
+    failures = []
+    if not_reproduced:
+        verb = "does" if not_reproduced == 1 else "do"
+        failures.append(f"{_count(not_reproduced, 'image')} {verb} not reproduce {criterion}")
+    if counts["refused"]:
+        failures.append(f"{counts['refused']} refused (not verified: see the refused lines for why)")
+    outcome = "FAILED: " + "; ".join(failures) if failures else "OK"
+    tampered = f", {counts['tampered']} TAMPERED" if counts["tampered"] else ""
+    refused = f", {counts['refused']} refused" if counts["refused"] else ""
+    return (
+        f"{_count(total, 'image')}: {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
+        f"different{tampered}{refused}; {outcome}"
+    )
 
 
 def _usable_threads(recorded: Any, fallback: int) -> int:
