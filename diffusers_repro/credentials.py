@@ -100,6 +100,10 @@ def _manifest_definition(title: str, record_json: str, fingerprint: str | None) 
                 "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": fingerprint}]},
             }
         )
+    # C2PA 2.2 10.2.2: what the claim generator states goes in the claim's created_assertions (attributed to the
+    # signer); c2pa-python files an assertion there only when it is marked created, else under gathered_assertions.
+    for assertion in assertions:
+        assertion["created"] = True
     return {
         "claim_generator_info": [{"name": "diffusers-repro", "version": __version__}],
         "title": title,
@@ -157,7 +161,7 @@ def sign_image_bytes(
     mime = _MIME_TYPES[format]
     try:
         signer = c2pa.Signer.from_info(
-            c2pa.C2paSignerInfo(identity.algorithm, identity.chain_pem, identity.key_pem, None)
+            c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, None)
         )
         destination = io.BytesIO()
         definition = _manifest_definition(title, record_json, fingerprint)

@@ -5,7 +5,9 @@ The identity lives under ``$DIFFUSERS_REPRO_HOME`` (default: the platform's user
 requires, followed by the CA (``signer-chain.pem``), and the signer's private key (``signer-key.pem``, mode 0600).
 The CA's own key is thrown away once the signer certificate is issued. It is made on first use (with a one-line
 notice) or by ``diffusers-repro keys init``; the certificates name a random id, never the user or the host. A user
-with a real certificate chain passes it instead (`SigningIdentity.from_files`, ``--cert``/``--key``).
+with a real certificate chain passes it instead (`SigningIdentity.from_files`, ``--cert``/``--key``). A signature
+carries the chain below the root (`SigningIdentity.signature_chain_pem`): the root is the trust anchor a reader holds
+(``ca.pem``, ``--trust``), never shipped in a file.
 
 Trust anchors: this machine's ``ca.pem``, every ``*.pem`` under ``$DIFFUSERS_REPRO_HOME/trust/``, and the files a
 reader is given (``--trust``).
@@ -176,18 +178,42 @@ class SigningIdentity:
                 f"private key {str(key_path)!r} does not belong to the first certificate of {str(chain_path)!r}"
             )
         algorithm = _signing_algorithm(private_key, key_path)
-        issuer = certificates[1] if len(certificates) > 1 else certificates[0]
         identity = cls(
             chain_pem=chain_pem,
             key_pem=key_pem,
             algorithm=algorithm,
             signer=_common_name(certificates[0].subject),
-            issuer=_common_name(issuer.subject),
+            # The name the signer's certificate gives its issuer: right whether or not the chain holds the issuer.
+            issuer=_common_name(certificates[0].issuer),
             chain_path=chain_path,
             key_path=key_path,
         )
         _check_can_sign(identity)
         return identity
+
+    @property
+    def signature_chain_pem(self) -> bytes:
+        """The certificates a signature carries: the chain without the self-signed root(s) at its end.
+
+        C2PA (like X.509 practice) says the chain in a signature ends below the root: the root is the trust anchor a
+        reader holds (``ca.pem``, ``--trust``), and a root shipped inside the file vouches for nothing. A chain of one
+        self-signed certificate is kept as it is (c2pa refuses it as a signer anyway).
+
+        Example:
+
+        ```py
+        >>> from diffusers_repro.credentials import default_identity
+        >>> default_identity().signature_chain_pem.count(b"BEGIN CERTIFICATE")  # doctest: +SKIP
+        1
+        ```
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        certificates = x509.load_pem_x509_certificates(self.chain_pem)
+        while len(certificates) > 1 and _is_self_signed(certificates[-1]):
+            certificates.pop()
+        return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
 
     def describe(self) -> str:
         """One line: who signs, issued by whom, from which files."""
@@ -204,6 +230,18 @@ def _check_can_sign(identity: SigningIdentity) -> None:
     buffer = io.BytesIO()
     PIL.Image.new("L", (1, 1)).save(buffer, format="PNG")
     sign_image_bytes(buffer.getvalue(), "png", identity, "{}")
+
+
+def _is_self_signed(certificate: Any) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    if certificate.issuer != certificate.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _common_name(name: Any) -> str:

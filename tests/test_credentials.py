@@ -110,6 +110,35 @@ def test_every_format_reads_back_with_c2pa_reader(output, tmp_path, format):
     assert read_image_file(path).provenance == output.provenance[0]
 
 
+def active_claim(path, format):
+    """The active manifest's claim as c2pa-python's detailed report shows it (assertion lists by URL)."""
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        report = json.loads(reader.detailed_json())
+    return report["manifests"][report["active_manifest"]]["claim"]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_every_assertion_is_a_created_assertion_attributed_to_the_signer(output, tmp_path, format):
+    claim = active_claim(save(output, tmp_path, format), format)
+    created = sorted(entry["url"].removeprefix("self#jumbf=c2pa.assertions/") for entry in claim["created_assertions"])
+    assert created == sorted(["c2pa.actions.v2", ASSERTION_LABEL, "c2pa.soft-binding", "c2pa.hash.data"])
+    assert claim.get("gathered_assertions", []) == []
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_the_signature_carries_the_chain_below_the_root(output, tmp_path, format):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    identity, _ = init_identity()
+    signer, root = x509.load_pem_x509_certificates(identity.chain_pem)
+    data = save(output, tmp_path, format).read_bytes()
+    # The signer's certificate is in the file; the root is not (it is the anchor readers hold), and still vouches.
+    assert signer.public_bytes(Encoding.DER) in data
+    assert root.public_bytes(Encoding.DER) not in data
+    assert read_credentials(tmp_path / f"image{SUFFIXES[format]}").state == "trusted"
+
+
 @pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
 def test_our_reader_says_trusted_for_this_machines_identity(output, tmp_path, format):
     path = save(output, tmp_path, format)
