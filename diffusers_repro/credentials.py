@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .identity import CredentialsError, SigningIdentity, TrustAnchor, trust_certificates
-from .imagefile import ImageFile, read_regular_file, sniff_bytes
+from .imagefile import DIGITAL_SOURCE_TYPE, ImageFile, read_regular_file, sniff_bytes
 
 __all__ = [
     "ASSERTION_LABEL",
@@ -48,9 +48,6 @@ ASSERTION_LABEL = "org.diffusers-repro.provenance"
 SOFT_BINDING_ALG = "org.diffusers-repro.phash-16"
 """Algorithm name of the ``c2pa.soft-binding`` assertion (a 256-bit perceptual hash, see `fingerprint`)."""
 
-DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-"""IPTC digital source type of an image made by a trained generative model."""
-
 CREDENTIAL_STATES = ("trusted", "valid", "unsigned", "tampered")
 """What `read_credentials` can say about a file, best first."""
 
@@ -58,6 +55,7 @@ _MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Failure codes that mean "the signer is not on the trust list", not "the file changed".
 _TRUST_CODES = frozenset({"signingCredential.untrusted"})
 _RECORD_MISMATCH = "diffusers-repro.record.mismatch"
+_IPTC_CODES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,6 +194,8 @@ class Credentials:
         anchor (`TrustAnchor` or `None`): For a trusted file, the root certificate that vouched for the signer:
             subject, SHA-256 fingerprint and file. A certificate's names are anyone's to choose; this is what
             validated.
+        xmp_source_type (`str` or `None`): The IPTC ``Iptc4xmpExt:DigitalSourceType`` of the file's XMP (set by
+            `file_credentials`; inside the signed bytes of a file we signed, so an intact file vouches for it).
     """
 
     state: str
@@ -207,6 +207,7 @@ class Credentials:
     generator: str | None = None
     remote_url: str | None = None
     anchor: TrustAnchor | None = None
+    xmp_source_type: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -245,7 +246,15 @@ class Credentials:
             "generator": self.generator,
             "remote_url": self.remote_url,
             "anchor": None if self.anchor is None else self.anchor.to_dict(),
+            "xmp_source_type": self.xmp_source_type,
         }
+
+    @property
+    def disclosure(self) -> str | None:
+        """One line on the XMP AI disclosure, e.g. ``IPTC DigitalSourceType trainedAlgorithmicMedia (XMP)``."""
+        if self.xmp_source_type is None:
+            return None
+        return f"IPTC DigitalSourceType {self.xmp_source_type.removeprefix(_IPTC_CODES)} (XMP)"
 
 
 def _failure_codes(results: dict[str, Any] | None) -> list[str]:
@@ -414,6 +423,7 @@ def file_credentials(image_file: ImageFile, trust: Sequence[str | os.PathLike] =
     where = image_file.path if image_file.path is not None else "the image"
     credentials = credentials_of_bytes(image_file.data, image_file.format, trust, where)
     credentials = _with_record_check(credentials, image_file)
+    credentials.xmp_source_type = image_file.digital_source_type
     image_file.credentials_cache[key] = credentials
     return dataclasses.replace(credentials, failures=list(credentials.failures))
 

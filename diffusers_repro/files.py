@@ -1,6 +1,6 @@
 """Image files that carry their recipe: PNG text chunks with the provenance record and an infotext.
 
-A PNG written by `save_image` holds three text chunks besides its pixels:
+A PNG written by `save_image` holds four text chunks besides its pixels:
 
 - ``diffusers-repro`` (iTXt, UTF-8, uncompressed): the full provenance record, exactly ``provenance.to_json()``.
 - ``diffusers-repro-pixels`` (iTXt): a small JSON object about the pixels in this file: ``pixel_digest`` (the
@@ -12,6 +12,9 @@ A PNG written by `save_image` holds three text chunks besides its pixels:
   record, which is written unchanged.
 - ``parameters`` (tEXt, or iTXt when the text is not latin-1): an infotext in the format Stable Diffusion web UIs
   and image sites read and show (see `format_infotext`).
+- ``XML:com.adobe.xmp`` (iTXt): an XMP packet with IPTC's ``Iptc4xmpExt:DigitalSourceType``
+  (``trainedAlgorithmicMedia``), which photo libraries, news systems and social platforms read (see
+  `diffusers_repro.exif.xmp_packet`).
 
 Unless ``sign=False``, the file also carries signed Content Credentials (a C2PA manifest, see
 `diffusers_repro.credentials`) over all of these. JPEG and WebP files hold the same record, pixel record and infotext
@@ -39,11 +42,13 @@ import PIL.Image
 import PIL.PngImagePlugin
 
 from .imagefile import (
+    DIGITAL_SOURCE_TYPE,
     INFOTEXT_KEY,
     MAX_FILE_BYTES,
     MAX_FILE_PIXELS,
     PIXELS_KEY,
     PROVENANCE_KEY,
+    XMP_CHUNK,
     ImageFile,
     ImageProvenanceError,
     ProvenanceImage,
@@ -197,12 +202,17 @@ def _pixel_record(pil_image: PIL.Image.Image, source: Any, fingerprint: str) -> 
     }
 
 
-def _png_info(pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance) -> Any:
+def _png_info(
+    pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance, source_type: str
+) -> Any:
+    from .exif import xmp_packet
+
     info = PIL.PngImagePlugin.PngInfo()
     info.add_itxt(PROVENANCE_KEY, record_json)
     info.add_itxt(PIXELS_KEY, json.dumps(pixels, sort_keys=True))
     # tEXt when the text is latin-1, iTXt otherwise: what the web UIs write, and what every PNG reader shows.
     info.add_text(INFOTEXT_KEY, format_infotext(provenance, size=pil_image.size))
+    info.add_itxt(XMP_CHUNK, xmp_packet(source_type).decode())
     return info
 
 
@@ -362,7 +372,8 @@ def save_image(
     infotext = format_infotext(provenance, size=pil_image.size)
     buffer = io.BytesIO()
     if format == "png":
-        pil_image.save(buffer, format="PNG", pnginfo=_png_info(pil_image, record_json, pixels, provenance))
+        info = _png_info(pil_image, record_json, pixels, provenance, DIGITAL_SOURCE_TYPE)
+        pil_image.save(buffer, format="PNG", pnginfo=info)
         data = buffer.getvalue()
     else:
         # The pixels in a lossy file are not these: the digest is of the image before encoding.

@@ -418,3 +418,60 @@ def test_inspect_shows_a_manifests_software_agent_escaped(output, tmp_path, caps
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "made by:         \\x1b[2Jevil 1\\n2 (c2pa.created, trainedAlgorithmicMedia)" in out.splitlines()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# IPTC DigitalSourceType in XMP, beside C2PA
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_every_format_carries_iptc_digital_source_type_in_xmp_that_pillow_reads(output, tmp_path, format):
+    path = save(output, tmp_path, format)
+    # Pillow's own XMP reader (through defusedxml), not ours: what exiftool-style readers see.
+    with PIL.Image.open(path) as image:
+        description = image.getxmp()["xmpmeta"]["RDF"]["Description"]
+    assert description["DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+    if format == "png":
+        assert b"iTXtXML:com.adobe.xmp\x00" in path.read_bytes()
+    # Written before signing: c2pa reads the file valid, and our reader reports the property.
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        assert reader.get_validation_state() == "Valid"
+    assert read_image_file(path).digital_source_type == DIGITAL_SOURCE_TYPE
+    assert file_credentials(read_image_file(path)).xmp_source_type == DIGITAL_SOURCE_TYPE
+
+
+def test_the_xmp_of_a_png_is_covered_by_the_hard_binding(output, tmp_path):
+    path = save(output, tmp_path)
+    chunks = []
+    for kind, body in png_chunks(path.read_bytes()):
+        if kind == b"iTXt" and body.startswith(b"XML:com.adobe.xmp\x00"):
+            body = body.replace(b"trainedAlgorithmicMedia", b"digitalCapture")
+        chunks.append((kind, body))
+    path.write_bytes(png_bytes(chunks))
+    assert read_image_file(path).digital_source_type.endswith("/digitalCapture")
+    credentials = read_credentials(path)
+    assert credentials.state == "tampered" and "assertion.dataHash.mismatch" in credentials.failures
+
+
+def test_inspect_and_verify_report_the_xmp_digital_source_type(output, ddim, tmp_path, capsys):
+    path = save(output, tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    line = "IPTC DigitalSourceType trainedAlgorithmicMedia (XMP)"
+    assert f"ai disclosure:   {line}" in capsys.readouterr().out.splitlines()
+    assert main(["verify", str(path)]) == 0
+    assert f"    ai disclosure: {line}" in capsys.readouterr().out.splitlines()
+    assert reproduce(path, pipe=ddim).to_dict()["credentials"]["xmp_source_type"] == DIGITAL_SOURCE_TYPE
+
+
+def test_a_png_without_xmp_or_with_broken_xmp_has_no_source_type_and_still_reads(output, tmp_path):
+    path = save(output, tmp_path, sign=False)
+    chunks = [(kind, body) for kind, body in png_chunks(path.read_bytes())]
+    broken = [
+        (k, b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x" if b.startswith(b"XML:com.adobe.xmp\x00") else b)
+        for k, b in chunks
+    ]
+    path.write_bytes(png_bytes(broken))
+    assert (read_image_file(path).digital_source_type, read_image_file(path).provenance) == (
+        None,
+        output.provenance[0],
+    )

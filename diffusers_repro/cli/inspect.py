@@ -103,5 +103,7 @@ def _inspect(args: argparse.Namespace) -> int:
         if credentials.generator:
             # The signer's own text: anyone's, so shown escaped like the record's.
             print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))
+        if credentials.disclosure:
+            print(_printable(f"ai disclosure:   {credentials.disclosure}"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0
