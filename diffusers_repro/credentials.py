@@ -4,14 +4,17 @@ Every image file diffusers-repro writes carries a C2PA manifest signed with c2pa
 Initiative's bindings of c2pa-rs). The manifest holds:
 
 - ``c2pa.actions``: one ``c2pa.created`` action with digitalSourceType ``trainedAlgorithmicMedia`` and the software
-  agent (diffusers-repro and diffusers versions) - how C2PA marks an image as made by a generative model;
+  agent (diffusers-repro and diffusers versions) - how C2PA marks an image as made by a generative model. An img2img
+  or inpainting output is an edit instead: ``c2pa.opened`` of its input image (a ``parentOf`` ingredient, carrying
+  the input's own manifest when it has one), then ``c2pa.edited`` with ``compositeWithTrainedAlgorithmicMedia``;
 - ``org.diffusers-repro.provenance``: the whole provenance record, as the exact JSON text of the file's plain record;
 - ``c2pa.soft-binding``: the image's perceptual fingerprint (see `diffusers_repro.fingerprint`), which finds the
   record again for a copy whose metadata was stripped.
 
-The manifest is bound to the file's bytes (a hash of everything outside the manifest, plain-text record and infotext
-included), so a file whose pixels or record changed after signing reads back as ``tampered``. Who signs and whom we
-trust: `diffusers_repro.identity`.
+Every assertion is a created assertion (attributed to the signer: C2PA 2.2 10.2.2), and the signature carries the
+certificate chain below the root (`SigningIdentity.signature_chain_pem`). The manifest is bound to the file's bytes
+(a hash of everything outside the manifest, plain-text record, infotext and XMP included), so a file whose pixels or
+record changed after signing reads back as ``tampered``. Who signs and whom we trust: `diffusers_repro.identity`.
 """
 
 from __future__ import annotations
@@ -25,16 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from .identity import CredentialsError, SigningIdentity, TrustAnchor, trust_certificates
-from .imagefile import DIGITAL_SOURCE_TYPE, ImageFile, read_regular_file, sniff_bytes
+from .imagefile import DIGITAL_SOURCE_TYPE, EDITED_DIGITAL_SOURCE_TYPE, ImageFile, read_regular_file, sniff_bytes
 
 __all__ = [
     "ASSERTION_LABEL",
     "CREDENTIAL_STATES",
     "DIGITAL_SOURCE_TYPE",
+    "EDITED_DIGITAL_SOURCE_TYPE",
     "SOFT_BINDING_ALG",
     "Credentials",
     "CredentialsError",
     "credentials_of_bytes",
+    "digital_source_type",
     "file_credentials",
     "identity_anchors",
     "read_credentials",
@@ -72,22 +77,45 @@ def _software_agent() -> dict[str, str]:
     return {"name": "diffusers-repro", "version": f"{__version__} (diffusers {diffusers_version})"}
 
 
-def _manifest_definition(title: str, record_json: str, fingerprint: str | None) -> dict[str, Any]:
+def digital_source_type(provenance: Any) -> str:
+    """The IPTC digital source type of the image a record describes: ``compositeWithTrainedAlgorithmicMedia`` when the
+    call edited an input image (img2img, inpainting: the record's ``recipe.call.image``), else
+    ``trainedAlgorithmicMedia`` (text-to-image, unconditional).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.credentials import digital_source_type
+    >>> digital_source_type(out.provenance[0]).rsplit("/", 1)[-1]  # doctest: +SKIP
+    'trainedAlgorithmicMedia'
+    ```
+    """
+    return EDITED_DIGITAL_SOURCE_TYPE if provenance.call_arguments.get("image") is not None else DIGITAL_SOURCE_TYPE
+
+
+_INGREDIENT_ID = "input"
+# c2pa-rs files ingredient assertions under gathered_assertions unless its settings name them created.
+_INGREDIENT_LABELS = ["c2pa.ingredient", "c2pa.ingredient.v2", "c2pa.ingredient.v3"]
+
+
+def _actions(edited: bool) -> list[dict[str, Any]]:
+    if not edited:
+        agent = _software_agent()
+        return [{"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE, "softwareAgent": agent}]
+    # C2PA: an edit opens its parentOf ingredient first; the AI edit itself is c2pa.edited with IPTC's source type.
+    return [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": [_INGREDIENT_ID]}},
+        {"action": "c2pa.edited", "digitalSourceType": EDITED_DIGITAL_SOURCE_TYPE, "softwareAgent": _software_agent()},
+    ]
+
+
+def _manifest_definition(
+    title: str, record_json: str, fingerprint: str | None, edited: bool = False
+) -> dict[str, Any]:
     from . import __version__
 
     assertions: list[dict[str, Any]] = [
-        {
-            "label": "c2pa.actions",
-            "data": {
-                "actions": [
-                    {
-                        "action": "c2pa.created",
-                        "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                        "softwareAgent": _software_agent(),
-                    }
-                ]
-            },
-        },
+        {"label": "c2pa.actions", "data": {"actions": _actions(edited)}},
         # The record as its exact JSON text: compared byte for byte with the file's plain record when read.
         {"label": ASSERTION_LABEL, "data": {"record": record_json}},
     ]
@@ -119,7 +147,8 @@ def _context(trust_pem: str | None = None) -> Any:
     import c2pa
 
     # No thumbnail: it would double the file and the signing time, and the file is the picture.
-    settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}, "verify": dict(_OFFLINE)}
+    builder = {"thumbnail": {"enabled": False}, "created_assertion_labels": _INGREDIENT_LABELS}
+    settings: dict[str, Any] = {"builder": builder, "verify": dict(_OFFLINE)}
     if trust_pem:
         settings["trust"] = {"user_anchors": trust_pem}
     return c2pa.Context(c2pa.Settings.from_dict(settings))
@@ -132,8 +161,14 @@ def sign_image_bytes(
     record_json: str,
     fingerprint: str | None = None,
     title: str = "image",
+    ingredient: bytes | None = None,
+    ingredient_title: str = "input image",
 ) -> bytes:
     """Returns ``data`` (an encoded PNG, JPEG or WebP) with a signed C2PA manifest embedded.
+
+    Without ``ingredient`` the manifest says ``c2pa.created`` (``trainedAlgorithmicMedia``). With one (the input image
+    of an img2img or inpainting call) it says ``c2pa.opened`` of that ``parentOf`` ingredient, then ``c2pa.edited``
+    (``compositeWithTrainedAlgorithmicMedia``); an ingredient with its own C2PA manifest carries it along.
 
     Args:
         data (`bytes`): The encoded image, with its plain-text record already in it.
@@ -143,9 +178,12 @@ def sign_image_bytes(
             assertion).
         fingerprint (`str`, *optional*): The perceptual fingerprint, stored as a ``c2pa.soft-binding`` assertion.
         title (`str`, *optional*): The manifest title (the file name).
+        ingredient (`bytes`, *optional*): The encoded PNG, JPEG or WebP file the image was edited from.
+        ingredient_title (`str`, *optional*): Its title in the manifest (its file name).
 
     Raises:
         `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file).
+        `ValueError`: an ingredient that is not a PNG, JPEG or WebP file.
 
     Example:
 
@@ -157,13 +195,19 @@ def sign_image_bytes(
     import c2pa
 
     mime = _MIME_TYPES[format]
+    ingredient_format = sniff_bytes(ingredient) if ingredient is not None else None
+    if ingredient is not None and ingredient_format is None:
+        raise ValueError(f"ingredient must be a PNG, JPEG or WebP file's bytes, got bytes starting {ingredient[:8]!r}")
     try:
         signer = c2pa.Signer.from_info(
             c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, None)
         )
         destination = io.BytesIO()
-        definition = _manifest_definition(title, record_json, fingerprint)
+        definition = _manifest_definition(title, record_json, fingerprint, edited=ingredient is not None)
         with _context() as context, c2pa.Builder(definition, context) as builder:
+            if ingredient is not None:
+                parent = {"title": ingredient_title, "relationship": "parentOf", "label": _INGREDIENT_ID}
+                builder.add_ingredient(parent, _MIME_TYPES[ingredient_format], io.BytesIO(ingredient))
             builder.sign(signer, mime, io.BytesIO(data), destination)
     except c2pa.C2paError as error:
         where = identity.chain_path if identity.chain_path is not None else "the signing identity"
@@ -194,6 +238,10 @@ class Credentials:
         anchor (`TrustAnchor` or `None`): For a trusted file, the root certificate that vouched for the signer:
             subject, SHA-256 fingerprint and file. A certificate's names are anyone's to choose; this is what
             validated.
+        action (`str` or `None`): What the manifest says was done, e.g. ``c2pa.created, trainedAlgorithmicMedia`` or
+            ``c2pa.edited, compositeWithTrainedAlgorithmicMedia``.
+        parent (`str` or `None`): For an edit, the ``parentOf`` ingredient's title, and whether it carries its own
+            Content Credentials.
         xmp_source_type (`str` or `None`): The IPTC ``Iptc4xmpExt:DigitalSourceType`` of the file's XMP (set by
             `file_credentials`; inside the signed bytes of a file we signed, so an intact file vouches for it).
     """
@@ -207,6 +255,8 @@ class Credentials:
     generator: str | None = None
     remote_url: str | None = None
     anchor: TrustAnchor | None = None
+    action: str | None = None
+    parent: str | None = None
     xmp_source_type: str | None = None
 
     @property
@@ -246,6 +296,8 @@ class Credentials:
             "generator": self.generator,
             "remote_url": self.remote_url,
             "anchor": None if self.anchor is None else self.anchor.to_dict(),
+            "action": self.action,
+            "parent": self.parent,
             "xmp_source_type": self.xmp_source_type,
         }
 
@@ -273,13 +325,23 @@ def _assertion(manifest: dict[str, Any], label: str) -> Any:
     return None
 
 
-def _generator(manifest: dict[str, Any]) -> str | None:
+def _made(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The software agent and ``action, source type`` of the action that made the image (created or edited)."""
     # c2pa-rs writes the actions we give it as version 2 of the assertion.
     actions = _assertion(manifest, "c2pa.actions.v2") or _assertion(manifest, "c2pa.actions")
     for action in actions.get("actions") or [] if isinstance(actions, dict) else []:
         agent = action.get("softwareAgent") if isinstance(action, dict) else None
-        if isinstance(agent, dict) and action.get("action") == "c2pa.created":
-            return f"{agent.get('name')} {agent.get('version')}"
+        if isinstance(agent, dict) and action.get("action") in ("c2pa.created", "c2pa.edited"):
+            source = str(action.get("digitalSourceType") or "").removeprefix(_IPTC_CODES)
+            return f"{agent.get('name')} {agent.get('version')}", f"{action.get('action')}, {source}"
+    return None, None
+
+
+def _parent(manifest: dict[str, Any]) -> str | None:
+    for ingredient in manifest.get("ingredients") or []:
+        if isinstance(ingredient, dict) and ingredient.get("relationship") == "parentOf":
+            carries = "with its own Content Credentials" if ingredient.get("active_manifest") else "no credentials"
+            return f"{ingredient.get('title')!r} ({carries})"
     return None
 
 
@@ -353,6 +415,7 @@ def credentials_of_bytes(
         value = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
         fingerprint = value if isinstance(value, str) else None
     failures = [code for code in _failure_codes(results) if code not in _TRUST_CODES]
+    generator, action = _made(manifest)
     if failures or validation_state == "Invalid":
         state = "tampered"
     elif validation_state == "Trusted":
@@ -366,7 +429,9 @@ def credentials_of_bytes(
         failures=failures,
         record_json=record_json if isinstance(record_json, str) else None,
         fingerprint=fingerprint,
-        generator=_generator(manifest),
+        generator=generator,
+        action=action,
+        parent=_parent(manifest),
         anchor=_vouching_anchor(data, format, anchors) if state == "trusted" else None,
     )
 

@@ -53,6 +53,7 @@ from .imagefile import (
     ImageProvenanceError,
     ProvenanceImage,
     read_image,
+    read_regular_file,
 )
 from .infotext import format_infotext, parse_infotext
 from .provenance import Provenance, image_digest, jsonable
@@ -297,6 +298,7 @@ def save_image(
     format: str | None = None,
     quality: int | None = None,
     sign: Any = True,
+    ingredient: Any = None,
 ) -> Path:
     """Writes one image with its provenance record and signed Content Credentials, atomically.
 
@@ -306,7 +308,9 @@ def save_image(
     pixel record in XMP and the infotext in EXIF ``UserComment`` (see `diffusers_repro.exif`). Unless
     ``sign=False``, the file also carries a C2PA manifest signed with the local identity (made on first use) or the
     one given: a ``c2pa.created`` action (trainedAlgorithmicMedia), the record, and the fingerprint as a soft
-    binding (see `diffusers_repro.credentials`). ``provenance`` is not modified.
+    binding (see `diffusers_repro.credentials`). An img2img or inpainting output (its record has ``recipe.call.image``)
+    is an edit: its manifest opens the input image as its ``parentOf`` ingredient and says ``c2pa.edited``
+    (compositeWithTrainedAlgorithmicMedia, also in XMP). ``provenance`` is not modified.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
@@ -324,6 +328,11 @@ def save_image(
         sign (`bool` or `SigningIdentity`, *optional*, defaults to `True`):
             `True`: sign with this machine's identity; a `diffusers_repro.credentials.SigningIdentity`: sign with it
             (`SigningIdentity.from_files(chain, key)`); `False`: no Content Credentials.
+        ingredient (`str`, `os.PathLike`, `bytes` or an image, *optional*):
+            For an edit (a record with ``recipe.call.image``), the input image the call got: its file (read once; its
+            own Content Credentials travel into the new manifest), that file's bytes, or the image itself (stored as
+            a PNG, without credentials). Required to sign an edit (``out.save`` passes the call's input images);
+            refused for a record that edited nothing.
 
     Returns:
         `pathlib.Path`: ``path``.
@@ -346,7 +355,7 @@ def save_image(
     True
     ```
     """
-    from .credentials import sign_image_bytes
+    from .credentials import digital_source_type, sign_image_bytes
     from .exif import encode_lossy
     from .fingerprint import fingerprint
 
@@ -364,6 +373,8 @@ def save_image(
         if format is None:
             raise ValueError(f"path must end in .png, .jpg, .jpeg or .webp, got {str(path)!r}")
     format, quality, identity = check_save_options(format, quality, sign)
+    source_type = digital_source_type(provenance)
+    parent = _ingredient_file(ingredient, source_type != DIGITAL_SOURCE_TYPE, identity is not None)
     if suffix not in _SUFFIXES[format]:
         raise ValueError(f"path {str(path)!r} does not end in {' or '.join(_SUFFIXES[format])} for format={format!r}")
     pil_image = to_pil_image(image)
@@ -372,18 +383,49 @@ def save_image(
     infotext = format_infotext(provenance, size=pil_image.size)
     buffer = io.BytesIO()
     if format == "png":
-        info = _png_info(pil_image, record_json, pixels, provenance, DIGITAL_SOURCE_TYPE)
+        info = _png_info(pil_image, record_json, pixels, provenance, source_type)
         pil_image.save(buffer, format="PNG", pnginfo=info)
         data = buffer.getvalue()
     else:
         # The pixels in a lossy file are not these: the digest is of the image before encoding.
         pixels["source_pixel_digest"] = pixels.pop("pixel_digest")
         pixels.update(format=format, quality=quality)
-        data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext)
+        data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext, source_type)
     if identity is not None:
-        data = sign_image_bytes(data, format, identity, record_json, pixels["fingerprint"], title=path.name)
+        fingerprint = pixels["fingerprint"]
+        data = sign_image_bytes(data, format, identity, record_json, fingerprint, path.name, *(parent or ()))
     _write_atomically(path, lambda handle: handle.write(data))
     return path
+
+
+def _ingredient_file(ingredient: Any, edited: bool, signed: bool) -> tuple[bytes, str] | None:
+    """The encoded file and title of an edit's input image (see `save_image`); `None` when nothing is signed."""
+    if ingredient is not None and not edited:
+        raise ValueError(
+            "ingredient is given but the record edited no input image (no recipe.call.image); an ingredient is the "
+            "input image of an img2img or inpainting call"
+        )
+    if not signed:
+        return None
+    if ingredient is None and edited:
+        raise ValueError(
+            "the record says the call edited an input image (recipe.call.image: img2img or inpainting); pass "
+            "ingredient=<that image or its file> so the signed file records it as its parentOf ingredient, or "
+            "sign=False"
+        )
+    if ingredient is None:
+        return None
+    if isinstance(ingredient, (str, os.PathLike)):
+        return read_regular_file(ingredient), Path(ingredient).name
+    if isinstance(ingredient, (bytes, bytearray)):
+        return bytes(ingredient), "input image"
+    if isinstance(ingredient, list) and len(ingredient) == 1:  # a record's row of a list of input images
+        ingredient = ingredient[0]
+    if (isinstance(ingredient, np.ndarray) or _is_tensor(ingredient)) and ingredient.ndim == 4:
+        ingredient = ingredient[0]
+    buffer = io.BytesIO()
+    to_pil_image(ingredient).save(buffer, format="PNG")
+    return buffer.getvalue(), "input image"
 
 
 def _next_file_number(directory: Path) -> int:
@@ -411,6 +453,7 @@ def save_outputs(
     format: str = "png",
     quality: int | None = None,
     sign: Any = True,
+    ingredients: Sequence[Any] | None = None,
 ) -> list[Path]:
     """Writes every image of a pipeline output with its own record into ``directory``; returns the paths in order.
 
@@ -429,6 +472,8 @@ def save_outputs(
             The folder; created (with its parents) when missing.
         format (`str`, *optional*, defaults to ``"png"``), quality (`int`, *optional*), sign (*optional*):
             As for `save_image`; JPEG files end in ``.jpg``, WebP files in ``.webp``.
+        ingredients (`list`, *optional*):
+            For an img2img or inpainting output, the input image of each image (see `save_image`'s ``ingredient``).
 
     Example:
 
@@ -446,16 +491,18 @@ def save_outputs(
             f"save_outputs got {len(images)} images but {len(records)} provenance records; expected one record per "
             "image"
         )
+    ingredients = [None] * len(images) if ingredients is None else list(ingredients)
+    if len(ingredients) != len(images):
+        raise ValueError(f"ingredients has {len(ingredients)} values but there are {len(images)} images")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     first = _next_file_number(directory)
     paths = []
-    for offset, (image, record) in enumerate(zip(images, records, strict=True)):
+    for offset, (image, record, ingredient) in enumerate(zip(images, records, ingredients, strict=True)):
         seed = f"-seed{record.seed}" if record.seed is not None else ""
         name = f"{first + offset:05d}{seed}{image_suffix(format)}"
-        paths.append(
-            save_image(image, directory / name, record, format=format, quality=quality, sign=identity or False)
-        )
+        options = {"format": format, "quality": quality, "sign": identity or False, "ingredient": ingredient}
+        paths.append(save_image(image, directory / name, record, **options))
     return paths
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "PIXELS_KEY",
     "PROVENANCE_KEY",
     "DIGITAL_SOURCE_TYPE",
+    "EDITED_DIGITAL_SOURCE_TYPE",
     "IPTC_EXT_NAMESPACE",
     "XMP_CHUNK",
     "XMP_NAMESPACE",
@@ -74,6 +75,10 @@ IPTC_EXT_NAMESPACE = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 """IPTC digital source type of an image made by a trained generative model."""
+
+EDITED_DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+"""IPTC digital source type of an existing image edited by a trained generative model (img2img, inpainting): IPTC's
+term for "trained algorithmic media composited with some other media, such as inpainting or outpainting"."""
 
 MAX_FILE_BYTES = 256 << 20
 """Largest image file read (256 MiB: an 8192 x 8192 RGBA PNG of noise is about this size); a larger one is refused

@@ -15,6 +15,7 @@ from diffusers_repro.cli import main
 from diffusers_repro.credentials import (
     ASSERTION_LABEL,
     DIGITAL_SOURCE_TYPE,
+    EDITED_DIGITAL_SOURCE_TYPE,
     CredentialsError,
     file_credentials,
     read_credentials,
@@ -475,3 +476,87 @@ def test_a_png_without_xmp_or_with_broken_xmp_has_no_source_type_and_still_reads
         None,
         output.provenance[0],
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Edits: img2img and inpainting outputs open their input image as a parentOf ingredient
+
+
+@pytest.fixture(scope="module")
+def img2img_output():
+    from tiny_components import build_tiny_img2img
+
+    from diffusers_repro import reproducible
+
+    plain = build_tiny_img2img()
+    pipe = reproducible(type(plain))(**plain.components)
+    pipe.set_progress_bar_config(disable=True)
+    source = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return source, pipe("a fox", image=source, seed=3, strength=0.6, num_inference_steps=2)
+
+
+def actions_of(path, format="png"):
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        state, manifest = reader.get_validation_state(), reader.get_active_manifest()
+    assertions = {assertion["label"]: assertion["data"] for assertion in manifest["assertions"]}
+    return state, manifest, assertions["c2pa.actions.v2"]["actions"]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_an_img2img_output_is_an_edit_of_its_input_image(img2img_output, tmp_path, format):
+    source, out = img2img_output
+    (path,) = out.save(tmp_path, format=format)
+    state, manifest, (opened, edited) = actions_of(path, format)
+    assert state == "Valid"
+    (parent,) = manifest["ingredients"]
+    assert (parent["relationship"], parent["title"], parent["format"]) == ("parentOf", "input image", "image/png")
+    assert opened["action"] == "c2pa.opened"
+    assert [item["url"] for item in opened["parameters"]["ingredients"]] == [
+        "self#jumbf=c2pa.assertions/c2pa.ingredient.v3"
+    ]
+    assert (edited["action"], edited["digitalSourceType"]) == ("c2pa.edited", EDITED_DIGITAL_SOURCE_TYPE)
+    assert EDITED_DIGITAL_SOURCE_TYPE.endswith("/digitalsourcetype/compositeWithTrainedAlgorithmicMedia")
+    # The ingredient assertion is the signer's too, and XMP says the same source type.
+    claim = active_claim(path, format)
+    assert "self#jumbf=c2pa.assertions/c2pa.ingredient.v3" in [entry["url"] for entry in claim["created_assertions"]]
+    assert claim.get("gathered_assertions", []) == []
+    with PIL.Image.open(path) as image:
+        assert image.getxmp()["xmpmeta"]["RDF"]["Description"]["DigitalSourceType"] == EDITED_DIGITAL_SOURCE_TYPE
+    credentials = read_credentials(path)
+    assert (credentials.state, credentials.parent) == ("trusted", "'input image' (no credentials)")
+    assert credentials.action == "c2pa.edited, compositeWithTrainedAlgorithmicMedia"
+
+
+def test_an_edit_of_a_signed_file_carries_the_parents_manifest(output, img2img_output, tmp_path, capsys):
+    source, out = img2img_output
+    parent_path = save_image(source, tmp_path / "source.png", output.provenance[0])
+    path = save_image(out.images[0], tmp_path / "edit.png", out.provenance[0], ingredient=parent_path)
+    state, manifest, _ = actions_of(path)
+    (parent,) = manifest["ingredients"]
+    assert state == "Valid" and parent["title"] == "source.png" and parent["active_manifest"]
+    with c2pa.Reader("image/png", open(path, "rb")) as reader:
+        report = json.loads(reader.json())
+    assert len(report["manifests"]) == 2  # the parent's own manifest travels in the store
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "edited from:     'source.png' (with its own Content Credentials)" in lines
+    assert any(line.endswith("(c2pa.edited, compositeWithTrainedAlgorithmicMedia)") for line in lines)
+    assert "ai disclosure:   IPTC DigitalSourceType compositeWithTrainedAlgorithmicMedia (XMP)" in lines
+
+
+def test_text_to_image_stays_created_and_an_edit_needs_its_ingredient(output, img2img_output, tmp_path):
+    state, manifest, (created,) = actions_of(save(output, tmp_path))
+    assert (created["action"], created["digitalSourceType"], manifest.get("ingredients", [])) == (
+        "c2pa.created",
+        DIGITAL_SOURCE_TYPE,
+        [],
+    )
+    source, out = img2img_output
+    with pytest.raises(ValueError, match=r"^the record says the call edited an input image \(recipe.call.image"):
+        save_image(out.images[0], tmp_path / "edit.png", out.provenance[0])
+    with pytest.raises(ValueError, match=r"^ingredient is given but the record edited no input image"):
+        save(output, tmp_path, ingredient=source)
+    # Unsigned, an edit needs nothing more: its XMP still says what it is.
+    path = save_image(out.images[0], tmp_path / "unsigned.png", out.provenance[0], sign=False)
+    assert read_image_file(path).digital_source_type == EDITED_DIGITAL_SOURCE_TYPE
+    assert not list(tmp_path.glob("edit.png"))
