@@ -8,8 +8,8 @@ Initiative's bindings of c2pa-rs). The manifest holds:
   or inpainting output is an edit instead: ``c2pa.opened`` of its input image (a ``parentOf`` ingredient, carrying
   the input's own manifest when it has one), then ``c2pa.edited`` with ``compositeWithTrainedAlgorithmicMedia``;
 - ``org.diffusers-repro.provenance``: the whole provenance record, as the exact JSON text of the file's plain record;
-- ``c2pa.soft-binding``: the image's perceptual fingerprint (see `diffusers_repro.fingerprint`), which finds the
-  record again for a copy whose metadata was stripped.
+- ``c2pa.soft-binding``: the image's ISCC Content-Code Image (``io.iscc.v0``, ISO 24138: a perceptual code anyone
+  can recompute, see `diffusers_repro.fingerprint.iscc_image_code`), on C2PA's soft binding algorithm list.
 
 Every assertion is a created assertion (attributed to the signer: C2PA 2.2 10.2.2), and the signature carries the
 certificate chain below the root (`SigningIdentity.signature_chain_pem`). The manifest is bound to the file's bytes
@@ -19,6 +19,8 @@ record changed after signing reads back as ``tampered``. Who signs and whom we t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import io
 import os
@@ -50,8 +52,9 @@ __all__ = [
 ASSERTION_LABEL = "org.diffusers-repro.provenance"
 """Label of the manifest assertion holding the provenance record."""
 
-SOFT_BINDING_ALG = "org.diffusers-repro.phash-16"
-"""Algorithm name of the ``c2pa.soft-binding`` assertion (a 256-bit perceptual hash, see `fingerprint`)."""
+SOFT_BINDING_ALG = "io.iscc.v0"
+"""Algorithm of the ``c2pa.soft-binding`` assertion: the ISCC Content-Code Image (ISO 24138), on the C2PA soft binding
+algorithm list; see `diffusers_repro.fingerprint.iscc_image_code`."""
 
 CREDENTIAL_STATES = ("trusted", "valid", "unsigned", "tampered")
 """What `read_credentials` can say about a file, best first."""
@@ -61,6 +64,7 @@ _MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _TRUST_CODES = frozenset({"signingCredential.untrusted"})
 _RECORD_MISMATCH = "diffusers-repro.record.mismatch"
 _IPTC_CODES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+_ISCC_PREFIX = "ISCC:"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -109,9 +113,21 @@ def _actions(edited: bool) -> list[dict[str, Any]]:
     ]
 
 
-def _manifest_definition(
-    title: str, record_json: str, fingerprint: str | None, edited: bool = False
-) -> dict[str, Any]:
+def _soft_binding(iscc_code: str) -> dict[str, Any]:
+    """The ``c2pa.soft-binding`` assertion of an ISCC code: ``value`` is the code's bytes (header and body).
+
+    The schema wants ``value`` and ``pad`` as CBOR byte strings. c2pa-python 0.38.1 takes assertions as JSON only and
+    no JSON value becomes a byte string (c2pa-rs issue 2689): a list of byte values is written as a CBOR array of
+    unsigned integers, which c2pa-rs' own reader reads back as bytes (base64 in its JSON). That is the closest the
+    library can write; the bytes themselves are exactly the ISCC's.
+    """
+    if not isinstance(iscc_code, str) or not iscc_code.startswith(_ISCC_PREFIX):
+        raise ValueError(f"iscc_code must be an ISCC code string 'ISCC:...', got {iscc_code!r:.80}")
+    value = base64.b32decode(iscc_code.removeprefix(_ISCC_PREFIX) + "=" * (-len(iscc_code[5:]) % 8))
+    return {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": list(value)}], "pad": []}
+
+
+def _manifest_definition(title: str, record_json: str, iscc_code: str | None, edited: bool = False) -> dict[str, Any]:
     from . import __version__
 
     assertions: list[dict[str, Any]] = [
@@ -119,13 +135,8 @@ def _manifest_definition(
         # The record as its exact JSON text: compared byte for byte with the file's plain record when read.
         {"label": ASSERTION_LABEL, "data": {"record": record_json}},
     ]
-    if fingerprint is not None:
-        assertions.append(
-            {
-                "label": "c2pa.soft-binding",
-                "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": fingerprint}]},
-            }
-        )
+    if iscc_code is not None:
+        assertions.append({"label": "c2pa.soft-binding", "data": _soft_binding(iscc_code)})
     # C2PA 2.2 10.2.2: what the claim generator states goes in the claim's created_assertions (attributed to the
     # signer); c2pa-python files an assertion there only when it is marked created, else under gathered_assertions.
     for assertion in assertions:
@@ -159,7 +170,7 @@ def sign_image_bytes(
     format: str,
     identity: SigningIdentity,
     record_json: str,
-    fingerprint: str | None = None,
+    iscc_code: str | None = None,
     title: str = "image",
     ingredient: bytes | None = None,
     ingredient_title: str = "input image",
@@ -176,7 +187,9 @@ def sign_image_bytes(
         identity (`SigningIdentity`): Who signs.
         record_json (`str`): The provenance record's JSON text (stored as the ``org.diffusers-repro.provenance``
             assertion).
-        fingerprint (`str`, *optional*): The perceptual fingerprint, stored as a ``c2pa.soft-binding`` assertion.
+        iscc_code (`str`, *optional*): The image's ISCC Content-Code Image (``ISCC:...``, see
+            `diffusers_repro.fingerprint.iscc_image_code`), stored as the ``c2pa.soft-binding`` assertion
+            (``io.iscc.v0``).
         title (`str`, *optional*): The manifest title (the file name).
         ingredient (`bytes`, *optional*): The encoded PNG, JPEG or WebP file the image was edited from.
         ingredient_title (`str`, *optional*): Its title in the manifest (its file name).
@@ -203,7 +216,7 @@ def sign_image_bytes(
             c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, None)
         )
         destination = io.BytesIO()
-        definition = _manifest_definition(title, record_json, fingerprint, edited=ingredient is not None)
+        definition = _manifest_definition(title, record_json, iscc_code, edited=ingredient is not None)
         with _context() as context, c2pa.Builder(definition, context) as builder:
             if ingredient is not None:
                 parent = {"title": ingredient_title, "relationship": "parentOf", "label": _INGREDIENT_ID}
@@ -231,7 +244,7 @@ class Credentials:
         issuer (`str` or `None`): The certificate issuer's organization, as c2pa reports it.
         failures (`list[str]`): c2pa's failure codes (``assertion.dataHash.mismatch``, ...), trust aside.
         record_json (`str` or `None`): The provenance record the manifest vouches for.
-        fingerprint (`str` or `None`): The perceptual fingerprint of the ``c2pa.soft-binding`` assertion.
+        fingerprint (`str` or `None`): The ISCC code (``ISCC:...``) of the ``c2pa.soft-binding`` assertion.
         generator (`str` or `None`): The software agent of the ``c2pa.created`` action.
         remote_url (`str` or `None`): For an unsigned file whose metadata points to a manifest elsewhere, that URL
             (never fetched).
@@ -337,6 +350,17 @@ def _made(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _iscc_of(binding: Any) -> str | None:
+    """The ISCC code of an ``io.iscc.v0`` soft binding (its value bytes, which c2pa's JSON gives in base64)."""
+    blocks = binding.get("blocks") if isinstance(binding, dict) and binding.get("alg") == SOFT_BINDING_ALG else None
+    value = blocks[0].get("value") if isinstance(blocks, list) and blocks and isinstance(blocks[0], dict) else None
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) and len(value) <= 256 else None
+    except (binascii.Error, ValueError):
+        return None
+    return _ISCC_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=") if raw else None
+
+
 def _parent(manifest: dict[str, Any]) -> str | None:
     for ingredient in manifest.get("ingredients") or []:
         if isinstance(ingredient, dict) and ingredient.get("relationship") == "parentOf":
@@ -408,12 +432,7 @@ def credentials_of_bytes(
     signature = manifest.get("signature_info") or {}
     record = _assertion(manifest, ASSERTION_LABEL)
     record_json = record.get("record") if isinstance(record, dict) else None
-    binding = _assertion(manifest, "c2pa.soft-binding")
-    fingerprint = None
-    if isinstance(binding, dict) and binding.get("alg") == SOFT_BINDING_ALG:
-        blocks = binding.get("blocks") or []
-        value = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
-        fingerprint = value if isinstance(value, str) else None
+    fingerprint = _iscc_of(_assertion(manifest, "c2pa.soft-binding"))
     failures = [code for code in _failure_codes(results) if code not in _TRUST_CODES]
     generator, action = _made(manifest)
     if failures or validation_state == "Invalid":

@@ -357,7 +357,7 @@ def save_image(
     """
     from .credentials import digital_source_type, sign_image_bytes
     from .exif import encode_lossy
-    from .fingerprint import fingerprint
+    from .fingerprint import fingerprint, iscc_image_code
 
     if not isinstance(provenance, Provenance):
         raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
@@ -392,8 +392,8 @@ def save_image(
         pixels.update(format=format, quality=quality)
         data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext, source_type)
     if identity is not None:
-        fingerprint = pixels["fingerprint"]
-        data = sign_image_bytes(data, format, identity, record_json, fingerprint, path.name, *(parent or ()))
+        iscc_code = iscc_image_code(pil_image)
+        data = sign_image_bytes(data, format, identity, record_json, iscc_code, path.name, *(parent or ()))
     _write_atomically(path, lambda handle: handle.write(data))
     return path
 

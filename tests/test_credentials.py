@@ -106,7 +106,7 @@ def test_every_format_reads_back_with_c2pa_reader(output, tmp_path, format):
     assert action["softwareAgent"]["version"].startswith("0.1.0 (diffusers ")
     assert DIGITAL_SOURCE_TYPE == "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
     assert json.loads(assertions[ASSERTION_LABEL]["record"]) == json.loads(output.provenance[0].to_json())
-    assert assertions["c2pa.soft-binding"]["blocks"][0]["value"].startswith("phash-16:")
+    assert assertions["c2pa.soft-binding"]["alg"] == "io.iscc.v0"
     # The plain-text record stays for the tools that read it, inside the signed bytes.
     assert read_image_file(path).provenance == output.provenance[0]
 
@@ -560,3 +560,43 @@ def test_text_to_image_stays_created_and_an_edit_needs_its_ingredient(output, im
     path = save_image(out.images[0], tmp_path / "unsigned.png", out.provenance[0], sign=False)
     assert read_image_file(path).digital_source_type == EDITED_DIGITAL_SOURCE_TYPE
     assert not list(tmp_path.glob("edit.png"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Soft binding: the ISCC Content-Code Image (io.iscc.v0, ISO 24138)
+
+
+def soft_binding_cbor(data: bytes) -> bytes:
+    """The raw CBOR of the soft binding assertion, from its label's ``cbor`` box to the end of the map."""
+    start = data.index(b"cbor", data.index(b"c2pa.soft-binding")) + 4
+    return data[start : data.index(b"jumb", start)]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_the_soft_binding_is_the_images_iscc_code(output, tmp_path, format):
+    import base64
+
+    import iscc_core
+
+    from diffusers_repro.fingerprint import iscc_image_code
+
+    path = save(output, tmp_path, format)
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        assert reader.get_validation_state() == "Valid"
+        manifest = reader.get_active_manifest()
+    (binding,) = [item["data"] for item in manifest["assertions"] if item["label"] == "c2pa.soft-binding"]
+    expected = iscc_image_code(output.images[0])
+    # pad is present and empty (an empty array, which c2pa's JSON shows as one).
+    assert (binding["alg"], binding["blocks"][0]["scope"], binding["pad"]) == ("io.iscc.v0", {}, [])
+    # The value is the ISCC's bytes (header and 256-bit body), which c2pa's JSON shows in base64.
+    value = base64.b64decode(binding["blocks"][0]["value"])
+    assert value == iscc_core.decode_base32(expected.removeprefix("ISCC:")) and len(value) == 34
+    assert read_credentials(path).fingerprint == expected and expected.startswith("ISCC:EED")
+    # c2pa-python writes them as CBOR arrays of bytes (c2pa-rs issue 2689: its JSON cannot make a byte string).
+    raw = soft_binding_cbor(path.read_bytes())
+    assert b"evalue\x98\x22" + bytes([0x18, value[0]]) in raw and b"cpad\x80" in raw
+
+
+def test_a_soft_binding_needs_an_iscc_code(output):
+    with pytest.raises(ValueError, match=r"^iscc_code must be an ISCC code string 'ISCC:...', got 'phash-16:00'$"):
+        sign_image_bytes(b"", "png", init_identity()[0], "{}", "phash-16:00")
