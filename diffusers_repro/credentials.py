@@ -195,7 +195,8 @@ def sign_image_bytes(
         ingredient_title (`str`, *optional*): Its title in the manifest (its file name).
 
     Raises:
-        `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file).
+        `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file), or the
+            identity's time-stamp authority fails or does not answer (c2pa-rs waits 30 s; nothing is written).
         `ValueError`: an ingredient that is not a PNG, JPEG or WebP file.
 
     Example:
@@ -213,7 +214,7 @@ def sign_image_bytes(
         raise ValueError(f"ingredient must be a PNG, JPEG or WebP file's bytes, got bytes starting {ingredient[:8]!r}")
     try:
         signer = c2pa.Signer.from_info(
-            c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, None)
+            c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, identity.tsa_url)
         )
         destination = io.BytesIO()
         definition = _manifest_definition(title, record_json, iscc_code, edited=ingredient is not None)
@@ -224,6 +225,8 @@ def sign_image_bytes(
             builder.sign(signer, mime, io.BytesIO(data), destination)
     except c2pa.C2paError as error:
         where = identity.chain_path if identity.chain_path is not None else "the signing identity"
+        if identity.tsa_url is not None:
+            where = f"{where} and the time-stamp authority {identity.tsa_url}"
         raise CredentialsError(f"cannot sign with {where}: {error}") from None
     return destination.getvalue()
 
@@ -251,6 +254,8 @@ class Credentials:
         anchor (`TrustAnchor` or `None`): For a trusted file, the root certificate that vouched for the signer:
             subject, SHA-256 fingerprint and file. A certificate's names are anyone's to choose; this is what
             validated.
+        timestamp (`str` or `None`): The RFC 3161 time-stamp of the signature (ISO 8601), when it has one: a file
+            time-stamped while its signer's certificate was valid stays valid after the certificate expires.
         action (`str` or `None`): What the manifest says was done, e.g. ``c2pa.created, trainedAlgorithmicMedia`` or
             ``c2pa.edited, compositeWithTrainedAlgorithmicMedia``.
         parent (`str` or `None`): For an edit, the ``parentOf`` ingredient's title, and whether it carries its own
@@ -268,6 +273,7 @@ class Credentials:
     generator: str | None = None
     remote_url: str | None = None
     anchor: TrustAnchor | None = None
+    timestamp: str | None = None
     action: str | None = None
     parent: str | None = None
     xmp_source_type: str | None = None
@@ -309,6 +315,7 @@ class Credentials:
             "generator": self.generator,
             "remote_url": self.remote_url,
             "anchor": None if self.anchor is None else self.anchor.to_dict(),
+            "timestamp": self.timestamp,
             "action": self.action,
             "parent": self.parent,
             "xmp_source_type": self.xmp_source_type,
@@ -449,6 +456,7 @@ def credentials_of_bytes(
         record_json=record_json if isinstance(record_json, str) else None,
         fingerprint=fingerprint,
         generator=generator,
+        timestamp=signature.get("time") if isinstance(signature.get("time"), str) else None,
         action=action,
         parent=_parent(manifest),
         anchor=_vouching_anchor(data, format, anchors) if state == "trusted" else None,

@@ -600,3 +600,98 @@ def test_the_soft_binding_is_the_images_iscc_code(output, tmp_path, format):
 def test_a_soft_binding_needs_an_iscc_code(output):
     with pytest.raises(ValueError, match=r"^iscc_code must be an ISCC code string 'ISCC:...', got 'phash-16:00'$"):
         sign_image_bytes(b"", "png", init_identity()[0], "{}", "phash-16:00")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RFC 3161 time-stamps, from a time-stamp authority the test starts on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def local_tsa(tmp_path_factory):
+    """A CA, a TSA it issued (serving on 127.0.0.1) and a function making signer files the CA issues."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from tsa_server import certificate, serve_tsa
+
+    folder = tmp_path_factory.mktemp("tsa")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("test CA", ca_key, ca=True)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server, url, requests = serve_tsa(ca, ca_key)
+
+    def signer_files(name, seconds):
+        key = ec.generate_private_key(ec.SECP256R1())
+        lifetime = datetime.timedelta(seconds=seconds)
+        cert = certificate(name, key, (ca, ca_key), usage=ExtendedKeyUsageOID.EMAIL_PROTECTION, lifetime=lifetime)
+        chain, key_file = folder / f"{name}.pem", folder / f"{name}-key.pem"
+        chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        encoding, private = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+        key_file.write_bytes(key.private_bytes(encoding, private, serialization.NoEncryption()))
+        return chain, key_file
+
+    yield {"url": url, "requests": requests, "ca": folder / "ca.pem", "signer_files": signer_files}
+    server.shutdown()
+
+
+def test_a_time_stamped_file_stays_valid_after_its_certificate_expires(output, ddim, local_tsa, tmp_path, capsys):
+    import time
+
+    from cryptography import x509
+
+    chain, key = local_tsa["signer_files"]("short-lived", seconds=8)
+    stamped = SigningIdentity.from_files(chain, key, tsa_url=local_tsa["url"])
+    before = len(local_tsa["requests"])
+    with_stamp = save(output, tmp_path, sign=stamped)
+    without = save_image(output.images[0], tmp_path / "plain.png", output.provenance[0], sign=stamped.with_tsa(None))
+    # The trial signature of from_files and the file each asked the local TSA once; the plain file did not.
+    assert len(local_tsa["requests"]) == before + 1 and before >= 1
+    trust = [local_tsa["ca"]]
+    credentials = read_credentials(with_stamp, trust)
+    today = time.strftime("%Y-%m-%dT", time.gmtime())
+    assert credentials.state == "trusted" and credentials.timestamp.startswith(today)
+    assert read_credentials(without, trust).timestamp is None
+    # c2pa reads a certificate as expired about a second after its notAfter (whole seconds): wait two.
+    expiry = x509.load_pem_x509_certificate(chain.read_bytes()).not_valid_after_utc.timestamp()
+    time.sleep(max(0.0, expiry + 2 - time.time()))
+    # The certificate has expired: the time-stamp proves the signature was made while it was valid.
+    assert read_credentials(with_stamp, trust).state == "trusted"
+    expired = read_credentials(without, trust)
+    assert not expired.intact and "signingCredential.expired" in " ".join(expired.failures)
+    assert main(["inspect", str(with_stamp), "--trust", str(trust[0])]) == 0
+    assert f"time-stamp:      {credentials.timestamp} (RFC 3161)" in capsys.readouterr().out.splitlines()
+    assert main(["verify", str(with_stamp), "--trust", str(trust[0])]) == 0
+    assert f"    time-stamp: {credentials.timestamp} (RFC 3161)" in capsys.readouterr().out.splitlines()
+
+
+def test_a_time_stamp_authority_that_fails_is_an_error_before_any_file_is_written(output, local_tsa, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/tsa"
+    chain, key = local_tsa["signer_files"]("signer", seconds=3600)
+    with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain} and the time-stamp authority {dead}: "):
+        SigningIdentity.from_files(chain, key, tsa_url=dead)
+    identity = SigningIdentity.from_files(chain, key).with_tsa(dead)
+    with pytest.raises(CredentialsError, match=rf"and the time-stamp authority {dead}: "):
+        save(output, tmp_path, sign=identity)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CredentialsError, match=r"^tsa_url must be the http:// or https:// URL of an RFC 3161 time-s"):
+        identity.with_tsa("ftp://tsa.example")
+
+
+def test_the_home_settings_name_this_machines_time_stamp_authority(output, local_tsa, tmp_path, monkeypatch):
+    from diffusers_repro.identity import HOME_ENV, default_identity
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert default_identity().tsa_url is None
+    (tmp_path / "home" / "settings.json").write_text(json.dumps({"tsa_url": local_tsa["url"]}))
+    assert default_identity().tsa_url == local_tsa["url"]
+    assert read_credentials(save(output, tmp_path)).timestamp is not None
+    (tmp_path / "home" / "settings.json").write_text(json.dumps({"tsa_url": 7}))
+    with pytest.raises(CredentialsError, match=r"settings.json: tsa_url must be the http:// or https:// URL"):
+        default_identity()

@@ -103,6 +103,8 @@ def _inspect(args: argparse.Namespace) -> int:
         if credentials.generator:
             # The signer's own text: anyone's, so shown escaped like the record's.
             print(_printable(f"made by:         {credentials.generator} ({credentials.action})"))
+        if credentials.timestamp:
+            print(_printable(f"time-stamp:      {credentials.timestamp} (RFC 3161)"))
         if credentials.parent:
             print(_printable(f"edited from:     {credentials.parent}"))
         if credentials.disclosure:
