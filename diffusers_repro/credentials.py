@@ -4,18 +4,23 @@ Every image file diffusers-repro writes carries a C2PA manifest signed with c2pa
 Initiative's bindings of c2pa-rs). The manifest holds:
 
 - ``c2pa.actions``: one ``c2pa.created`` action with digitalSourceType ``trainedAlgorithmicMedia`` and the software
-  agent (diffusers-repro and diffusers versions) - how C2PA marks an image as made by a generative model;
+  agent (diffusers-repro and diffusers versions) - how C2PA marks an image as made by a generative model. An img2img
+  or inpainting output is an edit instead: ``c2pa.opened`` of its input image (a ``parentOf`` ingredient, carrying
+  the input's own manifest when it has one), then ``c2pa.edited`` with ``compositeWithTrainedAlgorithmicMedia``;
 - ``org.diffusers-repro.provenance``: the whole provenance record, as the exact JSON text of the file's plain record;
-- ``c2pa.soft-binding``: the image's perceptual fingerprint (see `diffusers_repro.fingerprint`), which finds the
-  record again for a copy whose metadata was stripped.
+- ``c2pa.soft-binding``: the image's ISCC Content-Code Image (``io.iscc.v0``, ISO 24138: a perceptual code anyone
+  can recompute, see `diffusers_repro.fingerprint.iscc_image_code`), on C2PA's soft binding algorithm list.
 
-The manifest is bound to the file's bytes (a hash of everything outside the manifest, plain-text record and infotext
-included), so a file whose pixels or record changed after signing reads back as ``tampered``. Who signs and whom we
-trust: `diffusers_repro.identity`.
+Every assertion is a created assertion (attributed to the signer: C2PA 2.2 10.2.2), and the signature carries the
+certificate chain below the root (`SigningIdentity.signature_chain_pem`). The manifest is bound to the file's bytes
+(a hash of everything outside the manifest, plain-text record, infotext and XMP included), so a file whose pixels or
+record changed after signing reads back as ``tampered``. Who signs and whom we trust: `diffusers_repro.identity`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import io
 import os
@@ -25,16 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from .identity import CredentialsError, SigningIdentity, TrustAnchor, trust_certificates
-from .imagefile import ImageFile, read_regular_file, sniff_bytes
+from .imagefile import DIGITAL_SOURCE_TYPE, EDITED_DIGITAL_SOURCE_TYPE, ImageFile, read_regular_file, sniff_bytes
 
 __all__ = [
     "ASSERTION_LABEL",
     "CREDENTIAL_STATES",
     "DIGITAL_SOURCE_TYPE",
+    "EDITED_DIGITAL_SOURCE_TYPE",
     "SOFT_BINDING_ALG",
     "Credentials",
     "CredentialsError",
     "credentials_of_bytes",
+    "digital_source_type",
     "file_credentials",
     "identity_anchors",
     "read_credentials",
@@ -45,11 +52,9 @@ __all__ = [
 ASSERTION_LABEL = "org.diffusers-repro.provenance"
 """Label of the manifest assertion holding the provenance record."""
 
-SOFT_BINDING_ALG = "org.diffusers-repro.phash-16"
-"""Algorithm name of the ``c2pa.soft-binding`` assertion (a 256-bit perceptual hash, see `fingerprint`)."""
-
-DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-"""IPTC digital source type of an image made by a trained generative model."""
+SOFT_BINDING_ALG = "io.iscc.v0"
+"""Algorithm of the ``c2pa.soft-binding`` assertion: the ISCC Content-Code Image (ISO 24138), on the C2PA soft binding
+algorithm list; see `diffusers_repro.fingerprint.iscc_image_code`."""
 
 CREDENTIAL_STATES = ("trusted", "valid", "unsigned", "tampered")
 """What `read_credentials` can say about a file, best first."""
@@ -58,6 +63,8 @@ _MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Failure codes that mean "the signer is not on the trust list", not "the file changed".
 _TRUST_CODES = frozenset({"signingCredential.untrusted"})
 _RECORD_MISMATCH = "diffusers-repro.record.mismatch"
+_IPTC_CODES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+_ISCC_PREFIX = "ISCC:"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,32 +81,66 @@ def _software_agent() -> dict[str, str]:
     return {"name": "diffusers-repro", "version": f"{__version__} (diffusers {diffusers_version})"}
 
 
-def _manifest_definition(title: str, record_json: str, fingerprint: str | None) -> dict[str, Any]:
+def digital_source_type(provenance: Any) -> str:
+    """The IPTC digital source type of the image a record describes: ``compositeWithTrainedAlgorithmicMedia`` when the
+    call edited an input image (img2img, inpainting: the record's ``recipe.call.image``), else
+    ``trainedAlgorithmicMedia`` (text-to-image, unconditional).
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.credentials import digital_source_type
+    >>> digital_source_type(out.provenance[0]).rsplit("/", 1)[-1]  # doctest: +SKIP
+    'trainedAlgorithmicMedia'
+    ```
+    """
+    return EDITED_DIGITAL_SOURCE_TYPE if provenance.call_arguments.get("image") is not None else DIGITAL_SOURCE_TYPE
+
+
+_INGREDIENT_ID = "input"
+# c2pa-rs files ingredient assertions under gathered_assertions unless its settings name them created.
+_INGREDIENT_LABELS = ["c2pa.ingredient", "c2pa.ingredient.v2", "c2pa.ingredient.v3"]
+
+
+def _actions(edited: bool) -> list[dict[str, Any]]:
+    if not edited:
+        agent = _software_agent()
+        return [{"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE, "softwareAgent": agent}]
+    # C2PA: an edit opens its parentOf ingredient first; the AI edit itself is c2pa.edited with IPTC's source type.
+    return [
+        {"action": "c2pa.opened", "parameters": {"ingredientIds": [_INGREDIENT_ID]}},
+        {"action": "c2pa.edited", "digitalSourceType": EDITED_DIGITAL_SOURCE_TYPE, "softwareAgent": _software_agent()},
+    ]
+
+
+def _soft_binding(iscc_code: str) -> dict[str, Any]:
+    """The ``c2pa.soft-binding`` assertion of an ISCC code: ``value`` is the code's bytes (header and body).
+
+    The schema wants ``value`` and ``pad`` as CBOR byte strings. c2pa-python 0.38.1 takes assertions as JSON only and
+    no JSON value becomes a byte string (c2pa-rs issue 2689): a list of byte values is written as a CBOR array of
+    unsigned integers, which c2pa-rs' own reader reads back as bytes (base64 in its JSON). That is the closest the
+    library can write; the bytes themselves are exactly the ISCC's.
+    """
+    if not isinstance(iscc_code, str) or not iscc_code.startswith(_ISCC_PREFIX):
+        raise ValueError(f"iscc_code must be an ISCC code string 'ISCC:...', got {iscc_code!r:.80}")
+    value = base64.b32decode(iscc_code.removeprefix(_ISCC_PREFIX) + "=" * (-len(iscc_code[5:]) % 8))
+    return {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": list(value)}], "pad": []}
+
+
+def _manifest_definition(title: str, record_json: str, iscc_code: str | None, edited: bool = False) -> dict[str, Any]:
     from . import __version__
 
     assertions: list[dict[str, Any]] = [
-        {
-            "label": "c2pa.actions",
-            "data": {
-                "actions": [
-                    {
-                        "action": "c2pa.created",
-                        "digitalSourceType": DIGITAL_SOURCE_TYPE,
-                        "softwareAgent": _software_agent(),
-                    }
-                ]
-            },
-        },
+        {"label": "c2pa.actions", "data": {"actions": _actions(edited)}},
         # The record as its exact JSON text: compared byte for byte with the file's plain record when read.
         {"label": ASSERTION_LABEL, "data": {"record": record_json}},
     ]
-    if fingerprint is not None:
-        assertions.append(
-            {
-                "label": "c2pa.soft-binding",
-                "data": {"alg": SOFT_BINDING_ALG, "blocks": [{"scope": {}, "value": fingerprint}]},
-            }
-        )
+    if iscc_code is not None:
+        assertions.append({"label": "c2pa.soft-binding", "data": _soft_binding(iscc_code)})
+    # C2PA 2.2 10.2.2: what the claim generator states goes in the claim's created_assertions (attributed to the
+    # signer); c2pa-python files an assertion there only when it is marked created, else under gathered_assertions.
+    for assertion in assertions:
+        assertion["created"] = True
     return {
         "claim_generator_info": [{"name": "diffusers-repro", "version": __version__}],
         "title": title,
@@ -117,7 +158,8 @@ def _context(trust_pem: str | None = None) -> Any:
     import c2pa
 
     # No thumbnail: it would double the file and the signing time, and the file is the picture.
-    settings: dict[str, Any] = {"builder": {"thumbnail": {"enabled": False}}, "verify": dict(_OFFLINE)}
+    builder = {"thumbnail": {"enabled": False}, "created_assertion_labels": _INGREDIENT_LABELS}
+    settings: dict[str, Any] = {"builder": builder, "verify": dict(_OFFLINE)}
     if trust_pem:
         settings["trust"] = {"user_anchors": trust_pem}
     return c2pa.Context(c2pa.Settings.from_dict(settings))
@@ -128,10 +170,16 @@ def sign_image_bytes(
     format: str,
     identity: SigningIdentity,
     record_json: str,
-    fingerprint: str | None = None,
+    iscc_code: str | None = None,
     title: str = "image",
+    ingredient: bytes | None = None,
+    ingredient_title: str = "input image",
 ) -> bytes:
     """Returns ``data`` (an encoded PNG, JPEG or WebP) with a signed C2PA manifest embedded.
+
+    Without ``ingredient`` the manifest says ``c2pa.created`` (``trainedAlgorithmicMedia``). With one (the input image
+    of an img2img or inpainting call) it says ``c2pa.opened`` of that ``parentOf`` ingredient, then ``c2pa.edited``
+    (``compositeWithTrainedAlgorithmicMedia``); an ingredient with its own C2PA manifest carries it along.
 
     Args:
         data (`bytes`): The encoded image, with its plain-text record already in it.
@@ -139,11 +187,17 @@ def sign_image_bytes(
         identity (`SigningIdentity`): Who signs.
         record_json (`str`): The provenance record's JSON text (stored as the ``org.diffusers-repro.provenance``
             assertion).
-        fingerprint (`str`, *optional*): The perceptual fingerprint, stored as a ``c2pa.soft-binding`` assertion.
+        iscc_code (`str`, *optional*): The image's ISCC Content-Code Image (``ISCC:...``, see
+            `diffusers_repro.fingerprint.iscc_image_code`), stored as the ``c2pa.soft-binding`` assertion
+            (``io.iscc.v0``).
         title (`str`, *optional*): The manifest title (the file name).
+        ingredient (`bytes`, *optional*): The encoded PNG, JPEG or WebP file the image was edited from.
+        ingredient_title (`str`, *optional*): Its title in the manifest (its file name).
 
     Raises:
-        `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file).
+        `CredentialsError`: when c2pa refuses the certificate or key (the message names the chain file), or the
+            identity's time-stamp authority fails or does not answer (c2pa-rs waits 30 s; nothing is written).
+        `ValueError`: an ingredient that is not a PNG, JPEG or WebP file.
 
     Example:
 
@@ -155,16 +209,24 @@ def sign_image_bytes(
     import c2pa
 
     mime = _MIME_TYPES[format]
+    ingredient_format = sniff_bytes(ingredient) if ingredient is not None else None
+    if ingredient is not None and ingredient_format is None:
+        raise ValueError(f"ingredient must be a PNG, JPEG or WebP file's bytes, got bytes starting {ingredient[:8]!r}")
     try:
         signer = c2pa.Signer.from_info(
-            c2pa.C2paSignerInfo(identity.algorithm, identity.chain_pem, identity.key_pem, None)
+            c2pa.C2paSignerInfo(identity.algorithm, identity.signature_chain_pem, identity.key_pem, identity.tsa_url)
         )
         destination = io.BytesIO()
-        definition = _manifest_definition(title, record_json, fingerprint)
+        definition = _manifest_definition(title, record_json, iscc_code, edited=ingredient is not None)
         with _context() as context, c2pa.Builder(definition, context) as builder:
+            if ingredient is not None:
+                parent = {"title": ingredient_title, "relationship": "parentOf", "label": _INGREDIENT_ID}
+                builder.add_ingredient(parent, _MIME_TYPES[ingredient_format], io.BytesIO(ingredient))
             builder.sign(signer, mime, io.BytesIO(data), destination)
     except c2pa.C2paError as error:
         where = identity.chain_path if identity.chain_path is not None else "the signing identity"
+        if identity.tsa_url is not None:
+            where = f"{where} and the time-stamp authority {identity.tsa_url}"
         raise CredentialsError(f"cannot sign with {where}: {error}") from None
     return destination.getvalue()
 
@@ -185,13 +247,21 @@ class Credentials:
         issuer (`str` or `None`): The certificate issuer's organization, as c2pa reports it.
         failures (`list[str]`): c2pa's failure codes (``assertion.dataHash.mismatch``, ...), trust aside.
         record_json (`str` or `None`): The provenance record the manifest vouches for.
-        fingerprint (`str` or `None`): The perceptual fingerprint of the ``c2pa.soft-binding`` assertion.
+        fingerprint (`str` or `None`): The ISCC code (``ISCC:...``) of the ``c2pa.soft-binding`` assertion.
         generator (`str` or `None`): The software agent of the ``c2pa.created`` action.
         remote_url (`str` or `None`): For an unsigned file whose metadata points to a manifest elsewhere, that URL
             (never fetched).
         anchor (`TrustAnchor` or `None`): For a trusted file, the root certificate that vouched for the signer:
             subject, SHA-256 fingerprint and file. A certificate's names are anyone's to choose; this is what
             validated.
+        timestamp (`str` or `None`): The RFC 3161 time-stamp of the signature (ISO 8601), when it has one: a file
+            time-stamped while its signer's certificate was valid stays valid after the certificate expires.
+        action (`str` or `None`): What the manifest says was done, e.g. ``c2pa.created, trainedAlgorithmicMedia`` or
+            ``c2pa.edited, compositeWithTrainedAlgorithmicMedia``.
+        parent (`str` or `None`): For an edit, the ``parentOf`` ingredient's title, and whether it carries its own
+            Content Credentials.
+        xmp_source_type (`str` or `None`): The IPTC ``Iptc4xmpExt:DigitalSourceType`` of the file's XMP (set by
+            `file_credentials`; inside the signed bytes of a file we signed, so an intact file vouches for it).
     """
 
     state: str
@@ -203,6 +273,10 @@ class Credentials:
     generator: str | None = None
     remote_url: str | None = None
     anchor: TrustAnchor | None = None
+    timestamp: str | None = None
+    action: str | None = None
+    parent: str | None = None
+    xmp_source_type: str | None = None
 
     @property
     def intact(self) -> bool:
@@ -241,7 +315,18 @@ class Credentials:
             "generator": self.generator,
             "remote_url": self.remote_url,
             "anchor": None if self.anchor is None else self.anchor.to_dict(),
+            "timestamp": self.timestamp,
+            "action": self.action,
+            "parent": self.parent,
+            "xmp_source_type": self.xmp_source_type,
         }
+
+    @property
+    def disclosure(self) -> str | None:
+        """One line on the XMP AI disclosure, e.g. ``IPTC DigitalSourceType trainedAlgorithmicMedia (XMP)``."""
+        if self.xmp_source_type is None:
+            return None
+        return f"IPTC DigitalSourceType {self.xmp_source_type.removeprefix(_IPTC_CODES)} (XMP)"
 
 
 def _failure_codes(results: dict[str, Any] | None) -> list[str]:
@@ -260,13 +345,34 @@ def _assertion(manifest: dict[str, Any], label: str) -> Any:
     return None
 
 
-def _generator(manifest: dict[str, Any]) -> str | None:
+def _made(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The software agent and ``action, source type`` of the action that made the image (created or edited)."""
     # c2pa-rs writes the actions we give it as version 2 of the assertion.
     actions = _assertion(manifest, "c2pa.actions.v2") or _assertion(manifest, "c2pa.actions")
     for action in actions.get("actions") or [] if isinstance(actions, dict) else []:
         agent = action.get("softwareAgent") if isinstance(action, dict) else None
-        if isinstance(agent, dict) and action.get("action") == "c2pa.created":
-            return f"{agent.get('name')} {agent.get('version')}"
+        if isinstance(agent, dict) and action.get("action") in ("c2pa.created", "c2pa.edited"):
+            source = str(action.get("digitalSourceType") or "").removeprefix(_IPTC_CODES)
+            return f"{agent.get('name')} {agent.get('version')}", f"{action.get('action')}, {source}"
+    return None, None
+
+
+def _iscc_of(binding: Any) -> str | None:
+    """The ISCC code of an ``io.iscc.v0`` soft binding (its value bytes, which c2pa's JSON gives in base64)."""
+    blocks = binding.get("blocks") if isinstance(binding, dict) and binding.get("alg") == SOFT_BINDING_ALG else None
+    value = blocks[0].get("value") if isinstance(blocks, list) and blocks and isinstance(blocks[0], dict) else None
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) and len(value) <= 256 else None
+    except (binascii.Error, ValueError):
+        return None
+    return _ISCC_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=") if raw else None
+
+
+def _parent(manifest: dict[str, Any]) -> str | None:
+    for ingredient in manifest.get("ingredients") or []:
+        if isinstance(ingredient, dict) and ingredient.get("relationship") == "parentOf":
+            carries = "with its own Content Credentials" if ingredient.get("active_manifest") else "no credentials"
+            return f"{ingredient.get('title')!r} ({carries})"
     return None
 
 
@@ -333,13 +439,9 @@ def credentials_of_bytes(
     signature = manifest.get("signature_info") or {}
     record = _assertion(manifest, ASSERTION_LABEL)
     record_json = record.get("record") if isinstance(record, dict) else None
-    binding = _assertion(manifest, "c2pa.soft-binding")
-    fingerprint = None
-    if isinstance(binding, dict) and binding.get("alg") == SOFT_BINDING_ALG:
-        blocks = binding.get("blocks") or []
-        value = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
-        fingerprint = value if isinstance(value, str) else None
+    fingerprint = _iscc_of(_assertion(manifest, "c2pa.soft-binding"))
     failures = [code for code in _failure_codes(results) if code not in _TRUST_CODES]
+    generator, action = _made(manifest)
     if failures or validation_state == "Invalid":
         state = "tampered"
     elif validation_state == "Trusted":
@@ -353,7 +455,10 @@ def credentials_of_bytes(
         failures=failures,
         record_json=record_json if isinstance(record_json, str) else None,
         fingerprint=fingerprint,
-        generator=_generator(manifest),
+        generator=generator,
+        timestamp=signature.get("time") if isinstance(signature.get("time"), str) else None,
+        action=action,
+        parent=_parent(manifest),
         anchor=_vouching_anchor(data, format, anchors) if state == "trusted" else None,
     )
 
@@ -410,6 +515,7 @@ def file_credentials(image_file: ImageFile, trust: Sequence[str | os.PathLike] =
     where = image_file.path if image_file.path is not None else "the image"
     credentials = credentials_of_bytes(image_file.data, image_file.format, trust, where)
     credentials = _with_record_check(credentials, image_file)
+    credentials.xmp_source_type = image_file.digital_source_type
     image_file.credentials_cache[key] = credentials
     return dataclasses.replace(credentials, failures=list(credentials.failures))
 

@@ -2,9 +2,10 @@
 
 A JPEG or WebP written by `diffusers_repro.save_image` holds:
 
-- an XMP packet with two properties in the ``urn:diffusers-repro:xmp:1`` namespace: ``record`` (the provenance
-  record, exactly the JSON a PNG holds in its ``diffusers-repro`` chunk) and ``pixels`` (the pixel record: the
-  digest of the 8-bit image before encoding, its fingerprint, format and quality);
+- an XMP packet with IPTC's ``Iptc4xmpExt:DigitalSourceType`` (``trainedAlgorithmicMedia``) and two properties in
+  the ``urn:diffusers-repro:xmp:1`` namespace: ``record`` (the provenance record, exactly the JSON a PNG holds in its
+  ``diffusers-repro`` chunk) and ``pixels`` (the pixel record: the digest of the 8-bit image before encoding, its
+  fingerprint, format and quality);
 - EXIF ``UserComment`` with the infotext, written as the Stable Diffusion web UI (A1111) writes it
   (``piexif.helper.UserComment.dump(text, encoding="unicode")``), so the tools people use show prompt and seed;
 - the signed C2PA manifest, when signed (see `diffusers_repro.credentials`).
@@ -24,7 +25,16 @@ from xml.sax.saxutils import escape
 
 import PIL.Image
 
-from .imagefile import MAX_XMP_BYTES, XMP_NAMESPACE, ImageFile, ImageProvenanceError, read_image, sniff_bytes
+from .imagefile import (
+    DIGITAL_SOURCE_TYPE,
+    IPTC_EXT_NAMESPACE,
+    MAX_XMP_BYTES,
+    XMP_NAMESPACE,
+    ImageFile,
+    ImageProvenanceError,
+    read_image,
+    sniff_bytes,
+)
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -37,6 +47,7 @@ __all__ = [
     "read_xmp_properties",
     "reencoded_pixels",
     "sniff_format",
+    "xmp_packet",
 ]
 
 LOSSY_FORMATS = ("jpeg", "webp")
@@ -64,19 +75,44 @@ def sniff_format(path: str | os.PathLike) -> str | None:
     return format if format in LOSSY_FORMATS else None
 
 
-def _xmp_packet(record_json: str, pixels_json: str) -> bytes:
+def xmp_packet(digital_source_type: str = DIGITAL_SOURCE_TYPE, properties: dict[str, str] | None = None) -> bytes:
+    """An XMP packet with IPTC's ``Iptc4xmpExt:DigitalSourceType`` and our ``record``/``pixels`` ``properties``.
+
+    IPTC asks generators to write the digital source type in XMP beside C2PA: photo libraries, news systems and social
+    platforms read XMP, not C2PA. It is written before signing, so the manifest's hard binding covers it.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.exif import xmp_packet
+    >>> b"trainedAlgorithmicMedia</Iptc4xmpExt:DigitalSourceType>" in xmp_packet()
+    True
+    ```
+    """
+    fields = "".join(f"<dr:{name}>{escape(text)}</dr:{name}>" for name, text in (properties or {}).items())
     return (
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        f'<rdf:Description rdf:about="" xmlns:dr="{XMP_NAMESPACE}">'
-        f"<dr:record>{escape(record_json)}</dr:record><dr:pixels>{escape(pixels_json)}</dr:pixels>"
+        f'<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="{IPTC_EXT_NAMESPACE}" xmlns:dr="{XMP_NAMESPACE}">'
+        f"<Iptc4xmpExt:DigitalSourceType>{escape(digital_source_type)}</Iptc4xmpExt:DigitalSourceType>{fields}"
         "</rdf:Description></rdf:RDF></x:xmpmeta>"
     ).encode()
 
 
+def _xmp_packet(record_json: str, pixels_json: str, digital_source_type: str = DIGITAL_SOURCE_TYPE) -> bytes:
+    return xmp_packet(digital_source_type, {"record": record_json, "pixels": pixels_json})
+
+
 def encode_lossy(
-    pil_image: PIL.Image.Image, format: str, quality: int, record_json: str, pixels: dict[str, Any], infotext: str
+    pil_image: PIL.Image.Image,
+    format: str,
+    quality: int,
+    record_json: str,
+    pixels: dict[str, Any],
+    infotext: str,
+    digital_source_type: str = DIGITAL_SOURCE_TYPE,
 ) -> bytes:
-    """Encodes ``pil_image`` as JPEG or WebP with the record in XMP and the infotext in EXIF ``UserComment``.
+    """Encodes ``pil_image`` as JPEG or WebP with the record and IPTC's digital source type in XMP (`xmp_packet`) and
+    the infotext in EXIF ``UserComment``.
 
     Raises:
         `ValueError`: for an image JPEG cannot hold (with an alpha channel), or a record too long for JPEG's XMP
@@ -97,7 +133,7 @@ def encode_lossy(
             f"a JPEG cannot hold an image of mode {pil_image.mode!r} (alpha channel); save it with format='png' or "
             "format='webp'"
         )
-    xmp = _xmp_packet(record_json, json.dumps(pixels, sort_keys=True))
+    xmp = _xmp_packet(record_json, json.dumps(pixels, sort_keys=True), digital_source_type)
     if format == "jpeg" and len(xmp) > _MAX_JPEG_XMP:
         raise ValueError(
             f"the provenance record is {len(record_json)} bytes, too long for a JPEG's XMP segment (64 KB); save it "

@@ -1,6 +1,6 @@
 """Image files that carry their recipe: PNG text chunks with the provenance record and an infotext.
 
-A PNG written by `save_image` holds three text chunks besides its pixels:
+A PNG written by `save_image` holds four text chunks besides its pixels:
 
 - ``diffusers-repro`` (iTXt, UTF-8, uncompressed): the full provenance record, exactly ``provenance.to_json()``.
 - ``diffusers-repro-pixels`` (iTXt): a small JSON object about the pixels in this file: ``pixel_digest`` (the
@@ -12,6 +12,9 @@ A PNG written by `save_image` holds three text chunks besides its pixels:
   record, which is written unchanged.
 - ``parameters`` (tEXt, or iTXt when the text is not latin-1): an infotext in the format Stable Diffusion web UIs
   and image sites read and show (see `format_infotext`).
+- ``XML:com.adobe.xmp`` (iTXt): an XMP packet with IPTC's ``Iptc4xmpExt:DigitalSourceType``
+  (``trainedAlgorithmicMedia``), which photo libraries, news systems and social platforms read (see
+  `diffusers_repro.exif.xmp_packet`).
 
 Unless ``sign=False``, the file also carries signed Content Credentials (a C2PA manifest, see
 `diffusers_repro.credentials`) over all of these. JPEG and WebP files hold the same record, pixel record and infotext
@@ -39,15 +42,18 @@ import PIL.Image
 import PIL.PngImagePlugin
 
 from .imagefile import (
+    DIGITAL_SOURCE_TYPE,
     INFOTEXT_KEY,
     MAX_FILE_BYTES,
     MAX_FILE_PIXELS,
     PIXELS_KEY,
     PROVENANCE_KEY,
+    XMP_CHUNK,
     ImageFile,
     ImageProvenanceError,
     ProvenanceImage,
     read_image,
+    read_regular_file,
 )
 from .infotext import format_infotext, parse_infotext
 from .provenance import Provenance, image_digest, jsonable
@@ -197,12 +203,17 @@ def _pixel_record(pil_image: PIL.Image.Image, source: Any, fingerprint: str) -> 
     }
 
 
-def _png_info(pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance) -> Any:
+def _png_info(
+    pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance, source_type: str
+) -> Any:
+    from .exif import xmp_packet
+
     info = PIL.PngImagePlugin.PngInfo()
     info.add_itxt(PROVENANCE_KEY, record_json)
     info.add_itxt(PIXELS_KEY, json.dumps(pixels, sort_keys=True))
     # tEXt when the text is latin-1, iTXt otherwise: what the web UIs write, and what every PNG reader shows.
     info.add_text(INFOTEXT_KEY, format_infotext(provenance, size=pil_image.size))
+    info.add_itxt(XMP_CHUNK, xmp_packet(source_type).decode())
     return info
 
 
@@ -287,6 +298,7 @@ def save_image(
     format: str | None = None,
     quality: int | None = None,
     sign: Any = True,
+    ingredient: Any = None,
 ) -> Path:
     """Writes one image with its provenance record and signed Content Credentials, atomically.
 
@@ -296,7 +308,9 @@ def save_image(
     pixel record in XMP and the infotext in EXIF ``UserComment`` (see `diffusers_repro.exif`). Unless
     ``sign=False``, the file also carries a C2PA manifest signed with the local identity (made on first use) or the
     one given: a ``c2pa.created`` action (trainedAlgorithmicMedia), the record, and the fingerprint as a soft
-    binding (see `diffusers_repro.credentials`). ``provenance`` is not modified.
+    binding (see `diffusers_repro.credentials`). An img2img or inpainting output (its record has ``recipe.call.image``)
+    is an edit: its manifest opens the input image as its ``parentOf`` ingredient and says ``c2pa.edited``
+    (compositeWithTrainedAlgorithmicMedia, also in XMP). ``provenance`` is not modified.
 
     Args:
         image (`PIL.Image.Image`, `np.ndarray` or `torch.Tensor`):
@@ -314,6 +328,11 @@ def save_image(
         sign (`bool` or `SigningIdentity`, *optional*, defaults to `True`):
             `True`: sign with this machine's identity; a `diffusers_repro.credentials.SigningIdentity`: sign with it
             (`SigningIdentity.from_files(chain, key)`); `False`: no Content Credentials.
+        ingredient (`str`, `os.PathLike`, `bytes` or an image, *optional*):
+            For an edit (a record with ``recipe.call.image``), the input image the call got: its file (read once; its
+            own Content Credentials travel into the new manifest), that file's bytes, or the image itself (stored as
+            a PNG, without credentials). Required to sign an edit (``out.save`` passes the call's input images);
+            refused for a record that edited nothing.
 
     Returns:
         `pathlib.Path`: ``path``.
@@ -336,9 +355,9 @@ def save_image(
     True
     ```
     """
-    from .credentials import sign_image_bytes
+    from .credentials import digital_source_type, sign_image_bytes
     from .exif import encode_lossy
-    from .fingerprint import fingerprint
+    from .fingerprint import fingerprint, iscc_image_code
 
     if not isinstance(provenance, Provenance):
         raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
@@ -354,6 +373,8 @@ def save_image(
         if format is None:
             raise ValueError(f"path must end in .png, .jpg, .jpeg or .webp, got {str(path)!r}")
     format, quality, identity = check_save_options(format, quality, sign)
+    source_type = digital_source_type(provenance)
+    parent = _ingredient_file(ingredient, source_type != DIGITAL_SOURCE_TYPE, identity is not None)
     if suffix not in _SUFFIXES[format]:
         raise ValueError(f"path {str(path)!r} does not end in {' or '.join(_SUFFIXES[format])} for format={format!r}")
     pil_image = to_pil_image(image)
@@ -362,17 +383,49 @@ def save_image(
     infotext = format_infotext(provenance, size=pil_image.size)
     buffer = io.BytesIO()
     if format == "png":
-        pil_image.save(buffer, format="PNG", pnginfo=_png_info(pil_image, record_json, pixels, provenance))
+        info = _png_info(pil_image, record_json, pixels, provenance, source_type)
+        pil_image.save(buffer, format="PNG", pnginfo=info)
         data = buffer.getvalue()
     else:
         # The pixels in a lossy file are not these: the digest is of the image before encoding.
         pixels["source_pixel_digest"] = pixels.pop("pixel_digest")
         pixels.update(format=format, quality=quality)
-        data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext)
+        data = encode_lossy(pil_image, format, quality, record_json, pixels, infotext, source_type)
     if identity is not None:
-        data = sign_image_bytes(data, format, identity, record_json, pixels["fingerprint"], title=path.name)
+        iscc_code = iscc_image_code(pil_image)
+        data = sign_image_bytes(data, format, identity, record_json, iscc_code, path.name, *(parent or ()))
     _write_atomically(path, lambda handle: handle.write(data))
     return path
+
+
+def _ingredient_file(ingredient: Any, edited: bool, signed: bool) -> tuple[bytes, str] | None:
+    """The encoded file and title of an edit's input image (see `save_image`); `None` when nothing is signed."""
+    if ingredient is not None and not edited:
+        raise ValueError(
+            "ingredient is given but the record edited no input image (no recipe.call.image); an ingredient is the "
+            "input image of an img2img or inpainting call"
+        )
+    if not signed:
+        return None
+    if ingredient is None and edited:
+        raise ValueError(
+            "the record says the call edited an input image (recipe.call.image: img2img or inpainting); pass "
+            "ingredient=<that image or its file> so the signed file records it as its parentOf ingredient, or "
+            "sign=False"
+        )
+    if ingredient is None:
+        return None
+    if isinstance(ingredient, (str, os.PathLike)):
+        return read_regular_file(ingredient), Path(ingredient).name
+    if isinstance(ingredient, (bytes, bytearray)):
+        return bytes(ingredient), "input image"
+    if isinstance(ingredient, list) and len(ingredient) == 1:  # a record's row of a list of input images
+        ingredient = ingredient[0]
+    if (isinstance(ingredient, np.ndarray) or _is_tensor(ingredient)) and ingredient.ndim == 4:
+        ingredient = ingredient[0]
+    buffer = io.BytesIO()
+    to_pil_image(ingredient).save(buffer, format="PNG")
+    return buffer.getvalue(), "input image"
 
 
 def _next_file_number(directory: Path) -> int:
@@ -400,6 +453,7 @@ def save_outputs(
     format: str = "png",
     quality: int | None = None,
     sign: Any = True,
+    ingredients: Sequence[Any] | None = None,
 ) -> list[Path]:
     """Writes every image of a pipeline output with its own record into ``directory``; returns the paths in order.
 
@@ -418,6 +472,8 @@ def save_outputs(
             The folder; created (with its parents) when missing.
         format (`str`, *optional*, defaults to ``"png"``), quality (`int`, *optional*), sign (*optional*):
             As for `save_image`; JPEG files end in ``.jpg``, WebP files in ``.webp``.
+        ingredients (`list`, *optional*):
+            For an img2img or inpainting output, the input image of each image (see `save_image`'s ``ingredient``).
 
     Example:
 
@@ -435,16 +491,18 @@ def save_outputs(
             f"save_outputs got {len(images)} images but {len(records)} provenance records; expected one record per "
             "image"
         )
+    ingredients = [None] * len(images) if ingredients is None else list(ingredients)
+    if len(ingredients) != len(images):
+        raise ValueError(f"ingredients has {len(ingredients)} values but there are {len(images)} images")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     first = _next_file_number(directory)
     paths = []
-    for offset, (image, record) in enumerate(zip(images, records, strict=True)):
+    for offset, (image, record, ingredient) in enumerate(zip(images, records, ingredients, strict=True)):
         seed = f"-seed{record.seed}" if record.seed is not None else ""
         name = f"{first + offset:05d}{seed}{image_suffix(format)}"
-        paths.append(
-            save_image(image, directory / name, record, format=format, quality=quality, sign=identity or False)
-        )
+        options = {"format": format, "quality": quality, "sign": identity or False, "ingredient": ingredient}
+        paths.append(save_image(image, directory / name, record, **options))
     return paths
 
 

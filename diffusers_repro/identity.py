@@ -5,7 +5,9 @@ The identity lives under ``$DIFFUSERS_REPRO_HOME`` (default: the platform's user
 requires, followed by the CA (``signer-chain.pem``), and the signer's private key (``signer-key.pem``, mode 0600).
 The CA's own key is thrown away once the signer certificate is issued. It is made on first use (with a one-line
 notice) or by ``diffusers-repro keys init``; the certificates name a random id, never the user or the host. A user
-with a real certificate chain passes it instead (`SigningIdentity.from_files`, ``--cert``/``--key``).
+with a real certificate chain passes it instead (`SigningIdentity.from_files`, ``--cert``/``--key``). A signature
+carries the chain below the root (`SigningIdentity.signature_chain_pem`): the root is the trust anchor a reader holds
+(``ca.pem``, ``--trust``), never shipped in a file.
 
 Trust anchors: this machine's ``ca.pem``, every ``*.pem`` under ``$DIFFUSERS_REPRO_HOME/trust/``, and the files a
 reader is given (``--trust``).
@@ -27,8 +29,11 @@ from typing import Any
 
 __all__ = [
     "HOME_ENV",
+    "SETTINGS_FILE",
     "CredentialsError",
     "SigningIdentity",
+    "check_can_sign",
+    "configured_tsa_url",
     "default_identity",
     "identity_home",
     "init_identity",
@@ -117,6 +122,9 @@ class SigningIdentity:
         signer (`str`): The signer certificate's subject common name (or whole subject).
         issuer (`str`): The issuing certificate's subject common name.
         chain_path (`pathlib.Path` or `None`), key_path (`pathlib.Path` or `None`): Where they were read from.
+        tsa_url (`str` or `None`): An RFC 3161 time-stamp authority that time-stamps every signature, so a file stays
+            valid after the signer's certificate expires (`with_tsa`; ``--tsa``; ``tsa_url`` in
+            ``$DIFFUSERS_REPRO_HOME/settings.json`` for this machine's identity).
     """
 
     chain_pem: bytes = dataclasses.field(repr=False)
@@ -126,18 +134,24 @@ class SigningIdentity:
     issuer: str
     chain_path: Path | None = None
     key_path: Path | None = None
+    tsa_url: str | None = None
 
     @classmethod
-    def from_files(cls, chain: str | os.PathLike, key: str | os.PathLike) -> SigningIdentity:
+    def from_files(
+        cls, chain: str | os.PathLike, key: str | os.PathLike, tsa_url: str | None = None
+    ) -> SigningIdentity:
         """Reads a certificate chain and its private key, checking that they parse and belong together.
 
         Args:
             chain (`str` or `os.PathLike`): PEM file with the signer certificate first, then its issuers.
             key (`str` or `os.PathLike`): PEM file with the signer's unencrypted private key.
+            tsa_url (`str`, *optional*): An RFC 3161 time-stamp authority (``http://`` or ``https://``) that
+                time-stamps each signature.
 
         Raises:
             `CredentialsError` (a `ValueError`): a missing or unreadable file, no certificate, a key that does not
-                parse, is encrypted or does not match the certificate. The message names the file.
+                parse, is encrypted or does not match the certificate, a time-stamp authority that fails (the trial
+                signature asks it). The message names the file.
 
         Example:
 
@@ -176,18 +190,56 @@ class SigningIdentity:
                 f"private key {str(key_path)!r} does not belong to the first certificate of {str(chain_path)!r}"
             )
         algorithm = _signing_algorithm(private_key, key_path)
-        issuer = certificates[1] if len(certificates) > 1 else certificates[0]
         identity = cls(
             chain_pem=chain_pem,
             key_pem=key_pem,
             algorithm=algorithm,
             signer=_common_name(certificates[0].subject),
-            issuer=_common_name(issuer.subject),
+            # The name the signer's certificate gives its issuer: right whether or not the chain holds the issuer.
+            issuer=_common_name(certificates[0].issuer),
             chain_path=chain_path,
             key_path=key_path,
+            tsa_url=_checked_tsa_url(tsa_url),
         )
-        _check_can_sign(identity)
+        check_can_sign(identity)
         return identity
+
+    def with_tsa(self, tsa_url: str | None) -> SigningIdentity:
+        """This identity with every signature time-stamped by ``tsa_url`` (`None`: no time-stamp).
+
+        Example:
+
+        ```py
+        >>> from diffusers_repro.credentials import default_identity
+        >>> default_identity().with_tsa("http://timestamp.example/tsa").tsa_url  # doctest: +SKIP
+        'http://timestamp.example/tsa'
+        ```
+        """
+        return dataclasses.replace(self, tsa_url=_checked_tsa_url(tsa_url))
+
+    @property
+    def signature_chain_pem(self) -> bytes:
+        """The certificates a signature carries: the chain without the self-signed root(s) at its end.
+
+        C2PA (like X.509 practice) says the chain in a signature ends below the root: the root is the trust anchor a
+        reader holds (``ca.pem``, ``--trust``), and a root shipped inside the file vouches for nothing. A chain of one
+        self-signed certificate is kept as it is (c2pa refuses it as a signer anyway).
+
+        Example:
+
+        ```py
+        >>> from diffusers_repro.credentials import default_identity
+        >>> default_identity().signature_chain_pem.count(b"BEGIN CERTIFICATE")  # doctest: +SKIP
+        1
+        ```
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        certificates = x509.load_pem_x509_certificates(self.chain_pem)
+        while len(certificates) > 1 and _is_self_signed(certificates[-1]):
+            certificates.pop()
+        return b"".join(certificate.public_bytes(serialization.Encoding.PEM) for certificate in certificates)
 
     def describe(self) -> str:
         """One line: who signs, issued by whom, from which files."""
@@ -195,8 +247,50 @@ class SigningIdentity:
         return f"{self.signer!r}, issued by {self.issuer!r}, {self.algorithm.upper()}{where}"
 
 
-def _check_can_sign(identity: SigningIdentity) -> None:
-    """Signs a 1x1 PNG: c2pa's own checks of the chain (extensions, validity) fail here, before any work."""
+def _checked_tsa_url(tsa_url: Any) -> str | None:
+    if tsa_url is None:
+        return None
+    if not isinstance(tsa_url, str) or not tsa_url.startswith(("http://", "https://")) or tsa_url != tsa_url.strip():
+        raise CredentialsError(
+            f"tsa_url must be the http:// or https:// URL of an RFC 3161 time-stamp authority, got {tsa_url!r:.200}"
+        )
+    return tsa_url
+
+
+SETTINGS_FILE = "settings.json"
+"""File under ``$DIFFUSERS_REPRO_HOME`` with settings of this machine's identity: ``{"tsa_url": "http://..."}``."""
+
+
+def configured_tsa_url() -> str | None:
+    """The ``tsa_url`` of ``$DIFFUSERS_REPRO_HOME/settings.json``, `None` without one.
+
+    Raises:
+        `CredentialsError`: a settings file that is not a JSON object, or a ``tsa_url`` that is not an http(s) URL.
+    """
+    import json
+
+    path = identity_home() / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(read_file(path, "settings file"))
+    except ValueError:
+        raise CredentialsError(f"settings file {str(path)!r} is not JSON") from None
+    if not isinstance(settings, dict):
+        raise CredentialsError(f'settings file {str(path)!r} must hold a JSON object, like {{"tsa_url": "..."}}')
+    try:
+        return _checked_tsa_url(settings.get("tsa_url"))
+    except CredentialsError as error:
+        raise CredentialsError(f"{path}: {error}") from None
+
+
+def check_can_sign(identity: SigningIdentity) -> None:
+    """Signs a 1x1 PNG: c2pa's own checks of the chain (extensions, validity) and the time-stamp authority (when the
+    identity names one) fail here, before any work.
+
+    Raises:
+        `CredentialsError`: naming the chain file (and the time-stamp authority).
+    """
     import PIL.Image
 
     from .credentials import sign_image_bytes
@@ -204,6 +298,18 @@ def _check_can_sign(identity: SigningIdentity) -> None:
     buffer = io.BytesIO()
     PIL.Image.new("L", (1, 1)).save(buffer, format="PNG")
     sign_image_bytes(buffer.getvalue(), "png", identity, "{}")
+
+
+def _is_self_signed(certificate: Any) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    if certificate.issuer != certificate.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _common_name(name: Any) -> str:
@@ -370,7 +476,8 @@ def default_identity() -> SigningIdentity:
             identity_home() / IDENTITY_DIR,
             identity.signer,
         )
-    return identity
+    tsa_url = configured_tsa_url()
+    return identity.with_tsa(tsa_url) if tsa_url is not None else identity
 
 
 def trust_anchors(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:

@@ -42,6 +42,10 @@ __all__ = [
     "MAX_XMP_BYTES",
     "PIXELS_KEY",
     "PROVENANCE_KEY",
+    "DIGITAL_SOURCE_TYPE",
+    "EDITED_DIGITAL_SOURCE_TYPE",
+    "IPTC_EXT_NAMESPACE",
+    "XMP_CHUNK",
     "XMP_NAMESPACE",
     "ImageFile",
     "ImageProvenanceError",
@@ -63,6 +67,19 @@ INFOTEXT_KEY = "parameters"
 XMP_NAMESPACE = "urn:diffusers-repro:xmp:1"
 """XML namespace of the ``record`` and ``pixels`` XMP properties of a JPEG or WebP."""
 
+XMP_CHUNK = "XML:com.adobe.xmp"
+"""PNG iTXt chunk key of an XMP packet (the key Adobe's XMP specification gives PNG)."""
+
+IPTC_EXT_NAMESPACE = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+"""XML namespace of IPTC's ``Iptc4xmpExt:DigitalSourceType`` XMP property (the ``Iptc4xmpExt`` prefix)."""
+
+DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+"""IPTC digital source type of an image made by a trained generative model."""
+
+EDITED_DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+"""IPTC digital source type of an existing image edited by a trained generative model (img2img, inpainting): IPTC's
+term for "trained algorithmic media composited with some other media, such as inpainting or outpainting"."""
+
 MAX_FILE_BYTES = 256 << 20
 """Largest image file read (256 MiB: an 8192 x 8192 RGBA PNG of noise is about this size); a larger one is refused
 before any byte is read. Lifted with ``ReplayLimits(max_file_bytes=...)``, ``max_bytes=`` or ``--max-file-bytes``."""
@@ -77,8 +94,9 @@ MAX_XMP_BYTES = 4 << 20
 _MAX_PIXEL_RECORD_CHARS = 4096
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-_XMP_CHUNK = "XML:com.adobe.xmp"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_RDF_RESOURCE = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}resource"
+_MAX_SOURCE_TYPE_CHARS = 256
 _STRIPPED = (
     "it was not saved by diffusers-repro, or its metadata was stripped (image editors and upload sites often do)"
 )
@@ -206,6 +224,8 @@ class ImageFile:
         pixel_record (`dict` or `None`): The pixel record written with the file (digest, fingerprint, quality, ...).
         pixel_digest (`str`): The digest of the pixels as they are in the file now.
         pixel_record_error (`ImageProvenanceError` or `None`): Why the pixel record written with the file is refused.
+        digital_source_type (`str` or `None`): The IPTC ``Iptc4xmpExt:DigitalSourceType`` of the file's XMP (what
+            photo libraries and news systems read to tell AI-made images), as written: a claim, not a check.
     """
 
     path: Path | None
@@ -220,6 +240,7 @@ class ImageFile:
     pixel_record: dict[str, Any] | None = dataclasses.field(repr=False)
     pixel_digest: str = dataclasses.field(repr=False)
     pixel_record_error: ImageProvenanceError | None = dataclasses.field(default=None, repr=False)
+    digital_source_type: str | None = dataclasses.field(default=None, repr=False)
     # Content Credentials validated over `data`, per trust list (see credentials.file_credentials).
     credentials_cache: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -310,11 +331,14 @@ def parse_image_bytes(data: bytes, path: str | os.PathLike | None = None) -> Ima
     image = _decode(data, format, where)
     if format == "png":
         metadata = _text_chunks(image)
-        infotext, xmp = metadata.get(INFOTEXT_KEY), metadata.get(_XMP_CHUNK)
+        infotext, xmp = metadata.get(INFOTEXT_KEY), metadata.get(XMP_CHUNK)
         record_text, pixels_text = metadata.get(PROVENANCE_KEY), metadata.get(PIXELS_KEY)
+        # A PNG's record is in its own chunks: XMP another tool wrote badly costs its source type, not the file.
+        xmp_root = _xmp_root(xmp, where, strict=False)
     else:
         xmp = _xmp_text(image.info.get("xmp"), where)
-        metadata = _xmp_properties(xmp, where)
+        xmp_root = _xmp_root(xmp, where, strict=True)
+        metadata = _xmp_properties(xmp_root)
         infotext = _exif_infotext(image.info.get("exif"))
         record_text, pixels_text = metadata.get("record"), metadata.get("pixels")
     provenance, record_error = _parse_record(record_text, where, format, infotext is not None)
@@ -336,6 +360,7 @@ def parse_image_bytes(data: bytes, path: str | os.PathLike | None = None) -> Ima
         pixel_record=pixel_record,
         pixel_digest=digest,
         pixel_record_error=pixel_error,
+        digital_source_type=_digital_source_type(xmp_root),
     )
 
 
@@ -385,20 +410,36 @@ def _xmp_text(xmp: Any, where: Path) -> str | None:
     return xmp
 
 
-def _xmp_properties(xmp: str | None, where: Path) -> dict[str, str]:
+def _xmp_root(xmp: str | None, where: Path, strict: bool) -> ElementTree.Element | None:
     if xmp is None:
-        return {}
+        return None
     try:
         # ElementTree expands no external entity and fetches nothing; the packet is capped above.
-        root = ElementTree.fromstring(xmp)
+        return ElementTree.fromstring(xmp)
     except ElementTree.ParseError as error:
+        if not strict:
+            return None
         raise ImageProvenanceError(f"{where}: its XMP packet is not well-formed XML: {error}", where) from None
+
+
+def _xmp_properties(root: ElementTree.Element | None) -> dict[str, str]:
+    if root is None:
+        return {}
     properties = {}
     for name in ("record", "pixels"):
         element = root.find(f".//{{{XMP_NAMESPACE}}}{name}")
         if element is not None and element.text is not None:
             properties[name] = element.text
     return properties
+
+
+def _digital_source_type(root: ElementTree.Element | None) -> str | None:
+    """``Iptc4xmpExt:DigitalSourceType`` as element text or as an ``rdf:resource`` (both are XMP for a URI)."""
+    element = root.find(f".//{{{IPTC_EXT_NAMESPACE}}}DigitalSourceType") if root is not None else None
+    if element is None:
+        return None
+    value = (element.text or "").strip() or element.get(_RDF_RESOURCE, "").strip()
+    return value if 0 < len(value) <= _MAX_SOURCE_TYPE_CHARS else None
 
 
 def _exif_infotext(exif: Any) -> str | None:

@@ -433,6 +433,10 @@ class ReproducibleMixin:
         if arguments.get("return_dict", True) and not isinstance(output, tuple):
             output.__class__ = _repro_output_class(type(output))
             output.provenance = records
+            # The input image each image edited (img2img, inpainting): its file records it as the parent ingredient.
+            if arguments.get("image") is not None:
+                count = len(records)
+                output.input_images = [_input_image_row(arguments["image"], i, count) for i in range(count)]
         return output
 
     def _repro_generators(
@@ -636,6 +640,7 @@ class ReproOutputMixin:
     """Added to a diffusers output class: ``provenance`` (one record per image) and ``save(directory)``."""
 
     provenance: list[Provenance]
+    input_images: list[Any] | None = None
 
     def save(
         self, directory: str | os.PathLike, format: str = "png", quality: int | None = None, sign: Any = True
@@ -645,7 +650,8 @@ class ReproOutputMixin:
 
         File names carry the image index and seed. ``format`` is ``"png"``, ``"jpeg"`` or ``"webp"`` (``quality``
         1-100 for the lossy ones); ``sign=False`` writes no Content Credentials, a
-        `diffusers_repro.credentials.SigningIdentity` signs with that identity. See `diffusers_repro.save_image`.
+        `diffusers_repro.credentials.SigningIdentity` signs with that identity. An img2img or inpainting output's
+        files record the input image each image edited as their parent ingredient. See `diffusers_repro.save_image`.
 
         Example:
 
@@ -655,7 +661,8 @@ class ReproOutputMixin:
         """
         from .files import save_outputs
 
-        return save_outputs(self.images, self.provenance, directory, format=format, quality=quality, sign=sign)
+        options = {"format": format, "quality": quality, "sign": sign, "ingredients": self.input_images}
+        return save_outputs(self.images, self.provenance, directory, **options)
 
 
 @functools.cache

@@ -129,3 +129,21 @@ def test_torchrun_processes_make_one_identity_and_sign_every_file_with_it(tiny_s
     signers = {read_credentials(path, trust=[home / "identity" / "ca.pem"]).signer for path in out.glob("job*.png")}
     assert signers == {identity.signer}
     assert completed.stderr.count("made a signing identity") == 1
+
+
+def test_generate_with_a_time_stamp_authority(tiny_sd_path, tmp_path, capsys):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tsa_server import certificate, serve_tsa
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    server, url, requests = serve_tsa(certificate("test CA", ca_key, ca=True), ca_key)
+    try:
+        out = tmp_path / "grid"
+        code, _, err = run(capsys, *generate_args(tiny_sd_path, out, "--no-sign", "--tsa", url))
+        assert code == 2 and "leave out --cert, --key and --tsa, or --no-sign" in err
+        code, _, err = run(capsys, *generate_args(tiny_sd_path, out, "--tsa", url))
+        assert (code, len(requests)) == (0, 3)  # the trial signature, then one per image
+        credentials = read_credentials(out / "job000000-seed0.png")
+        assert credentials.timestamp is not None and credentials.state == "trusted", credentials
+    finally:
+        server.shutdown()

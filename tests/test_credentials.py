@@ -15,6 +15,7 @@ from diffusers_repro.cli import main
 from diffusers_repro.credentials import (
     ASSERTION_LABEL,
     DIGITAL_SOURCE_TYPE,
+    EDITED_DIGITAL_SOURCE_TYPE,
     CredentialsError,
     file_credentials,
     read_credentials,
@@ -105,9 +106,38 @@ def test_every_format_reads_back_with_c2pa_reader(output, tmp_path, format):
     assert action["softwareAgent"]["version"].startswith("0.1.0 (diffusers ")
     assert DIGITAL_SOURCE_TYPE == "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
     assert json.loads(assertions[ASSERTION_LABEL]["record"]) == json.loads(output.provenance[0].to_json())
-    assert assertions["c2pa.soft-binding"]["blocks"][0]["value"].startswith("phash-16:")
+    assert assertions["c2pa.soft-binding"]["alg"] == "io.iscc.v0"
     # The plain-text record stays for the tools that read it, inside the signed bytes.
     assert read_image_file(path).provenance == output.provenance[0]
+
+
+def active_claim(path, format):
+    """The active manifest's claim as c2pa-python's detailed report shows it (assertion lists by URL)."""
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        report = json.loads(reader.detailed_json())
+    return report["manifests"][report["active_manifest"]]["claim"]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_every_assertion_is_a_created_assertion_attributed_to_the_signer(output, tmp_path, format):
+    claim = active_claim(save(output, tmp_path, format), format)
+    created = sorted(entry["url"].removeprefix("self#jumbf=c2pa.assertions/") for entry in claim["created_assertions"])
+    assert created == sorted(["c2pa.actions.v2", ASSERTION_LABEL, "c2pa.soft-binding", "c2pa.hash.data"])
+    assert claim.get("gathered_assertions", []) == []
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_the_signature_carries_the_chain_below_the_root(output, tmp_path, format):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    identity, _ = init_identity()
+    signer, root = x509.load_pem_x509_certificates(identity.chain_pem)
+    data = save(output, tmp_path, format).read_bytes()
+    # The signer's certificate is in the file; the root is not (it is the anchor readers hold), and still vouches.
+    assert signer.public_bytes(Encoding.DER) in data
+    assert root.public_bytes(Encoding.DER) not in data
+    assert read_credentials(tmp_path / f"image{SUFFIXES[format]}").state == "trusted"
 
 
 @pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
@@ -389,3 +419,279 @@ def test_inspect_shows_a_manifests_software_agent_escaped(output, tmp_path, caps
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "made by:         \\x1b[2Jevil 1\\n2 (c2pa.created, trainedAlgorithmicMedia)" in out.splitlines()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# IPTC DigitalSourceType in XMP, beside C2PA
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_every_format_carries_iptc_digital_source_type_in_xmp_that_pillow_reads(output, tmp_path, format):
+    path = save(output, tmp_path, format)
+    # Pillow's own XMP reader (through defusedxml), not ours: what exiftool-style readers see.
+    with PIL.Image.open(path) as image:
+        description = image.getxmp()["xmpmeta"]["RDF"]["Description"]
+    assert description["DigitalSourceType"] == DIGITAL_SOURCE_TYPE
+    if format == "png":
+        assert b"iTXtXML:com.adobe.xmp\x00" in path.read_bytes()
+    # Written before signing: c2pa reads the file valid, and our reader reports the property.
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        assert reader.get_validation_state() == "Valid"
+    assert read_image_file(path).digital_source_type == DIGITAL_SOURCE_TYPE
+    assert file_credentials(read_image_file(path)).xmp_source_type == DIGITAL_SOURCE_TYPE
+
+
+def test_the_xmp_of_a_png_is_covered_by_the_hard_binding(output, tmp_path):
+    path = save(output, tmp_path)
+    chunks = []
+    for kind, body in png_chunks(path.read_bytes()):
+        if kind == b"iTXt" and body.startswith(b"XML:com.adobe.xmp\x00"):
+            body = body.replace(b"trainedAlgorithmicMedia", b"digitalCapture")
+        chunks.append((kind, body))
+    path.write_bytes(png_bytes(chunks))
+    assert read_image_file(path).digital_source_type.endswith("/digitalCapture")
+    credentials = read_credentials(path)
+    assert credentials.state == "tampered" and "assertion.dataHash.mismatch" in credentials.failures
+
+
+def test_inspect_and_verify_report_the_xmp_digital_source_type(output, ddim, tmp_path, capsys):
+    path = save(output, tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    line = "IPTC DigitalSourceType trainedAlgorithmicMedia (XMP)"
+    assert f"ai disclosure:   {line}" in capsys.readouterr().out.splitlines()
+    assert main(["verify", str(path)]) == 0
+    assert f"    ai disclosure: {line}" in capsys.readouterr().out.splitlines()
+    assert reproduce(path, pipe=ddim).to_dict()["credentials"]["xmp_source_type"] == DIGITAL_SOURCE_TYPE
+
+
+def test_a_png_without_xmp_or_with_broken_xmp_has_no_source_type_and_still_reads(output, tmp_path):
+    path = save(output, tmp_path, sign=False)
+    chunks = [(kind, body) for kind, body in png_chunks(path.read_bytes())]
+    broken = [
+        (k, b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<x" if b.startswith(b"XML:com.adobe.xmp\x00") else b)
+        for k, b in chunks
+    ]
+    path.write_bytes(png_bytes(broken))
+    assert (read_image_file(path).digital_source_type, read_image_file(path).provenance) == (
+        None,
+        output.provenance[0],
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Edits: img2img and inpainting outputs open their input image as a parentOf ingredient
+
+
+@pytest.fixture(scope="module")
+def img2img_output():
+    from tiny_components import build_tiny_img2img
+
+    from diffusers_repro import reproducible
+
+    plain = build_tiny_img2img()
+    pipe = reproducible(type(plain))(**plain.components)
+    pipe.set_progress_bar_config(disable=True)
+    source = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return source, pipe("a fox", image=source, seed=3, strength=0.6, num_inference_steps=2)
+
+
+def actions_of(path, format="png"):
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        state, manifest = reader.get_validation_state(), reader.get_active_manifest()
+    assertions = {assertion["label"]: assertion["data"] for assertion in manifest["assertions"]}
+    return state, manifest, assertions["c2pa.actions.v2"]["actions"]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_an_img2img_output_is_an_edit_of_its_input_image(img2img_output, tmp_path, format):
+    source, out = img2img_output
+    (path,) = out.save(tmp_path, format=format)
+    state, manifest, (opened, edited) = actions_of(path, format)
+    assert state == "Valid"
+    (parent,) = manifest["ingredients"]
+    assert (parent["relationship"], parent["title"], parent["format"]) == ("parentOf", "input image", "image/png")
+    assert opened["action"] == "c2pa.opened"
+    assert [item["url"] for item in opened["parameters"]["ingredients"]] == [
+        "self#jumbf=c2pa.assertions/c2pa.ingredient.v3"
+    ]
+    assert (edited["action"], edited["digitalSourceType"]) == ("c2pa.edited", EDITED_DIGITAL_SOURCE_TYPE)
+    assert EDITED_DIGITAL_SOURCE_TYPE.endswith("/digitalsourcetype/compositeWithTrainedAlgorithmicMedia")
+    # The ingredient assertion is the signer's too, and XMP says the same source type.
+    claim = active_claim(path, format)
+    assert "self#jumbf=c2pa.assertions/c2pa.ingredient.v3" in [entry["url"] for entry in claim["created_assertions"]]
+    assert claim.get("gathered_assertions", []) == []
+    with PIL.Image.open(path) as image:
+        assert image.getxmp()["xmpmeta"]["RDF"]["Description"]["DigitalSourceType"] == EDITED_DIGITAL_SOURCE_TYPE
+    credentials = read_credentials(path)
+    assert (credentials.state, credentials.parent) == ("trusted", "'input image' (no credentials)")
+    assert credentials.action == "c2pa.edited, compositeWithTrainedAlgorithmicMedia"
+
+
+def test_an_edit_of_a_signed_file_carries_the_parents_manifest(output, img2img_output, tmp_path, capsys):
+    source, out = img2img_output
+    parent_path = save_image(source, tmp_path / "source.png", output.provenance[0])
+    path = save_image(out.images[0], tmp_path / "edit.png", out.provenance[0], ingredient=parent_path)
+    state, manifest, _ = actions_of(path)
+    (parent,) = manifest["ingredients"]
+    assert state == "Valid" and parent["title"] == "source.png" and parent["active_manifest"]
+    with c2pa.Reader("image/png", open(path, "rb")) as reader:
+        report = json.loads(reader.json())
+    assert len(report["manifests"]) == 2  # the parent's own manifest travels in the store
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "edited from:     'source.png' (with its own Content Credentials)" in lines
+    assert any(line.endswith("(c2pa.edited, compositeWithTrainedAlgorithmicMedia)") for line in lines)
+    assert "ai disclosure:   IPTC DigitalSourceType compositeWithTrainedAlgorithmicMedia (XMP)" in lines
+
+
+def test_text_to_image_stays_created_and_an_edit_needs_its_ingredient(output, img2img_output, tmp_path):
+    state, manifest, (created,) = actions_of(save(output, tmp_path))
+    assert (created["action"], created["digitalSourceType"], manifest.get("ingredients", [])) == (
+        "c2pa.created",
+        DIGITAL_SOURCE_TYPE,
+        [],
+    )
+    source, out = img2img_output
+    with pytest.raises(ValueError, match=r"^the record says the call edited an input image \(recipe.call.image"):
+        save_image(out.images[0], tmp_path / "edit.png", out.provenance[0])
+    with pytest.raises(ValueError, match=r"^ingredient is given but the record edited no input image"):
+        save(output, tmp_path, ingredient=source)
+    # Unsigned, an edit needs nothing more: its XMP still says what it is.
+    path = save_image(out.images[0], tmp_path / "unsigned.png", out.provenance[0], sign=False)
+    assert read_image_file(path).digital_source_type == EDITED_DIGITAL_SOURCE_TYPE
+    assert not list(tmp_path.glob("edit.png"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Soft binding: the ISCC Content-Code Image (io.iscc.v0, ISO 24138)
+
+
+def soft_binding_cbor(data: bytes) -> bytes:
+    """The raw CBOR of the soft binding assertion, from its label's ``cbor`` box to the end of the map."""
+    start = data.index(b"cbor", data.index(b"c2pa.soft-binding")) + 4
+    return data[start : data.index(b"jumb", start)]
+
+
+@pytest.mark.parametrize("format", ["png", "jpeg", "webp"])
+def test_the_soft_binding_is_the_images_iscc_code(output, tmp_path, format):
+    import base64
+
+    import iscc_core
+
+    from diffusers_repro.fingerprint import iscc_image_code
+
+    path = save(output, tmp_path, format)
+    with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
+        assert reader.get_validation_state() == "Valid"
+        manifest = reader.get_active_manifest()
+    (binding,) = [item["data"] for item in manifest["assertions"] if item["label"] == "c2pa.soft-binding"]
+    expected = iscc_image_code(output.images[0])
+    # pad is present and empty (an empty array, which c2pa's JSON shows as one).
+    assert (binding["alg"], binding["blocks"][0]["scope"], binding["pad"]) == ("io.iscc.v0", {}, [])
+    # The value is the ISCC's bytes (header and 256-bit body), which c2pa's JSON shows in base64.
+    value = base64.b64decode(binding["blocks"][0]["value"])
+    assert value == iscc_core.decode_base32(expected.removeprefix("ISCC:")) and len(value) == 34
+    assert read_credentials(path).fingerprint == expected and expected.startswith("ISCC:EED")
+    # c2pa-python writes them as CBOR arrays of bytes (c2pa-rs issue 2689: its JSON cannot make a byte string).
+    raw = soft_binding_cbor(path.read_bytes())
+    assert b"evalue\x98\x22" + bytes([0x18, value[0]]) in raw and b"cpad\x80" in raw
+
+
+def test_a_soft_binding_needs_an_iscc_code(output):
+    with pytest.raises(ValueError, match=r"^iscc_code must be an ISCC code string 'ISCC:...', got 'phash-16:00'$"):
+        sign_image_bytes(b"", "png", init_identity()[0], "{}", "phash-16:00")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# RFC 3161 time-stamps, from a time-stamp authority the test starts on 127.0.0.1
+
+
+@pytest.fixture(scope="module")
+def local_tsa(tmp_path_factory):
+    """A CA, a TSA it issued (serving on 127.0.0.1) and a function making signer files the CA issues."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from tsa_server import certificate, serve_tsa
+
+    folder = tmp_path_factory.mktemp("tsa")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("test CA", ca_key, ca=True)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server, url, requests = serve_tsa(ca, ca_key)
+
+    def signer_files(name, seconds):
+        key = ec.generate_private_key(ec.SECP256R1())
+        lifetime = datetime.timedelta(seconds=seconds)
+        cert = certificate(name, key, (ca, ca_key), usage=ExtendedKeyUsageOID.EMAIL_PROTECTION, lifetime=lifetime)
+        chain, key_file = folder / f"{name}.pem", folder / f"{name}-key.pem"
+        chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        encoding, private = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+        key_file.write_bytes(key.private_bytes(encoding, private, serialization.NoEncryption()))
+        return chain, key_file
+
+    yield {"url": url, "requests": requests, "ca": folder / "ca.pem", "signer_files": signer_files}
+    server.shutdown()
+
+
+def test_a_time_stamped_file_stays_valid_after_its_certificate_expires(output, ddim, local_tsa, tmp_path, capsys):
+    import time
+
+    from cryptography import x509
+
+    chain, key = local_tsa["signer_files"]("short-lived", seconds=8)
+    stamped = SigningIdentity.from_files(chain, key, tsa_url=local_tsa["url"])
+    before = len(local_tsa["requests"])
+    with_stamp = save(output, tmp_path, sign=stamped)
+    without = save_image(output.images[0], tmp_path / "plain.png", output.provenance[0], sign=stamped.with_tsa(None))
+    # The trial signature of from_files and the file each asked the local TSA once; the plain file did not.
+    assert len(local_tsa["requests"]) == before + 1 and before >= 1
+    trust = [local_tsa["ca"]]
+    credentials = read_credentials(with_stamp, trust)
+    today = time.strftime("%Y-%m-%dT", time.gmtime())
+    assert credentials.state == "trusted" and credentials.timestamp.startswith(today)
+    assert read_credentials(without, trust).timestamp is None
+    # c2pa reads a certificate as expired about a second after its notAfter (whole seconds): wait two.
+    expiry = x509.load_pem_x509_certificate(chain.read_bytes()).not_valid_after_utc.timestamp()
+    time.sleep(max(0.0, expiry + 2 - time.time()))
+    # The certificate has expired: the time-stamp proves the signature was made while it was valid.
+    assert read_credentials(with_stamp, trust).state == "trusted"
+    expired = read_credentials(without, trust)
+    assert not expired.intact and "signingCredential.expired" in " ".join(expired.failures)
+    assert main(["inspect", str(with_stamp), "--trust", str(trust[0])]) == 0
+    assert f"time-stamp:      {credentials.timestamp} (RFC 3161)" in capsys.readouterr().out.splitlines()
+    assert main(["verify", str(with_stamp), "--trust", str(trust[0])]) == 0
+    assert f"    time-stamp: {credentials.timestamp} (RFC 3161)" in capsys.readouterr().out.splitlines()
+
+
+def test_a_time_stamp_authority_that_fails_is_an_error_before_any_file_is_written(output, local_tsa, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/tsa"
+    chain, key = local_tsa["signer_files"]("signer", seconds=3600)
+    with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain} and the time-stamp authority {dead}: "):
+        SigningIdentity.from_files(chain, key, tsa_url=dead)
+    identity = SigningIdentity.from_files(chain, key).with_tsa(dead)
+    with pytest.raises(CredentialsError, match=rf"and the time-stamp authority {dead}: "):
+        save(output, tmp_path, sign=identity)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CredentialsError, match=r"^tsa_url must be the http:// or https:// URL of an RFC 3161 time-s"):
+        identity.with_tsa("ftp://tsa.example")
+
+
+def test_the_home_settings_name_this_machines_time_stamp_authority(output, local_tsa, tmp_path, monkeypatch):
+    from diffusers_repro.identity import HOME_ENV, default_identity
+
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert default_identity().tsa_url is None
+    (tmp_path / "home" / "settings.json").write_text(json.dumps({"tsa_url": local_tsa["url"]}))
+    assert default_identity().tsa_url == local_tsa["url"]
+    assert read_credentials(save(output, tmp_path)).timestamp is not None
+    (tmp_path / "home" / "settings.json").write_text(json.dumps({"tsa_url": 7}))
+    with pytest.raises(CredentialsError, match=r"settings.json: tsa_url must be the http:// or https:// URL"):
+        default_identity()

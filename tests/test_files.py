@@ -89,7 +89,8 @@ def test_round_trip_pil_output(sd_pil, tmp_path):
     assert read_provenance(path) == record
     assert record.to_dict() == before, "the caller's record must not change"
     chunks = _chunks(path)
-    assert set(chunks) == {PROVENANCE_KEY, PIXELS_KEY, INFOTEXT_KEY}
+    assert set(chunks) == {PROVENANCE_KEY, PIXELS_KEY, INFOTEXT_KEY, "XML:com.adobe.xmp"}
+    assert "trainedAlgorithmicMedia</Iptc4xmpExt:DigitalSourceType>" in chunks["XML:com.adobe.xmp"]
     assert chunks[PROVENANCE_KEY] == record.to_json()
     assert np.array_equal(read_pixels(path), np.asarray(sd_pil.images[1]))
     # For PIL outputs the pixel digest is the record's output digest.

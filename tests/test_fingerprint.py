@@ -11,7 +11,14 @@ import PIL.Image
 import pytest
 
 from diffusers_repro.cli import main
-from diffusers_repro.fingerprint import MATCH_THRESHOLD, fingerprint, parse_fingerprint, similarity
+from diffusers_repro.fingerprint import (
+    MATCH_THRESHOLD,
+    fingerprint,
+    iscc_image_code,
+    iscc_similarity,
+    parse_fingerprint,
+    similarity,
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +139,19 @@ def test_a_query_image_past_the_read_limit_is_one_usage_error(tmp_path, capsys):
         f"diffusers-repro: error: '{path}' is not an image that can be read: it is 12000x12000 pixels, more than "
         "67108864\n"
     )
+
+
+def test_the_iscc_image_code_is_iscc_cores_on_the_normalized_pixels():
+    import iscc_core
+
+    image = PIL.Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 48, 3), dtype=np.uint8))
+    pixels = list(image.convert("L").resize((32, 32), PIL.Image.Resampling.BICUBIC).getdata())
+    code = iscc_image_code(image)
+    assert code == iscc_core.gen_image_code_v0(pixels, bits=256)["iscc"] and code.startswith("ISCC:EED")
+    # Transparency is laid over white, as ISCC normalizes it.
+    clear = PIL.Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    assert iscc_image_code(clear) == iscc_image_code(PIL.Image.new("RGB", (32, 32), "white"))
+    assert iscc_similarity(code, code) == 1.0
+    assert iscc_similarity(code, iscc_image_code(image.resize((128, 96)))) >= 0.9
+    with pytest.raises(ValueError, match="different lengths"):
+        iscc_similarity(code, iscc_image_code(image, bits=64))

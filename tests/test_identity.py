@@ -139,6 +139,24 @@ def test_from_files_reads_a_user_chain(tmp_path):
     assert identity.describe() == f"{made.signer!r}, issued by {made.issuer!r}, ES256 ({made.chain_path})"
 
 
+def test_the_signature_chain_drops_self_signed_roots_and_keeps_the_rest(tmp_path):
+    made, _ = init_identity(tmp_path / "company")
+    signer, root = x509.load_pem_x509_certificates(made.chain_pem)
+    assert x509.load_pem_x509_certificates(made.signature_chain_pem) == [signer]
+    # A chain without its root is kept whole; a lone self-signed certificate too (c2pa judges it).
+    below = SigningIdentity.from_files(_write(tmp_path / "below.pem", signer), made.key_path)
+    assert below.signature_chain_pem == made.signature_chain_pem
+    assert (below.signer, below.issuer) == (made.signer, made.issuer)
+    chain, key = _chain_and_key(tmp_path)
+    alone = SigningIdentity(chain.read_bytes(), key.read_bytes(), "es256", "x", "x")
+    assert alone.signature_chain_pem == chain.read_bytes()
+
+
+def _write(path, certificate):
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def test_from_files_refuses_a_chain_c2pa_cannot_sign_with(tmp_path):
     # A self-signed certificate without the extensions c2pa-rs requires of a signer.
     chain, key = _chain_and_key(tmp_path)

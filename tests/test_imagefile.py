@@ -223,7 +223,8 @@ def _png_pointing_to(output, path, url):
         image.load()
         info = PIL.PngImagePlugin.PngInfo()
         for key, value in image.text.items():
-            info.add_itxt(key, value)
+            if key != "XML:com.adobe.xmp":  # ours (the IPTC DigitalSourceType) is replaced: one XMP packet per file
+                info.add_itxt(key, value)
         info.add_itxt("XML:com.adobe.xmp", xmp)
         image.save(path, pnginfo=info)
     return path

@@ -63,14 +63,20 @@ def add_signing_options(parser: argparse.ArgumentParser) -> None:
         help="PEM certificate chain to sign with (signer first); default: this machine's identity",
     )
     parser.add_argument("--key", type=_readable_file, help="PEM private key of --cert")
+    parser.add_argument(
+        "--tsa",
+        metavar="URL",
+        help="RFC 3161 time-stamp authority that time-stamps every signature (default: tsa_url in "
+        "$DIFFUSERS_REPRO_HOME/settings.json, else none)",
+    )
 
 
 def signing_from_args(args: argparse.Namespace) -> Any:
     """``sign=`` for `save_image` from ``--no-sign``, ``--cert`` and ``--key``: `True`, `False` or an identity."""
-    from ..identity import SigningIdentity
+    from ..identity import SigningIdentity, check_can_sign
 
-    if args.no_sign and (args.cert or args.key):
-        raise _usage_error("--no-sign writes unsigned files; leave out --cert and --key, or --no-sign")
+    if args.no_sign and (args.cert or args.key or args.tsa):
+        raise _usage_error("--no-sign writes unsigned files; leave out --cert, --key and --tsa, or --no-sign")
     if (args.cert is None) != (args.key is None):
         raise _usage_error("--cert and --key go together: the certificate chain and its private key")
     if args.quality is not None and args.format == "png":
@@ -80,7 +86,13 @@ def signing_from_args(args: argparse.Namespace) -> Any:
     if args.no_sign:
         return False
     if args.cert is not None:
-        return SigningIdentity.from_files(args.cert, args.key)
+        return SigningIdentity.from_files(args.cert, args.key, tsa_url=args.tsa)
+    if args.tsa is not None:
+        from ..identity import default_identity
+
+        identity = default_identity().with_tsa(args.tsa)
+        check_can_sign(identity)  # a time-stamp authority that fails is an error before any image is made
+        return identity
     return True
 
 

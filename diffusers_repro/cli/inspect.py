@@ -102,6 +102,12 @@ def _inspect(args: argparse.Namespace) -> int:
         print(_printable(f"credentials:     {credentials.summary}"))
         if credentials.generator:
             # The signer's own text: anyone's, so shown escaped like the record's.
-            print(_printable(f"made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)"))
+            print(_printable(f"made by:         {credentials.generator} ({credentials.action})"))
+        if credentials.timestamp:
+            print(_printable(f"time-stamp:      {credentials.timestamp} (RFC 3161)"))
+        if credentials.parent:
+            print(_printable(f"edited from:     {credentials.parent}"))
+        if credentials.disclosure:
+            print(_printable(f"ai disclosure:   {credentials.disclosure}"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0

@@ -241,6 +241,10 @@ def _verify(args: argparse.Namespace) -> int:
             )
             if result.credentials is not None and result.verdict != "tampered":
                 print(_printable(f"    credentials: {result.credentials.summary}"))
+                if result.credentials.timestamp:
+                    print(_printable(f"    time-stamp: {result.credentials.timestamp} (RFC 3161)"))
+                if result.credentials.disclosure:
+                    print(_printable(f"    ai disclosure: {result.credentials.disclosure}"))
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
                     print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
