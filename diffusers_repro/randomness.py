@@ -20,12 +20,13 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from .entry_points import ENTRY_POINTS, planned_entry_points
 
 __all__ = [
     "GlobalRandomness",
@@ -267,41 +268,6 @@ def draws_nothing_stray(module: torch.nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def _stepping_aside(mode: _SeededStrayRandomness, modules: Iterable[torch.nn.Module]) -> Iterator[None]:
-    """While one of ``modules`` runs in this thread, takes ``mode`` off the function-mode stack and puts it back.
-
-    The mode costs one Python call per torch operation (about 2 us); a model that draws nothing stray needs none of
-    them. The hooks act only in the thread that entered the block (the modules may be shared with other threads'
-    pipelines), only when ``mode`` is on top of the stack, and put it back even when the forward raises.
-    """
-    thread = threading.get_ident()
-    stepped_aside: list[bool] = []
-
-    def before(module, args):
-        if threading.get_ident() != thread:
-            return  # another thread's call of a shared module
-        aside = torch.overrides._get_current_function_mode() is mode
-        if aside:
-            torch.overrides._pop_mode()
-        stepped_aside.append(aside)
-
-    def after(module, args, output):
-        if threading.get_ident() == thread and stepped_aside.pop():
-            torch.overrides._push_mode(mode)
-
-    handles = []
-    try:
-        for module in modules:
-            # Registered last (pre-hook) and first (forward hook): the user's own hooks run with the mode in place.
-            handles.append(module.register_forward_pre_hook(before))
-            handles.append(module.register_forward_hook(after, prepend=True, always_call=True))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextlib.contextmanager
 def seeded_stray_randomness(
     seed: int,
     devices: Iterable[torch.device | str | None] = (),
@@ -326,8 +292,9 @@ def seeded_stray_randomness(
             The devices the block computes on: ``GlobalRandomness.devices`` lists the CPU and the CUDA devices
             among them. A draw on any device gets a generator.
         clean_modules (iterable of `torch.nn.Module`, *optional*):
-            Modules known to draw nothing without a generator (see `draws_nothing_stray`): while one of them runs
-            in this thread, the mode steps aside, so their operations cost nothing extra.
+            Modules known to draw nothing without a generator (see `draws_nothing_stray`): while one of their entry
+            points (`diffusers_repro.entry_points.ENTRY_POINTS`: ``forward``, ``encode``, ``decode``, ...) runs in
+            this thread, the mode is off the stack, so their operations cost nothing extra.
 
     Example:
 
@@ -345,5 +312,5 @@ def seeded_stray_randomness(
     """
     report = GlobalRandomness(seed=seed, devices=["cpu"] + [f"cuda:{index}" for index in _cuda_indices(devices)])
     mode = _SeededStrayRandomness(report)
-    with mode, _stepping_aside(mode, clean_modules):
+    with mode, planned_entry_points(((module, {"aside": mode}) for module in clean_modules), ENTRY_POINTS):
         yield report
