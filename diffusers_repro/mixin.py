@@ -45,7 +45,7 @@ from .provenance import (
     image_digest,
     jsonable,
 )
-from .randomness import draws_nothing_stray, global_rng_seed, seeded_stray_randomness
+from .randomness import _draws_nothing_stray_cached, _forget_cleanliness, global_rng_seed, seeded_stray_randomness
 from .recipe import (
     _batch_record,
     _caller_latents_noise,
@@ -167,6 +167,7 @@ class ReproducibleMixin:
             # from disk); from_pretrained returns eval mode. Every component is put in eval mode.
             if isinstance(module, torch.nn.Module):
                 module.eval()
+                _forget_cleanliness(module)  # a module registered again may have been changed inside
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -420,7 +421,9 @@ class ReproducibleMixin:
         denoiser = self._repro_denoiser()
         # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside while they run.
         clean = [
-            c for c in self._repro_components().values() if isinstance(c, torch.nn.Module) and draws_nothing_stray(c)
+            c
+            for c in self._repro_components().values()
+            if isinstance(c, torch.nn.Module) and _draws_nothing_stray_cached(c)
         ]
         global_rng = seeded_stray_randomness(global_rng_seed(seeds), self._repro_devices(execution_device), clean)
         with (

@@ -294,3 +294,66 @@ def test_a_custom_model_drawing_stray_randomness_is_seeded_per_call(sd_pipe):
     np.testing.assert_array_equal(first.images, second.images)
     assert np.abs(first.images - third.images).max() > 1e-3
     assert first.provenance[0].batch["global_rng_used"] is True
+
+
+# ------------------------------------------------------------------------------------------------ operations seen
+
+
+def _operations_seen(monkeypatch, pipe, **call) -> dict[str, int]:
+    """Torch operations that reached the stray-randomness mode during one call: inside a model's layers, elsewhere."""
+    from diffusers_repro.randomness import _SeededStrayRandomness
+
+    counts = {"in layers": 0, "elsewhere": 0}
+    depth = [0]
+    original = _SeededStrayRandomness.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        counts["in layers" if depth[0] else "elsewhere"] += 1
+        return original(self, func, types, args, kwargs)
+
+    def enter(module, args):
+        depth[0] += 1
+
+    def leave(module, args, output):
+        depth[0] -= 1
+
+    handles = [
+        torch.nn.modules.module.register_module_forward_pre_hook(enter),
+        torch.nn.modules.module.register_module_forward_hook(leave, always_call=True),
+    ]
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(_SeededStrayRandomness, "__torch_function__", counting)
+            pipe(**call)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def _repro_of(plain):
+    from diffusers_repro import reproducible
+
+    pipe = reproducible(type(plain))(**plain.components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize(
+    ("kind", "per_step", "fixed"),
+    [("sd", 37, 57), ("sdxl", 31, 97), ("img2img", 37, 137)],
+)
+def test_no_layer_of_a_clean_model_reaches_the_mode(monkeypatch, sd_pipe, kind, per_step, fixed):
+    from tiny_components import build_tiny_img2img, build_tiny_sdxl
+
+    call = {"prompt": ["a fox", "a bear"], "seed": 3, "output_type": "np"}
+    if kind == "sd":
+        pipe = sd_pipe
+    elif kind == "sdxl":
+        pipe = _repro_of(build_tiny_sdxl())
+    else:
+        pipe = _repro_of(build_tiny_img2img())
+        call.update(image=torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), strength=1.0)
+    seen = {steps: _operations_seen(monkeypatch, pipe, num_inference_steps=steps, **call) for steps in (2, 3)}
+    # The pipeline's and the scheduler's own operations outside the models pass (they may draw); a layer never does.
+    assert seen == {steps: {"in layers": 0, "elsewhere": fixed + per_step * steps} for steps in (2, 3)}
