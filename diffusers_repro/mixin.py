@@ -419,7 +419,8 @@ class ReproducibleMixin:
         # diffusers walks every module to find the execution device: once per call is enough.
         execution_device = self._execution_device
         denoiser = self._repro_denoiser()
-        # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside while they run.
+        # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside at their entry points
+        # (known per component object, checked again each call only where it can change cheaply).
         clean = [
             c
             for c in self._repro_components().values()
