@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import operator
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -279,6 +280,9 @@ def _adapter_names(module: torch.nn.Module) -> tuple[str, ...]:
     return tuple(module.__dict__.get("peft_config") or ())
 
 
+_TRAINING = operator.attrgetter("training")  # read in C: a call checks every submodule's flag
+
+
 @dataclasses.dataclass
 class _Cleanliness:
     """`draws_nothing_stray` of one component, and what it would take to change it.
@@ -310,7 +314,7 @@ class _Cleanliness:
         """Whether ``module`` kept its train/eval modes, its attention processors' classes and its LoRA adapters."""
         if _adapter_names(module) != self.adapters:
             return False
-        if (module.training or any(m.training for m in self.submodules)) != self.any_training:
+        if (module.training or any(map(_TRAINING, self.submodules))) != self.any_training:
             return False
         owners = [module, *self.processor_owners] if _processor(module) is not None else self.processor_owners
         return len(owners) == len(self.processor_types) and all(
