@@ -113,11 +113,39 @@ def measure(kind: str, call: dict, rounds: int) -> dict:
     }
 
 
+def per_call_parts(kind: str, repeat: int = 7, number: int = 50) -> dict[str, float]:
+    """Microseconds of per-call pieces of our own, best of ``repeat`` runs of ``number`` (little disturbed by load).
+
+    ``clean components``: which components draw nothing stray (the mode steps aside in them); ``environment``: the
+    environment fingerprint; ``batch links``: linking the records of a 2-image call by their digests.
+    """
+    import timeit
+
+    from diffusers_repro import randomness
+    from diffusers_repro.siblings import link_batch_records
+
+    pipe = ReproStableDiffusionPipeline(**build_tiny_pipeline(kind).components)
+    pipe.set_progress_bar_config(disable=True)
+    records = pipe(**CONFIGS[kind][0], seed=0).provenance
+    # The tree before the cache had no _draws_nothing_stray_cached: run the same script there for "before" figures.
+    clean = getattr(randomness, "_draws_nothing_stray_cached", randomness.draws_nothing_stray)
+    modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
+    pieces = {
+        "clean components": lambda: [clean(module) for module in modules],
+        "environment": lambda: environment_fingerprint("cpu", torch.float32),
+        "batch links": lambda: link_batch_records(records),
+    }
+    return {
+        name: 1e6 * min(timeit.repeat(piece, repeat=repeat, number=number)) / number for name, piece in pieces.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--rounds", type=int, default=None, help="rounds per configuration (default: per config)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: 1)")
+    parser.add_argument("--parts", action="store_true", help="also time per-call pieces of our own (best of 7)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "call_overhead.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,6 +154,9 @@ def main() -> None:
     for kind in args.kinds:
         call, rounds = CONFIGS[kind]
         result = measure(kind, call, args.rounds or rounds)
+        if args.parts:
+            result["per_call_parts_us"] = per_call_parts(kind)
+            print(f"{kind:9s} per-call parts (us, best of 7): {result['per_call_parts_us']}")
         results.append(result)
         cpu = result["cpu"]
         print(
