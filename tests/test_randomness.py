@@ -367,7 +367,7 @@ def _repro_of(plain):
 
 @pytest.mark.parametrize(
     ("kind", "per_step", "fixed"),
-    [("sd", 37, 57), ("sdxl", 31, 97), ("img2img", 37, 137)],
+    [("sd", 37, 53), ("sdxl", 31, 92), ("img2img", 37, 133)],
 )
 def test_no_layer_of_a_clean_model_reaches_the_mode(monkeypatch, sd_pipe, kind, per_step, fixed):
     from tiny_components import build_tiny_img2img, build_tiny_sdxl
