@@ -271,9 +271,9 @@ def _is_clean_here(module: torch.nn.Module) -> bool:
 
 
 def _processor(module: torch.nn.Module) -> Any:
-    # An attention processor is a plain attribute, or a submodule when it has weights (IP-adapter processors).
-    processor = module.__dict__.get("processor")
-    return module._modules.get("processor") if processor is None else processor
+    # An attention processor: a plain attribute, or a submodule when it has weights (IP-adapter processors). Read for
+    # every module only when a component is walked; each call reads it of the modules that had one.
+    return getattr(module, "processor", None)
 
 
 def _adapter_names(module: torch.nn.Module) -> tuple[str, ...]:
