@@ -7,8 +7,9 @@
 2. A Stable-Diffusion-1.5-sized pipeline built in code (random weights, float16) with CPU noise (``seed=``):
    two ``deterministic=True`` runs (bitwise?), two plain runs (max diff), ``rng="cuda"`` against vanilla diffusers
    with ``torch.Generator("cuda")`` (bitwise?), the image difference between emulated and real CUDA noise, the
-   per-call cost of CPU noise against CUDA noise at 512x512 batch 8, and the cost of ``batch_invariant=True`` at
-   batch 8.
+   per-call cost of CPU noise against CUDA noise at 512x512 batch 8, the cost of ``batch_invariant=True`` at
+   batch 8, and the per-call overhead: the Repro call with ``seed=`` against vanilla diffusers with the same CPU
+   generators (2 images, guidance, paired median ratio) and the operations that passed through our function mode.
 
 Everything is printed and written to ``benchmarks/results/gpu_check.json``. On a machine without CUDA it says so and
 exits 0. ``--smoke`` runs every step on the CPU with the tiny pipeline and the emulation as its own reference: it
@@ -225,6 +226,46 @@ def _paired_medians(device: str, first, second, rounds: int) -> dict[str, float]
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def call_overhead(device: str, pipe, vanilla, call: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """The Repro call with ``seed=`` against vanilla with the same CPU generators, 2 images with guidance, paired.
+
+    On a GPU an SD 1.5 call is thousands of fast kernels: any Python of ours per torch operation would show here.
+    """
+    from bench_call_overhead import operations_through_mode
+
+    prompts = [PROMPT, "a red bicycle"]
+
+    def ours():
+        return pipe(prompts, seed=SEED, **call)
+
+    def theirs():
+        return vanilla(prompts, generator=[torch.Generator("cpu").manual_seed(SEED + i) for i in range(2)], **call)
+
+    ours(), theirs()  # warm-up
+    ratios, added = [], []
+    for index in range(rounds):
+        # Alternate the order so that drift (clocks, other work) hits both sides alike.
+        if index % 2:
+            theirs_s = _timed(device, theirs)[0]
+            ours_s = _timed(device, ours)[0]
+        else:
+            ours_s = _timed(device, ours)[0]
+            theirs_s = _timed(device, theirs)[0]
+        ratios.append(ours_s / theirs_s)
+        added.append(ours_s - theirs_s)
+    result = {
+        "call_overhead_paired_median_ratio": statistics.median(ratios),
+        "call_overhead_added_ms": 1000 * statistics.median(added),
+        "call_overhead_operations_through_mode": operations_through_mode(pipe, prompt=prompts, seed=SEED, **call),
+    }
+    print(
+        f"  2 images, {call['num_inference_steps']} steps: Repro/vanilla paired median "
+        f"{result['call_overhead_paired_median_ratio']:.4f} ({result['call_overhead_added_ms']:+.2f} ms/call); "
+        f"{result['call_overhead_operations_through_mode']} operations through the stray-randomness mode per call"
+    )
+    return result
+
+
 def check_pipeline(device: str, smoke: bool, steps: int, rounds: int) -> dict[str, Any]:
     from diffusers import StableDiffusionPipeline
     from diffusers.utils.torch_utils import randn_tensor
@@ -279,6 +320,8 @@ def check_pipeline(device: str, smoke: bool, steps: int, rounds: int) -> dict[st
             f"{result['rng_cuda_equals_vanilla_cuda_generator']}; emulated vs real noise, image max diff "
             f"{result['emulated_noise_image_max_diff']:.3g}"
         )
+
+    result.update(_section(call_overhead, device, pipe, vanilla, call, max(rounds, 7)))
 
     # CPU noise against CUDA noise at batch 8: the noise alone, and whole calls.
     batch = [PROMPT] * 8

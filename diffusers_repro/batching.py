@@ -12,17 +12,17 @@ conditional) as one batch of two, so here the pair of image ``i`` - rows ``i`` a
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
+from .entry_points import planned_entry_points
+
 __all__ = ["one_image_at_a_time"]
 
-_SPLIT_METHODS = ("forward", "encode", "decode")
+_SPLIT_METHODS = frozenset({"forward", "encode", "decode"})
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:
@@ -103,61 +103,6 @@ def _reorder(output: Any, order: torch.Tensor) -> Any:
     return type(output)(**fields)
 
 
-# Per thread (and per asyncio task): which components split their batches in the call running here, and how.
-_PLAN: contextvars.ContextVar[dict[int, tuple[int, bool]] | None] = contextvars.ContextVar(
-    "diffusers_repro_batch_invariant", default=None
-)
-# The dispatching wrappers in place on shared components, keyed by (id(component), method name): the wrapper, the
-# instance attribute it replaced (or _MISSING) and how many calls, in any thread, are using it now.
-_INSTALLED: dict[tuple[int, str], list[Any]] = {}
-_INSTALLED_LOCK = threading.Lock()
-_MISSING = object()
-
-
-def _dispatching(component_id: int, method: Callable) -> Callable:
-    """A stand-in for a component's method: splits the batch if the call running in this thread asked for it."""
-
-    def forward_or_split(*args, **kwargs):
-        plan = _PLAN.get()
-        split = plan.get(component_id) if plan is not None else None
-        if split is None:
-            return method(*args, **kwargs)  # another thread's call, or a plain call: the method itself, unchanged
-        return _split(method, *split)(*args, **kwargs)
-
-    return forward_or_split
-
-
-def _install(component: torch.nn.Module, name: str) -> None:
-    key = (id(component), name)
-    with _INSTALLED_LOCK:
-        entry = _INSTALLED.get(key)
-        if entry is None:
-            method = getattr(component, name)
-            # An instance attribute shadows the class method; remember any instance attribute to put it back.
-            previous = component.__dict__.get(name, _MISSING)
-            wrapper = _dispatching(id(component), method)
-            setattr(component, name, wrapper)
-            entry = _INSTALLED[key] = [wrapper, previous, 0]
-        entry[2] += 1
-
-
-def _uninstall(component: torch.nn.Module, name: str) -> None:
-    key = (id(component), name)
-    with _INSTALLED_LOCK:
-        entry = _INSTALLED[key]
-        entry[2] -= 1
-        if entry[2]:
-            return
-        del _INSTALLED[key]
-        wrapper, previous = entry[0], entry[1]
-        if component.__dict__.get(name) is not wrapper:
-            return  # replaced by someone else meanwhile: theirs stays
-        if previous is _MISSING:
-            component.__dict__.pop(name, None)
-        else:
-            component.__dict__[name] = previous
-
-
 @contextlib.contextmanager
 def one_image_at_a_time(pipe: Any, num_images: int) -> Iterator[None]:
     """Makes every ``torch.nn.Module`` component of ``pipe`` evaluate one image (or one guidance pair) at a time.
@@ -166,10 +111,10 @@ def one_image_at_a_time(pipe: Any, num_images: int) -> Iterator[None]:
     and lists too) are sliced along their first dimension and the outputs concatenated back.
 
     Only the calling thread (and asyncio task) sees the change. Components are shared between pipelines (``from_pipe``)
-    that other threads may be calling, so the block does not swap their methods for splitting ones: it puts in place
-    (once, whichever call comes first) a stand-in that looks up, in a context variable, whether the call running in
-    its thread asked for splitting, and otherwise calls the method itself; the last block to leave puts every method
-    back as it found it.
+    that other threads may be calling, so the block does not swap their methods for splitting ones: it plans the
+    split in `diffusers_repro.entry_points`, whose stand-ins look up, in a context variable, whether the call running
+    in their thread asked for splitting, and otherwise call the method itself; the last block to leave puts every
+    method back as it found it.
 
     Args:
         pipe (`DiffusionPipeline`):
@@ -191,24 +136,17 @@ def one_image_at_a_time(pipe: Any, num_images: int) -> Iterator[None]:
     denoiser = next(
         (getattr(pipe, name) for name in ("unet", "transformer", "prior", "decoder") if hasattr(pipe, name)), None
     )
-    plan = dict(_PLAN.get() or {})  # a call made from inside another call keeps the outer call's other components
-    installed: list[tuple[torch.nn.Module, str]] = []
-    token = None
-    try:
-        for component in pipe.components.values():
-            if not isinstance(component, torch.nn.Module) or any(component is done for done, _ in installed):
-                continue
-            plan[id(component)] = (num_images, component is denoiser)
-            for name in _SPLIT_METHODS:
-                method = getattr(component, name, None)
-                if method is None or not callable(method):
-                    continue
-                _install(component, name)
-                installed.append((component, name))
-        token = _PLAN.set(plan)
+    plans = [
+        (component, {"split": _splitter(num_images, component is denoiser), "split_methods": _SPLIT_METHODS})
+        for component in pipe.components.values()
+        if isinstance(component, torch.nn.Module)
+    ]
+    with planned_entry_points(plans, _SPLIT_METHODS):
         yield
-    finally:
-        if token is not None:
-            _PLAN.reset(token)
-        for component, name in reversed(installed):
-            _uninstall(component, name)
+
+
+def _splitter(num_images: int, is_denoiser: bool) -> Callable[[Callable], Callable]:
+    def split(method: Callable) -> Callable:
+        return _split(method, num_images, is_denoiser)
+
+    return split

@@ -14,6 +14,7 @@ from typing import Any
 
 from .adapters import ADAPTER_DIGESTS, adapter_record, lora_layers, lora_source, lora_state
 from .provenance import jsonable
+from .randomness import _forget_cleanliness
 from .weights import _COMPONENT_DIGESTS
 
 __all__: list[str] = []
@@ -53,6 +54,7 @@ def _lora_changed(pipe: Any, name: str, bound: inspect.BoundArguments, before: d
         old, new = before.get(component_name, {}), after.get(component_name, {})
         component = old.get("component", new.get("component"))
         ADAPTER_DIGESTS.pop(component, None)
+        _forget_cleanliness(component)  # new adapter layers: their modes are checked from the next call on
         merged_before, merged_after = old.get("merged", []), new.get("merged", [])
         # Fusing or unfusing rewrites the base weights; unloading keeps whatever was fused into them. Either way
         # the cached digest (maybe of the files loaded) no longer describes the tensors: digest them again.

@@ -20,6 +20,7 @@ Around the vanilla call it also:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import inspect
@@ -45,7 +46,7 @@ from .provenance import (
     image_digest,
     jsonable,
 )
-from .randomness import draws_nothing_stray, global_rng_seed, seeded_stray_randomness
+from .randomness import _draws_nothing_stray_cached, _forget_cleanliness, global_rng_seed, seeded_stray_randomness
 from .recipe import (
     _batch_record,
     _caller_latents_noise,
@@ -77,6 +78,10 @@ _PROMPT_KEYS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_p
 # Input images that diffusers tiles to the call's images (``torch.cat([image] * (n // r))``): image i uses row i % r.
 _INPUT_IMAGES = ("image", "mask_image")
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
+# Per thread (and asyncio task): the execution device each Repro call running here found at its start, by id(pipe).
+_CALL_EXECUTION_DEVICES: contextvars.ContextVar[dict[int, torch.device] | None] = contextvars.ContextVar(
+    "diffusers_repro_execution_devices", default=None
+)
 
 # Pipelines whose models take inputs that `one_image_at_a_time` cannot split per image yet, and why.
 _BATCH_INVARIANT_UNSUPPORTED = {
@@ -166,6 +171,7 @@ class ReproducibleMixin:
             # from disk); from_pretrained returns eval mode. Every component is put in eval mode.
             if isinstance(module, torch.nn.Module):
                 module.eval()
+                _forget_cleanliness(module)  # a module registered again may have been changed inside
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -299,6 +305,26 @@ class ReproducibleMixin:
             cls._repro_component_names = names = frozenset(names)
         return {name: getattr(self, name) for name in self.config.keys() if name in names}
 
+    @property
+    def _execution_device(self) -> torch.device:
+        # diffusers finds the execution device by looking for offload hooks with hasattr on every module of every
+        # component (about 1 ms a call on the tiny pipeline). A Repro call finds it once, at its start, and its
+        # vanilla __call__ (in this thread, on this object) reads that same value instead of walking again.
+        fixed = _CALL_EXECUTION_DEVICES.get()
+        if fixed is not None and id(self) in fixed:
+            return fixed[id(self)]
+        return super()._execution_device
+
+    @contextlib.contextmanager
+    def _repro_fixed_execution_device(self) -> Iterator[torch.device]:
+        """The execution device, found once and answered for the length of the block in this thread."""
+        device = super()._execution_device
+        token = _CALL_EXECUTION_DEVICES.set({**(_CALL_EXECUTION_DEVICES.get() or {}), id(self): device})
+        try:
+            yield device
+        finally:
+            _CALL_EXECUTION_DEVICES.reset(token)
+
     def _repro_schedulers(self) -> dict[str, Any]:
         return {name: c for name, c in self._repro_components().items() if c is not None and _is_scheduler(c)}
 
@@ -393,19 +419,22 @@ class ReproducibleMixin:
         # other thread's full_determinism() changes them while it runs (plain calls never wait for each other).
         determinism = full_determinism() if deterministic else SETTINGS_LOCK.shared()
         one_at_a_time = one_image_at_a_time(self, num_images) if batch_invariant else contextlib.nullcontext()
-        # diffusers walks every module to find the execution device: once per call is enough.
-        execution_device = self._execution_device
         denoiser = self._repro_denoiser()
-        # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside while they run.
+        # Models of diffusers/transformers in eval mode draw nothing stray: the mode steps aside at their entry points
+        # (known per component object, checked again each call only where it can change cheaply).
         clean = [
-            c for c in self._repro_components().values() if isinstance(c, torch.nn.Module) and draws_nothing_stray(c)
+            c
+            for c in self._repro_components().values()
+            if isinstance(c, torch.nn.Module) and _draws_nothing_stray_cached(c)
         ]
-        global_rng = seeded_stray_randomness(global_rng_seed(seeds), self._repro_devices(execution_device), clean)
         with (
+            self._repro_fixed_execution_device() as execution_device,
             determinism,
             one_at_a_time,
             noise.watch(denoiser),
-            global_rng as randomness,
+            seeded_stray_randomness(
+                global_rng_seed(seeds), self._repro_devices(execution_device), clean
+            ) as randomness,
             self._repro_noise_samplers(seeds, per_image) as noise_samplers,
             cuda_rng.context() if cuda_rng is not None else contextlib.nullcontext(),
         ):

@@ -88,7 +88,9 @@ class _NoiseProbe:
             if self.shape is None and threading.get_ident() == thread:
                 sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
                 if isinstance(sample, torch.Tensor):
-                    self.shape, self.dtype = tuple(sample.shape[1:]), sample.dtype
+                    # Read past the stray-randomness mode: reading a tensor's shape is a torch operation for it.
+                    with torch._C.DisableTorchFunction():
+                        self.shape, self.dtype = tuple(sample.shape[1:]), sample.dtype
 
         handle = denoiser.register_forward_pre_hook(hook, with_kwargs=True)
         try:

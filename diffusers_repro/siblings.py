@@ -32,7 +32,8 @@ MAX_SIBLING_FILES = 4096
 
 def record_digest_of(record: Provenance) -> str:
     """The `diffusers_repro.schema.record_digest` of a record."""
-    return record_digest(jsonable(record.to_dict()))
+    # jsonable builds new dicts and lists all the way down: the record's own parts need no deep copy first.
+    return record_digest(jsonable(record._as_dict(lambda part: part)))
 
 
 def batch_id(digests: Sequence[str]) -> str:

@@ -44,6 +44,9 @@ def test_smoke_runs_every_step_and_writes_the_results(tmp_path):
     assert pipeline["deterministic_runs_bitwise"] is True
     for key in ("noise_batch8_cpu_s", "call_batch8_cuda_noise_s", "batch_invariant_ratio"):
         assert pipeline[key] > 0
+    assert pipeline["call_overhead_paired_median_ratio"] > 0
+    # The tiny pipeline, 2 steps: the pipeline's and the scheduler's own operations (53 + 37 per step), none in layers.
+    assert pipeline["call_overhead_operations_through_mode"] == 53 + 37 * 2
 
 
 def test_compare_draws_counts_ulps_across_zero():

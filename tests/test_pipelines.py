@@ -364,3 +364,24 @@ def test_tiny_folder_copy_is_unaffected(tiny_sd_path, tmp_path):
     shutil.copytree(tiny_sd_path, copy)
     ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
     assert sorted(p.name for p in copy.rglob("*")) == sorted(p.name for p in tiny_sd_path.rglob("*"))
+
+
+def test_a_call_finds_the_execution_device_once(sd_pipe, monkeypatch):
+    original = DiffusionPipeline._execution_device
+    walks = []
+
+    def counted(self):
+        walks.append(self)
+        return original.fget(self)
+
+    monkeypatch.setattr(DiffusionPipeline, "_execution_device", property(counted))
+    inside = []
+
+    def on_step_end(pipe, step, timestep, callback_kwargs):
+        inside.append(pipe._execution_device)
+        return callback_kwargs
+
+    sd_pipe("a fox", seed=1, num_inference_steps=2, output_type="np", callback_on_step_end=on_step_end)
+    # diffusers' walk over every module ran once, at the start of the call; the vanilla __call__ read that value.
+    assert walks == [sd_pipe] and inside == [torch.device("cpu")] * 2
+    assert sd_pipe._execution_device == torch.device("cpu") and walks == [sd_pipe, sd_pipe]  # outside a call: walks

@@ -18,7 +18,7 @@ def test_every_module_all_is_reachable():
     modules = ("seeding", "determinism", "provenance", "mixin", "adapters", "files", "infotext", "replay", "factory")
     modules += ("credentials", "identity", "exif", "fingerprint", "cli.credentials", "cuda_rng", "cuda_noise")
     modules += ("weights", "noise", "recipe", "lora", "runs", "reproduction")
-    for module in (*modules, "distributed", "randomness", "batching", "concurrency", "tiny"):
+    for module in (*modules, "distributed", "randomness", "entry_points", "batching", "concurrency", "tiny"):
         loaded = importlib.import_module(f"diffusers_repro.{module}")
         for name in loaded.__all__:
             assert hasattr(loaded, name), f"{module}.{name}"

@@ -4,7 +4,7 @@ seed, the global RNG left alone, and detection."""
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 
 from diffusers_repro.randomness import (
     GlobalRandomness,
@@ -265,7 +265,33 @@ def test_the_mode_steps_aside_in_clean_modules_and_comes_back_after_an_exception
     assert modes_inside == [None, None]
     assert torch.equal(drawn, torch.randn(2, generator=torch.Generator().manual_seed(5)))
     assert randomness.used_on == ["cpu"]
-    assert linear._forward_pre_hooks == {} and linear._forward_hooks == {}  # removed on exit
+    assert linear._forward_pre_hooks == {} and linear._forward_hooks == {} and "forward" not in vars(linear)
+
+
+def test_the_mode_steps_aside_in_every_entry_point_of_a_clean_model():
+    modes_inside = {}
+
+    class Autoencoder(torch.nn.Linear):
+        def encode(self, tensor):
+            modes_inside["encode"] = torch.overrides._get_current_function_mode()
+            return self(tensor)
+
+        def decode(self, tensor):
+            modes_inside["decode"] = torch.overrides._get_current_function_mode()
+            return self(tensor)
+
+        def tiled_decode(self, tensor):
+            modes_inside["tiled_decode"] = torch.overrides._get_current_function_mode()
+            return self.decode(tensor)
+
+    model = Autoencoder(2, 2).eval()
+    with seeded_stray_randomness(5, clean_modules=[model]):
+        model.encode(torch.ones(1, 2))
+        model.tiled_decode(torch.ones(1, 2))
+        outside = torch.overrides._get_current_function_mode()
+    assert modes_inside == {"encode": None, "decode": None, "tiled_decode": None}
+    assert type(outside).__name__ == "_SeededStrayRandomness"
+    assert not {"forward", "encode", "decode", "tiled_decode"} & set(vars(model))
 
 
 class NoisyUNet(UNet2DConditionModel):
@@ -294,3 +320,146 @@ def test_a_custom_model_drawing_stray_randomness_is_seeded_per_call(sd_pipe):
     np.testing.assert_array_equal(first.images, second.images)
     assert np.abs(first.images - third.images).max() > 1e-3
     assert first.provenance[0].batch["global_rng_used"] is True
+
+
+# ------------------------------------------------------------------------------------------------ operations seen
+
+
+def _operations_seen(monkeypatch, pipe, **call) -> dict[str, int]:
+    """Torch operations that reached the stray-randomness mode during one call: inside a model's layers, elsewhere."""
+    from diffusers_repro.randomness import _SeededStrayRandomness
+
+    counts = {"in layers": 0, "elsewhere": 0}
+    depth = [0]
+    original = _SeededStrayRandomness.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        counts["in layers" if depth[0] else "elsewhere"] += 1
+        return original(self, func, types, args, kwargs)
+
+    def enter(module, args):
+        depth[0] += 1
+
+    def leave(module, args, output):
+        depth[0] -= 1
+
+    handles = [
+        torch.nn.modules.module.register_module_forward_pre_hook(enter),
+        torch.nn.modules.module.register_module_forward_hook(leave, always_call=True),
+    ]
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(_SeededStrayRandomness, "__torch_function__", counting)
+            pipe(**call)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def _repro_of(plain):
+    from diffusers_repro import reproducible
+
+    pipe = reproducible(type(plain))(**plain.components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize(
+    ("kind", "per_step", "fixed"),
+    [("sd", 37, 53), ("sdxl", 31, 92), ("img2img", 37, 133)],
+)
+def test_no_layer_of_a_clean_model_reaches_the_mode(monkeypatch, sd_pipe, kind, per_step, fixed):
+    from tiny_components import build_tiny_img2img, build_tiny_sdxl
+
+    call = {"prompt": ["a fox", "a bear"], "seed": 3, "output_type": "np"}
+    if kind == "sd":
+        pipe = sd_pipe
+    elif kind == "sdxl":
+        pipe = _repro_of(build_tiny_sdxl())
+    else:
+        pipe = _repro_of(build_tiny_img2img())
+        call.update(image=torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), strength=1.0)
+    seen = {steps: _operations_seen(monkeypatch, pipe, num_inference_steps=steps, **call) for steps in (2, 3)}
+    # The pipeline's and the scheduler's own operations outside the models pass (they may draw); a layer never does.
+    assert seen == {steps: {"in layers": 0, "elsewhere": fixed + per_step * steps} for steps in (2, 3)}
+
+
+# ------------------------------------------------------------------------------------------------ cached cleanliness
+
+
+class NoisyAttnProcessor:
+    """An attention processor of our own that adds noise from torch's global RNG, ignoring ``generator``."""
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        from diffusers.models.attention_processor import AttnProcessor
+
+        output = AttnProcessor()(attn, hidden_states, *args, **kwargs)
+        return output + 0.01 * torch.randn(output.shape)  # no generator: torch's global RNG
+
+
+def _stray_draws_are_seeded(pipe) -> bool:
+    """Two calls with one seed, torch's global RNG reseeded between them: same images, RNG untouched, recorded."""
+    before = torch.random.get_rng_state()
+    first = pipe("a fox", seed=3, **SD_CALL)
+    torch.manual_seed(99)
+    second = pipe("a fox", seed=3, **SD_CALL)
+    torch.random.set_rng_state(before)
+    same = np.array_equal(first.images, second.images)
+    return same and first.provenance[0].batch["global_rng_used"] and second.provenance[0].batch["global_rng_used"]
+
+
+def test_a_custom_attention_processor_set_after_a_call_is_seen_by_the_next_call(sd_pipe):
+    assert sd_pipe("a fox", seed=3, **SD_CALL).provenance[0].batch["global_rng_used"] is False
+    sd_pipe.unet.set_attn_processor(NoisyAttnProcessor())
+    assert _stray_draws_are_seeded(sd_pipe)
+
+
+class NoisyVae(AutoencoderKL):
+    """A custom VAE whose decode adds noise from torch's global RNG, ignoring ``generator``."""
+
+    def decode(self, z, *args, **kwargs):
+        output = super().decode(z, *args, **kwargs)
+        noise = 0.01 * torch.randn(output[0].shape)  # no generator: torch's global RNG
+        return (output[0] + noise, *output[1:])
+
+
+def test_a_component_replaced_after_a_call_is_seen_by_the_next_call(sd_pipe):
+    assert sd_pipe("a fox", seed=3, **SD_CALL).provenance[0].batch["global_rng_used"] is False
+    noisy = NoisyVae.from_config(sd_pipe.vae.config)
+    noisy.load_state_dict(sd_pipe.vae.state_dict())
+    sd_pipe.vae = noisy.eval()
+    assert _stray_draws_are_seeded(sd_pipe)
+
+
+def test_cached_cleanliness_follows_train_mode_lora_adapters_and_register_modules(sd_pipe):
+    from tiny_components import tiny_unet_lora
+
+    from diffusers_repro.randomness import _CLEANLINESS, _draws_nothing_stray_cached
+
+    unet = sd_pipe.unet
+    sd_pipe("a fox", seed=3, **SD_CALL)
+    assert _draws_nothing_stray_cached(unet) is True
+    unet.down_blocks[0].train()
+    assert _draws_nothing_stray_cached(unet) is False
+    unet.eval()
+    assert _draws_nothing_stray_cached(unet) is True
+
+    walked = _CLEANLINESS[unet]
+    sd_pipe.load_lora_weights(tiny_unet_lora(1), adapter_name="style")
+    assert unet not in _CLEANLINESS  # forgotten by the LoRA method
+    unet.eval()  # peft injects the adapter layers in train mode
+    sd_pipe("a fox", seed=3, **SD_CALL)
+    lora_modules = [m for m in _CLEANLINESS[unet].submodules if type(m).__module__.startswith("peft")]
+    assert len(lora_modules) == 32 and _CLEANLINESS[unet] is not walked
+    assert _draws_nothing_stray_cached(unet) is True
+    lora_modules[0].train(False).lora_dropout.train()  # a mode seen only in the new adapter layers
+    assert _draws_nothing_stray_cached(unet) is False
+    unet.eval()
+    assert _draws_nothing_stray_cached(unet) is True
+
+    # A custom submodule put in by hand deep inside is seen once the component is registered again.
+    unet.down_blocks[0].add_module("extra", type("Noisy", (torch.nn.Module,), {})().eval())
+    assert _draws_nothing_stray_cached(unet) is True
+    sd_pipe.register_modules(unet=unet)
+    assert _draws_nothing_stray_cached(unet) is False
