@@ -503,7 +503,7 @@ def test_verify_shows_a_progress_bar_with_eta_on_a_terminal(capsys, monkeypatch,
     bar = terminal.getvalue()
     assert "verify: 100%" in bar and "4/4" in bar
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", bar)  # elapsed<remaining: the ETA
-    lines = [line for line in out.splitlines() if not line.startswith("    credentials:")]
+    lines = [line for line in out.splitlines() if not line.startswith("    ")]  # the indented detail lines
     assert [line.split(": ")[1] for line in lines[:4]] == ["bitwise"] * 4  # verdict lines intact, above the bar
     assert lines[-1] == "4 images: 4 bitwise, 0 close, 0 different; OK"
     assert sys.stdout is not None and "DummyTqdmFile" not in type(sys.stdout).__name__
