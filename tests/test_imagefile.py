@@ -157,7 +157,12 @@ def test_only_regular_files_are_read_and_their_size_is_checked_before_any_byte(t
         read_image(sparse)
     assert bytes_read == []
     monkeypatch.undo()
-    assert read_image(tmp_path / "sparse.png", max_bytes=3 << 30).image.size == (64, 64)
+    small = tmp_path / "small.png"
+    small.write_bytes(_red_square())
+    size = small.stat().st_size
+    assert read_image(small, max_bytes=size).image.size == (64, 64)  # the cap is lifted by max_bytes
+    with pytest.raises(ImageProvenanceError, match=f"is {size} bytes, more than the {size - 1} bytes"):
+        read_image(small, max_bytes=size - 1)
 
 
 def test_the_file_cap_is_a_flag_of_every_reading_command(alone, tmp_path, capsys):
