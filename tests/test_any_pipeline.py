@@ -19,7 +19,14 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 from PIL import Image
-from tiny_components import build_tiny_ddpm, build_tiny_img2img, build_tiny_sdxl, build_tiny_unclip
+from tiny_components import (
+    build_tiny_ddpm,
+    build_tiny_img2img,
+    build_tiny_sdxl,
+    build_tiny_unclip,
+    generators,
+    repro_of,
+)
 
 import diffusers_repro.factory as factory
 from diffusers_repro import ReproDDIMPipeline, ReproStableDiffusionPipeline
@@ -34,17 +41,6 @@ UNCLIP_CALL = {
     "super_res_num_inference_steps": 2,
     "output_type": "np",
 }
-
-
-def generators(*seeds):
-    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-
-def repro_of(plain):
-    """The Repro pipeline over the very same component objects as ``plain``."""
-    pipe = reproducible(type(plain))(**plain.components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def assert_one_complete_record_per_image(out, seeds):

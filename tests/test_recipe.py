@@ -8,21 +8,10 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-from tiny_components import build_tiny_img2img, build_tiny_sdxl
+from tiny_components import build_tiny_img2img, build_tiny_sdxl, generators, repro_of
 
-from diffusers_repro.factory import reproducible
 from diffusers_repro.recipe import used_call_values
 from diffusers_repro.replay import reproduce
-
-
-def generators(*seeds):
-    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-
-
-def repro_of(plain):
-    pipe = reproducible(type(plain))(**plain.components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def test_sd_height_without_width_records_the_size_made_and_replays_bitwise(sd, tmp_path):

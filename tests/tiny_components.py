@@ -228,3 +228,17 @@ def tiny_unet_lora(seed: int, rank: int = 2) -> dict[str, torch.Tensor]:
             f"unet.{name}": 0.2 * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
             for name, tensor in sorted(layout.items())
         }
+
+
+def generators(*seeds: int) -> list[torch.Generator]:
+    """One CPU generator per seed, as a vanilla call is given them."""
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def repro_of(plain):
+    """The Repro pipeline over the very same component objects as ``plain``."""
+    from diffusers_repro.factory import reproducible
+
+    pipe = reproducible(type(plain))(**plain.components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
