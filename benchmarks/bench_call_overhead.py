@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from diffusers_repro import ReproStableDiffusionPipeline
-from diffusers_repro.provenance import environment_fingerprint
-from diffusers_repro.randomness import _SeededStrayRandomness
+from diffusers_repro.generation.randomness import _SeededStrayRandomness
+from diffusers_repro.records.provenance import environment_fingerprint
 from diffusers_repro.tiny import build_tiny_pipeline
 
 CONFIGS = {
@@ -121,14 +121,14 @@ def per_call_parts(kind: str, repeat: int = 7, number: int = 50) -> dict[str, fl
     """
     import timeit
 
-    from diffusers_repro import randomness
-    from diffusers_repro.siblings import link_batch_records
+    from diffusers_repro.generation import randomness
+    from diffusers_repro.records.batch import link_batch_records
 
     pipe = ReproStableDiffusionPipeline(**build_tiny_pipeline(kind).components)
     pipe.set_progress_bar_config(disable=True)
     records = pipe(**CONFIGS[kind][0], seed=0).provenance
-    # The tree before the cache had no _draws_nothing_stray_cached: run the same script there for "before" figures.
-    clean = getattr(randomness, "_draws_nothing_stray_cached", randomness.draws_nothing_stray)
+    # The tree before the cache had no draws_nothing_stray_cached: run the same script there for "before" figures.
+    clean = getattr(randomness, "draws_nothing_stray_cached", randomness.draws_nothing_stray)
     modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
     pieces = {
         "clean components": lambda: [clean(module) for module in modules],

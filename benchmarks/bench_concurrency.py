@@ -27,7 +27,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from diffusers_repro import ReproStableDiffusionPipeline
-from diffusers_repro.provenance import environment_fingerprint
+from diffusers_repro.records.provenance import environment_fingerprint
 from diffusers_repro.tiny import build_tiny_pipeline
 
 CONFIGS = {

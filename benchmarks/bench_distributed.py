@@ -1,4 +1,4 @@
-"""Throughput of `diffusers_repro.distributed.generate` on one job list at several process and thread counts.
+"""Throughput of `diffusers_repro.runs.distributed.generate` on one job list at several process and thread counts.
 
 Configurations, each in fresh processes on the same prompt x seed grid (the small-but-real ``sd-small`` tiny model,
 256x256, classifier-free guidance):
@@ -80,7 +80,7 @@ def worker(args: argparse.Namespace) -> None:
         from accelerate import PartialState
 
         from diffusers_repro import ReproStableDiffusionPipeline
-        from diffusers_repro.distributed import generate
+        from diffusers_repro.runs.distributed import generate
 
         state = PartialState(cpu=True)
         pipe = ReproStableDiffusionPipeline.from_pretrained(args.model)

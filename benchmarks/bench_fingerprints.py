@@ -31,7 +31,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from diffusers_repro.fingerprint import MATCH_THRESHOLD, fingerprint, iscc_image_code, iscc_similarity, similarity
+from diffusers_repro.files.fingerprints import (
+    MATCH_THRESHOLD,
+    fingerprint,
+    iscc_image_code,
+    iscc_similarity,
+    similarity,
+)
 
 
 def natural_image(seed: int, size: int = 256) -> PIL.Image.Image:

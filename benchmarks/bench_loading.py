@@ -92,7 +92,7 @@ def _time_load(cls, folder: Path) -> float:
 
 
 def _clear_digest_cache() -> None:
-    from diffusers_repro import provenance
+    from diffusers_repro.records import provenance
 
     # What a fresh process starts with: no digest computed yet.
     provenance._FILE_DIGESTS.clear()
@@ -109,7 +109,7 @@ def main() -> dict:
     from transformers.utils import logging as transformers_logging
 
     from diffusers_repro import ReproStableDiffusionPipeline
-    from diffusers_repro.provenance import file_digest
+    from diffusers_repro.records.provenance import file_digest
 
     for logging in (diffusers_logging, transformers_logging):
         logging.disable_progress_bar()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffusers_repro.cuda_rng import KNOWN_GEOMETRIES, PhiloxGenerator
+from diffusers_repro.generation.cuda_rng import KNOWN_GEOMETRIES, PhiloxGenerator
 
 RESULTS = Path(__file__).parent / "results" / "philox.json"
 GOAL = 50e6

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from diffusers_repro.provenance import Provenance, environment_fingerprint
-from diffusers_repro.replay import Difference, Reproduction
-from diffusers_repro.report import report_entry, write_report
+from diffusers_repro.records.provenance import Provenance, environment_fingerprint
+from diffusers_repro.verify.report import report_entry, write_report
+from diffusers_repro.verify.reproduction import Difference, Reproduction
 
 BENCH_FORMAT_VERSION = 1
 RESULTS = Path(__file__).parent / "results" / "report.json"

@@ -3,8 +3,8 @@
 Three figures per record, each the median of interleaved rounds over the same records:
 
 - ``read``: the PNG opened, its text chunks read and the record JSON parsed (``json.loads``), no checks;
-- ``checked read``: `diffusers_repro.files.read_provenance`, which adds the depth/size caps and the schema;
-- ``schema``: `diffusers_repro.schema.check_record` alone on parsed data.
+- ``checked read``: `diffusers_repro.files.save.read_provenance`, which adds the depth/size caps and the schema;
+- ``schema``: `diffusers_repro.records.schema.check_record` alone on parsed data.
 
 The records are real: a tiny SD pipeline makes a mixed batch of 4 images (so records carry batch ids and sibling
 digests) and a LoRA operation log is added to one copy of them, as a larger record. Goal: schema checking adds
@@ -33,8 +33,8 @@ TARGET_MS = 1.0
 
 def _records(folder: Path) -> list[Path]:
     from diffusers_repro import ReproStableDiffusionPipeline
-    from diffusers_repro.files import save_image
-    from diffusers_repro.provenance import Provenance
+    from diffusers_repro.files.save import save_image
+    from diffusers_repro.records.provenance import Provenance
     from diffusers_repro.tiny import tiny_pipeline_path
 
     pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_pipeline_path("sd"))
@@ -72,8 +72,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
 
-    from diffusers_repro.files import read_provenance
-    from diffusers_repro.schema import check_record
+    from diffusers_repro.files.imagefile import read_provenance
+    from diffusers_repro.records.schema import check_record
 
     with tempfile.TemporaryDirectory() as folder:
         paths = _records(Path(folder))

@@ -11,7 +11,7 @@ an ES256 signature and the rewrite of the file with the manifest embedded); ``si
 on the encoded files, which measures the same cost without the encoders' run-to-run noise around it. Target: at most
 15 ms per image.
 
-Part 2 - `diffusers_repro.distributed.generate` on the ``sd-small`` tiny model (256x256, 10 steps, CFG), the same
+Part 2 - `diffusers_repro.runs.distributed.generate` on the ``sd-small`` tiny model (256x256, 10 steps, CFG), the same
 grid with ``sign=False`` and ``sign=True`` in interleaved rounds, 1 thread. Target: signing adds at most 5%.
 
 Usage:
@@ -59,7 +59,7 @@ def _record():
 
 
 def write_one_image(rounds: int, folder: Path) -> dict[str, float]:
-    from diffusers_repro.files import save_image
+    from diffusers_repro.files.save import save_image
 
     image, record = _image(), _record()
     configs = {
@@ -85,10 +85,10 @@ def write_one_image(rounds: int, folder: Path) -> dict[str, float]:
 def sign_alone(rounds: int, folder: Path) -> dict[str, float]:
     """`sign_image_bytes` on the encoded file alone, with the ISCC soft binding computed from the pixels: the signing
     cost without the encoders' noise around it."""
-    from diffusers_repro.credentials import sign_image_bytes
-    from diffusers_repro.files import save_image
-    from diffusers_repro.fingerprint import iscc_image_code
-    from diffusers_repro.identity import default_identity
+    from diffusers_repro.files.fingerprints import iscc_image_code
+    from diffusers_repro.files.identity import default_identity
+    from diffusers_repro.files.save import save_image
+    from diffusers_repro.files.signing import sign_image_bytes
 
     image, record, identity = _image(), _record(), default_identity()
     encoded = {
@@ -109,7 +109,7 @@ def generate_run(rounds: int, seeds: int, steps: int, folder: Path) -> dict[str,
     import torch
 
     from diffusers_repro import ReproStableDiffusionPipeline
-    from diffusers_repro.distributed import generate
+    from diffusers_repro.runs.distributed import generate
     from diffusers_repro.tiny import tiny_pipeline_path
 
     torch.set_num_threads(1)

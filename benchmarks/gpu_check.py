@@ -36,7 +36,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":16:8")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from diffusers_repro.cuda_rng import CudaGeometry, PhiloxGenerator  # noqa: E402
+from diffusers_repro.generation.cuda_rng import CudaGeometry, PhiloxGenerator  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "gpu_check.json"
 NO_CUDA = "gpu_check: no CUDA device on this machine (torch.cuda.is_available() is False): nothing to measure here"

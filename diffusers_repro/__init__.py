@@ -9,36 +9,36 @@ importing diffusers and transformers.
 import importlib as _importlib
 import typing as _typing
 
-__version__ = "0.1.0"
+from .version import __version__
 
-# public name -> module that defines it
+# public name -> the subpackage that exports it
 _EXPORTS = {
-    "full_determinism": "determinism",
-    "CudaGeometry": "cuda_rng",
-    "PhiloxGenerator": "cuda_rng",
-    "ReproDiffusionPipeline": "factory",
-    "reproducible": "factory",
-    "ReproducibleMixin": "mixin",
+    "full_determinism": "generation",
+    "CudaGeometry": "generation",
+    "PhiloxGenerator": "generation",
+    "ReproDiffusionPipeline": "pipelines",
+    "reproducible": "pipelines",
+    "ReproducibleMixin": "pipelines",
     "ReproDDIMPipeline": "pipelines",
     "ReproStableDiffusionPipeline": "pipelines",
-    "Provenance": "provenance",
-    "ProvenanceError": "provenance",
+    "Provenance": "records",
+    "ProvenanceError": "records",
     "ImageProvenanceError": "files",
     "read_provenance": "files",
     "save_image": "files",
-    "Reproduction": "replay",
-    "ReproductionError": "replay",
-    "reproduce": "replay",
-    "SettingsMismatchError": "distributed",
-    "LimitExceededError": "limits",
-    "ReplayLimits": "limits",
-    "Credentials": "credentials",
-    "read_credentials": "credentials",
-    "CredentialsError": "identity",
-    "SigningIdentity": "identity",
-    "write_report": "report",
-    "difference_heatmap": "heatmap",
-    "write_heatmap": "heatmap",
+    "Credentials": "files",
+    "read_credentials": "files",
+    "CredentialsError": "files",
+    "SigningIdentity": "files",
+    "Reproduction": "verify",
+    "ReproductionError": "verify",
+    "reproduce": "verify",
+    "LimitExceededError": "verify",
+    "ReplayLimits": "verify",
+    "write_report": "verify",
+    "difference_heatmap": "verify",
+    "write_heatmap": "verify",
+    "SettingsMismatchError": "runs",
 }
 
 __all__ = [
@@ -72,20 +72,35 @@ __all__ = [
 ]
 
 if _typing.TYPE_CHECKING:
-    from .credentials import Credentials, read_credentials
-    from .cuda_rng import CudaGeometry, PhiloxGenerator
-    from .determinism import full_determinism
-    from .distributed import SettingsMismatchError
-    from .factory import ReproDiffusionPipeline, reproducible
-    from .files import ImageProvenanceError, read_provenance, save_image
-    from .heatmap import difference_heatmap, write_heatmap
-    from .identity import CredentialsError, SigningIdentity
-    from .limits import LimitExceededError, ReplayLimits
-    from .mixin import ReproducibleMixin
-    from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
-    from .provenance import Provenance, ProvenanceError
-    from .replay import Reproduction, ReproductionError, reproduce
-    from .report import write_report
+    from .files import (
+        Credentials,
+        CredentialsError,
+        ImageProvenanceError,
+        SigningIdentity,
+        read_credentials,
+        read_provenance,
+        save_image,
+    )
+    from .generation import CudaGeometry, PhiloxGenerator, full_determinism
+    from .pipelines import (
+        ReproDDIMPipeline,
+        ReproDiffusionPipeline,
+        ReproducibleMixin,
+        ReproStableDiffusionPipeline,
+        reproducible,
+    )
+    from .records import Provenance, ProvenanceError
+    from .runs import SettingsMismatchError
+    from .verify import (
+        LimitExceededError,
+        ReplayLimits,
+        Reproduction,
+        ReproductionError,
+        difference_heatmap,
+        reproduce,
+        write_heatmap,
+        write_report,
+    )
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 import PIL.Image
 
 from diffusers_repro import ReproStableDiffusionPipeline, read_credentials
-from diffusers_repro.fingerprint import fingerprint, similarity
+from diffusers_repro.files.fingerprints import fingerprint, similarity
 from diffusers_repro.tiny import tiny_pipeline_path
 
 

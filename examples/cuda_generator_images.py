@@ -10,8 +10,8 @@ torch's CUDA ``randn`` for seed 0 (a known vector, and the GPU itself when there
 import torch
 
 from diffusers_repro import PhiloxGenerator, ReproStableDiffusionPipeline
-from diffusers_repro.replay import reproduce
 from diffusers_repro.tiny import tiny_pipeline_path
+from diffusers_repro.verify.replay import reproduce
 
 # torch.randn((3, 4), generator=torch.Generator("cuda").manual_seed(0), device="cuda")
 CUDA_SEED_0 = torch.tensor(

@@ -28,10 +28,10 @@ from tiny_components import (
     repro_of,
 )
 
-import diffusers_repro.factory as factory
+import diffusers_repro.pipelines.factory as factory
 from diffusers_repro import ReproDDIMPipeline, ReproStableDiffusionPipeline
-from diffusers_repro.factory import ReproDiffusionPipeline, reproducible
-from diffusers_repro.provenance import image_digest, jsonable, tensor_digest
+from diffusers_repro.pipelines.factory import ReproDiffusionPipeline, reproducible
+from diffusers_repro.records.provenance import image_digest, jsonable, tensor_digest
 from diffusers_repro.tiny import build_tiny_pipeline
 
 SD_CALL = {"num_inference_steps": 2, "output_type": "np", "height": 32, "width": 32}
@@ -59,7 +59,7 @@ def assert_one_complete_record_per_image(out, seeds):
 def test_reproducible_makes_one_named_published_class_per_pipeline():
     repro = reproducible(DDPMPipeline)
     assert repro is reproducible(DDPMPipeline) and reproducible(repro) is repro
-    assert repro.__name__ == "ReproDDPMPipeline" and repro.__module__ == "diffusers_repro.factory"
+    assert repro.__name__ == "ReproDDPMPipeline" and repro.__module__ == "diffusers_repro.pipelines.factory"
     assert issubclass(repro, DDPMPipeline) and factory.ReproDDPMPipeline is repro
     assert pickle.loads(pickle.dumps(repro)) is repro
     assert reproducible(StableDiffusionPipeline) is ReproStableDiffusionPipeline
@@ -67,7 +67,8 @@ def test_reproducible_makes_one_named_published_class_per_pipeline():
 
 
 def test_repro_classes_are_made_on_first_lookup_for_unpickling():
-    # A fresh process unpickling a Repro class looks it up in diffusers_repro.factory before anything made it.
+    # A fresh process unpickling a Repro class looks it up in diffusers_repro.pipelines.factory before anything
+    # made it.
     cls = factory.ReproDDPMPipeline
     assert cls is reproducible(DDPMPipeline)
     with pytest.raises(AttributeError, match="has no attribute 'ReproNotAPipeline'"):
@@ -166,7 +167,7 @@ def test_ddpm_matches_vanilla_with_per_image_generators(ddpm):
 def test_repro_pipelines_pickle_by_reference(ddpm):
     _, pipe = ddpm
     copy = pickle.loads(pickle.dumps(pipe))
-    assert type(copy) is type(pipe) and type(copy).__module__ == "diffusers_repro.factory"
+    assert type(copy) is type(pipe) and type(copy).__module__ == "diffusers_repro.pipelines.factory"
 
 
 def test_ddpm_batch_invariant_image_equals_the_image_alone(ddpm):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_repro.batching import one_image_at_a_time
+from diffusers_repro.generation.batching import one_image_at_a_time
 
 PROMPTS = ["a fox", "a bear", "a cat"]
 NEGATIVE = ["blurry", "dark", "grainy"]

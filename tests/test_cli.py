@@ -17,8 +17,9 @@ import PIL.PngImagePlugin
 import pytest
 import torch
 
-from diffusers_repro.cli import main, parse_seeds
-from diffusers_repro.files import read_image_file, read_provenance
+from diffusers_repro.cli import main
+from diffusers_repro.cli.common import parse_seeds
+from diffusers_repro.files.imagefile import read_image_file, read_provenance
 
 COMMANDS = ("generate", "verify", "inspect", "env", "diff", "demo")
 
@@ -138,7 +139,7 @@ def test_unexpected_failures_exit_1_without_traceback(capsys, monkeypatch):
     def broken(args):
         raise RuntimeError("the disk is on fire")
 
-    monkeypatch.setattr(cli, "_env", broken)
+    monkeypatch.setattr(cli, "env_command", broken)
     code, _, err = run(capsys, "env")
     assert code == 1
     assert err.strip() == (
@@ -220,7 +221,8 @@ def _tamper(path, delta: int, restamp: bool = False) -> None:
     With ``restamp`` the stored pixel digest is rewritten to match, as a file written by another machine whose
     result differs slightly: then only the regeneration, not the file itself, tells the difference.
     """
-    from diffusers_repro.files import PIXELS_KEY, pixel_digest
+    from diffusers_repro.files.imagefile import PIXELS_KEY
+    from diffusers_repro.files.save import pixel_digest
 
     with PIL.Image.open(path) as image:
         image.load()
@@ -390,7 +392,7 @@ def test_batch_invariant_generate_does_not_depend_on_batch_size(capsys, tmp_path
     capsys.readouterr()
     names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
     assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "four").glob("*.png"))
-    from diffusers_repro.files import read_image_file
+    from diffusers_repro.files.imagefile import read_image_file
 
     for name in names:
         one, four = read_image_file(tmp_path / "one" / name), read_image_file(tmp_path / "four" / name)
@@ -415,7 +417,7 @@ def test_resume_without_run_json_refuses_images_of_other_settings_until_overwrit
     assert "job000000-seed0.png: its record is not this job's" in capsys.readouterr().err
     assert main([*common, "--overwrite"]) == 0
     assert "(2 generated, 0 already there)" in capsys.readouterr().out
-    from diffusers_repro.files import read_provenance
+    from diffusers_repro.files.imagefile import read_provenance
 
     assert read_provenance(out / "job000000-seed0.png").call_arguments["guidance_scale"] == 7.5
     assert main(common) == 0

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from diffusers_repro.cli import main
-from diffusers_repro.credentials import read_credentials
-from diffusers_repro.identity import HOME_ENV, init_identity
+from diffusers_repro.files.credentials import read_credentials
+from diffusers_repro.files.identity import HOME_ENV, init_identity
 from tests.test_identity import _chain_and_key
 
 

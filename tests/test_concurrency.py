@@ -12,9 +12,9 @@ import torch
 from test_randomness import GlobalNoiseEulerScheduler
 
 from diffusers_repro import full_determinism
-from diffusers_repro.concurrency import SETTINGS_LOCK, SettingsLock, serialized_per_object
-from diffusers_repro.determinism import determinism_status
-from diffusers_repro.randomness import global_rng_seed, seeded_stray_randomness
+from diffusers_repro.generation.concurrency import SETTINGS_LOCK, SettingsLock, serialized_per_object
+from diffusers_repro.generation.determinism import determinism_status
+from diffusers_repro.generation.randomness import global_rng_seed, seeded_stray_randomness
 
 SIZE = {"height": 32, "width": 32, "output_type": "np"}
 # Every option the calls take, mixed: plain, batch-invariant and deterministic calls, several images per call, other

@@ -12,18 +12,18 @@ import PIL.Image
 import pytest
 
 from diffusers_repro.cli import main
-from diffusers_repro.credentials import (
-    ASSERTION_LABEL,
+from diffusers_repro.files.credentials import file_credentials, read_credentials
+from diffusers_repro.files.identity import SigningIdentity, init_identity
+from diffusers_repro.files.imagefile import (
     DIGITAL_SOURCE_TYPE,
     EDITED_DIGITAL_SOURCE_TYPE,
-    CredentialsError,
-    file_credentials,
-    read_credentials,
-    sign_image_bytes,
+    PIXELS_KEY,
+    PROVENANCE_KEY,
+    read_image_file,
 )
-from diffusers_repro.files import PIXELS_KEY, PROVENANCE_KEY, read_image_file, save_image
-from diffusers_repro.identity import SigningIdentity, init_identity
-from diffusers_repro.replay import reproduce
+from diffusers_repro.files.save import save_image
+from diffusers_repro.files.signing import ASSERTION_LABEL, CredentialsError, sign_image_bytes
+from diffusers_repro.verify.replay import reproduce
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -81,7 +81,7 @@ def edit_png(path, *, record=None, pixels=None):
 
 
 def read_image_file_digest(pixels: np.ndarray) -> str:
-    from diffusers_repro.provenance import image_digest
+    from diffusers_repro.records.provenance import image_digest
 
     return image_digest(PIL.Image.fromarray(pixels))
 
@@ -343,8 +343,8 @@ def test_an_unsigned_lossy_file_is_never_bitwise(output, ddim, tmp_path):
 @pytest.mark.parametrize("format", ["jpeg", "webp"])
 def test_a_lossy_file_with_other_pixels_re_signed_by_another_key_is_not_bitwise(output, ddim, tmp_path, format):
     # Anyone can sign: keep the record and pixel record, put another picture in, and sign with a key of one's own.
-    from diffusers_repro.exif import encode_lossy, read_xmp_properties
-    from diffusers_repro.files import format_infotext
+    from diffusers_repro.files.infotext import format_infotext
+    from diffusers_repro.files.lossy import encode_lossy, read_xmp_properties
 
     genuine = save(output, tmp_path, format)
     properties = read_xmp_properties(genuine)
@@ -410,10 +410,10 @@ def test_a_manifest_copied_into_another_image_is_tampered(ddim, tmp_path):
 
 def test_inspect_shows_a_manifests_software_agent_escaped(output, tmp_path, capsys, monkeypatch):
     # The software agent is the signer's text: anyone's, and it must not reach the terminal as control characters.
-    import diffusers_repro.credentials as credentials_module
+    import diffusers_repro.files.signing as signing
 
     with monkeypatch.context() as patch:
-        patch.setattr(credentials_module, "_software_agent", lambda: {"name": "\x1b[2Jevil", "version": "1\n2"})
+        patch.setattr(signing, "_software_agent", lambda: {"name": "\x1b[2Jevil", "version": "1\n2"})
         path = save(output, tmp_path)
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
@@ -578,7 +578,7 @@ def test_the_soft_binding_is_the_images_iscc_code(output, tmp_path, format):
 
     import iscc_core
 
-    from diffusers_repro.fingerprint import iscc_image_code
+    from diffusers_repro.files.fingerprints import iscc_image_code
 
     path = save(output, tmp_path, format)
     with c2pa.Reader(MIME[format], open(path, "rb")) as reader:
@@ -684,7 +684,7 @@ def test_a_time_stamp_authority_that_fails_is_an_error_before_any_file_is_writte
 
 
 def test_the_home_settings_name_this_machines_time_stamp_authority(output, local_tsa, tmp_path, monkeypatch):
-    from diffusers_repro.identity import HOME_ENV, default_identity
+    from diffusers_repro.files.identity import HOME_ENV, default_identity
 
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
     (tmp_path / "home").mkdir()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from philox_reference import reference_randn
 
-from diffusers_repro.cuda_noise import CudaRandnMode, EmulatedCudaGenerator, cuda_generators
-from diffusers_repro.cuda_rng import CudaGeometry, PhiloxGenerator
+from diffusers_repro.generation.cuda_noise import CudaRandnMode, EmulatedCudaGenerator, cuda_generators
+from diffusers_repro.generation.cuda_rng import CudaGeometry, PhiloxGenerator
 
 
 def test_mode_answers_randn_with_stand_in_generators():
@@ -70,7 +70,7 @@ def test_mode_is_per_thread():
 
 
 def test_parse_rng():
-    from diffusers_repro.cuda_noise import parse_rng
+    from diffusers_repro.generation.cuda_noise import parse_rng
 
     assert parse_rng("cpu") == "cpu" and parse_rng("cuda") == "cuda"
     assert parse_rng("cuda:T4") == CudaGeometry(40, 1024)
@@ -116,7 +116,7 @@ def _emulated(seeds, geometry=None):
 
 
 def test_sd_rng_cuda_equals_vanilla_given_the_philox_latents(sd):
-    from diffusers_repro.provenance import tensor_digest
+    from diffusers_repro.records.provenance import tensor_digest
 
     ours = sd(["a fox", "a bear"], seed=3, rng="cuda", **SD_CALL)
     size = sd.unet.config.sample_size
@@ -186,7 +186,7 @@ def test_ddim_eta_draws_and_grid_stride_layout_in_a_pipeline(ddim):
     np.testing.assert_array_equal(ours.images, theirs.images)
     assert [g.philox.get_offset() for g in generators] == [12, 12]  # 4 for the latents, 4 per eta step
     latents = torch.tensor(reference_randn(768, 5, 0, 1, 256), dtype=torch.float32).reshape(1, 3, 16, 16)
-    from diffusers_repro.provenance import tensor_digest
+    from diffusers_repro.records.provenance import tensor_digest
 
     assert ours.provenance[0].result["noise_digest"] == tensor_digest(latents)
     assert ours.provenance[0].recipe["rng"]["geometry"] == {
@@ -226,7 +226,7 @@ def test_rng_cuda_calls_in_threads_do_not_see_each_other(ddim):
 
 
 def test_rng_cuda_record_replays_bitwise(ddim, tmp_path):
-    from diffusers_repro.replay import reproduce
+    from diffusers_repro.verify.replay import reproduce
 
     out = ddim(batch_size=1, seed=5, rng="cuda:1x256", eta=1.0, num_inference_steps=2)
     path = out.save(tmp_path)[0]
@@ -237,7 +237,8 @@ def test_rng_cuda_record_replays_bitwise(ddim, tmp_path):
 
 def test_a_cuda_generator_record_is_emulated_without_the_gpu_and_said_so(ddim):
     from diffusers_repro import Provenance
-    from diffusers_repro.replay import Difference, reproduce
+    from diffusers_repro.verify.replay import reproduce
+    from diffusers_repro.verify.reproduction import Difference
 
     made = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=2, output_type="np").provenance[0]
     # The record a call with generator=torch.Generator("cuda").manual_seed(5) writes on that GPU.
@@ -269,7 +270,7 @@ def test_a_cuda_generator_record_is_emulated_without_the_gpu_and_said_so(ddim):
 
 def test_generate_cli_with_rng_cuda_records_it_and_resumes_only_the_same_rng(capsys, tmp_path, tiny_ddim_path):
     from diffusers_repro.cli import main
-    from diffusers_repro.files import read_provenance
+    from diffusers_repro.files.imagefile import read_provenance
 
     common = ["generate", "--model", str(tiny_ddim_path), "--seeds", "0,1", "--steps", "2", "--threads", "1"]
     common += ["--no-progress", "--out", str(tmp_path / "out")]
@@ -294,7 +295,7 @@ def test_rng_cuda_with_batch_invariant_equals_the_image_made_alone(ddim):
 
 def test_a_record_with_a_bad_geometry_is_refused(ddim):
     from diffusers_repro import Provenance, ProvenanceError
-    from diffusers_repro.replay import reproduce
+    from diffusers_repro.verify.replay import reproduce
 
     data = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=1, output_type="np").provenance[0]
     data = data.to_dict()
@@ -330,7 +331,8 @@ def test_inspect_shows_the_cuda_noise(ddim, tmp_path, capsys):
 
 def test_an_rng_cuda_record_made_on_a_gpu_is_emulated_here_and_said_so(ddim):
     from diffusers_repro import Provenance
-    from diffusers_repro.replay import Difference, reproduce
+    from diffusers_repro.verify.replay import reproduce
+    from diffusers_repro.verify.reproduction import Difference
 
     made = ddim(batch_size=1, seed=5, rng="cuda:1x256", num_inference_steps=2, output_type="np").provenance[0]
     data = made.to_dict()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from philox_reference import reference_philox, reference_randn
 
-from diffusers_repro.cuda_rng import (
+from diffusers_repro.generation.cuda_rng import (
     EMULATION_TOLERANCE,
     GEOMETRY_FREE_LIMIT,
     KNOWN_GEOMETRIES,
@@ -36,7 +36,7 @@ def test_known_vector_within_a_few_ulp():
 
 
 def test_philox_matches_the_scalar_reference():
-    from diffusers_repro.cuda_rng import philox4x32_10
+    from diffusers_repro.generation.cuda_rng import philox4x32_10
 
     threads = np.arange(0, 70, dtype=np.uint32)
     for counter, seed in ((0, 0), (5, 42), (2**32 + 3, 2**64 - 1)):

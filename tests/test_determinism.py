@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffusers_repro import full_determinism
-from diffusers_repro.determinism import CUBLAS_WORKSPACE_CONFIG, DeterminismWarning, determinism_status
+from diffusers_repro.generation.determinism import CUBLAS_WORKSPACE_CONFIG, DeterminismWarning, determinism_status
 
 
 def snapshot():

@@ -16,16 +16,10 @@ import pytest
 import torch
 
 from diffusers_repro import ReproStableDiffusionPipeline
-from diffusers_repro.distributed import (
-    KILL_HOOK_ENV,
-    SettingsMismatchError,
-    generate,
-    job_file_name,
-    make_jobs,
-    micro_batches,
-)
-from diffusers_repro.files import read_image_file
-from diffusers_repro.replay import reproduce
+from diffusers_repro.files.imagefile import read_image_file
+from diffusers_repro.runs.distributed import KILL_HOOK_ENV, generate, micro_batches
+from diffusers_repro.runs.folder import SettingsMismatchError, job_file_name, make_jobs
+from diffusers_repro.verify.replay import reproduce
 
 PROMPTS = ["a fox", "a bear"]
 SEEDS = [0, 1, 2]

@@ -5,8 +5,8 @@ import threading
 import torch
 from torch.overrides import TorchFunctionMode
 
-from diffusers_repro.entry_points import ENTRY_POINTS, call_without_mode, planned_entry_points
-from diffusers_repro.randomness import seeded_stray_randomness
+from diffusers_repro.generation.entry_points import ENTRY_POINTS, call_without_mode, planned_entry_points
+from diffusers_repro.generation.randomness import seeded_stray_randomness
 
 
 class Recording(TorchFunctionMode):

@@ -14,24 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusers_repro.exif import (
-    MAX_XMP_BYTES,
-    _xmp_packet,
-    encode_lossy,
-    read_lossy_image,
-    sniff_format,
-)
-from diffusers_repro.files import (
+from diffusers_repro.files.imagefile import (
     MAX_FILE_PIXELS,
+    MAX_XMP_BYTES,
     ImageProvenanceError,
-    format_infotext,
+    parse_image_bytes,
     read_image_file,
     read_provenance,
-    save_image,
-    save_outputs,
 )
-from diffusers_repro.imagefile import parse_image_bytes
-from diffusers_repro.provenance import image_digest
+from diffusers_repro.files.infotext import format_infotext
+from diffusers_repro.files.lossy import _xmp_packet, encode_lossy, read_lossy_image, sniff_format
+from diffusers_repro.files.save import save_image, save_outputs
+from diffusers_repro.records.provenance import image_digest
 
 
 @pytest.fixture(scope="module")

@@ -15,23 +15,19 @@ import pytest
 import torch
 
 from diffusers_repro import ProvenanceError
-from diffusers_repro.files import (
+from diffusers_repro.files.fingerprints import fingerprint
+from diffusers_repro.files.imagefile import (
     INFOTEXT_KEY,
     PIXELS_KEY,
     PROVENANCE_KEY,
     ImageProvenanceError,
-    format_infotext,
-    parse_infotext,
-    pixel_digest,
     read_image_file,
     read_pixels,
     read_provenance,
-    save_image,
-    save_outputs,
-    to_pil_image,
 )
-from diffusers_repro.fingerprint import fingerprint
-from diffusers_repro.provenance import image_digest
+from diffusers_repro.files.infotext import format_infotext, parse_infotext
+from diffusers_repro.files.save import pixel_digest, save_image, save_outputs, to_pil_image
+from diffusers_repro.records.provenance import image_digest
 
 PROMPTS = ["a fox", "a bear"]
 NEGATIVE = ["blurry", "dark"]

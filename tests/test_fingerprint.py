@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 
 from diffusers_repro.cli import main
-from diffusers_repro.fingerprint import (
+from diffusers_repro.files.fingerprints import (
     MATCH_THRESHOLD,
     fingerprint,
     iscc_image_code,

@@ -9,7 +9,7 @@ import PIL.Image
 import pytest
 import torch
 
-from diffusers_repro.heatmap import (
+from diffusers_repro.verify.heatmap import (
     HEATMAP_KEY,
     Heatmap,
     difference_heatmap,

@@ -17,15 +17,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from diffusers_repro.identity import (
+from diffusers_repro.files.identity import (
     HOME_ENV,
-    CredentialsError,
     SigningIdentity,
     default_identity,
     identity_home,
     init_identity,
     trust_anchors,
 )
+from diffusers_repro.files.signing import CredentialsError
 
 
 def test_the_test_session_never_uses_the_user_config_folder(repro_home):
@@ -89,7 +89,7 @@ def test_processes_starting_at_once_end_with_one_identity(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
-        from diffusers_repro.identity import init_identity
+        from diffusers_repro.files.identity import init_identity
         while time.time() < float(sys.argv[1]):
             time.sleep(0.001)
         identity, made = init_identity()

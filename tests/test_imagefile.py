@@ -18,21 +18,24 @@ import PIL.Image
 import PIL.PngImagePlugin
 import pytest
 
-import diffusers_repro.imagefile as imagefile
-import diffusers_repro.replay as replay
+import diffusers_repro.files.imagefile as imagefile
+import diffusers_repro.verify.replay as replay
 from diffusers_repro.cli import main
-from diffusers_repro.credentials import read_credentials
-from diffusers_repro.files import PROVENANCE_KEY, read_image_file, save_image
-from diffusers_repro.imagefile import (
+from diffusers_repro.files.credentials import read_credentials
+from diffusers_repro.files.imagefile import (
     MAX_FILE_BYTES,
+    PROVENANCE_KEY,
     ImageProvenanceError,
     parse_image_bytes,
     read_image,
+    read_image_file,
     read_regular_file,
 )
-from diffusers_repro.limits import LimitExceededError, ReplayLimits
-from diffusers_repro.provenance import Provenance, ProvenanceError
-from diffusers_repro.replay import ReproductionError, reproduce
+from diffusers_repro.files.save import save_image
+from diffusers_repro.records.provenance import Provenance
+from diffusers_repro.records.schema import ProvenanceError
+from diffusers_repro.verify.limits import LimitExceededError, ReplayLimits
+from diffusers_repro.verify.replay import ReproductionError, reproduce
 
 STEPS = 2
 
@@ -125,9 +128,10 @@ def test_a_lossy_file_of_a_trusted_signer_still_has_its_pixels_compared(alone, s
     path = save_image(alone.images[0], tmp_path / "fox.jpg", alone.provenance[0])
     assert reproduce(path, pipe=sd).reencoding_equal is True
     # Another Pillow build encodes other pixels: the trusted signer still vouches, and the verdict says which held.
-    import diffusers_repro.exif as exif
+    import diffusers_repro.files as files
 
-    monkeypatch.setattr(exif, "reencoded_pixels", lambda image, format, quality: np.zeros((1, 1, 3), np.uint8))
+    # replay finds the function through its subpackage's public names
+    monkeypatch.setattr(files, "reencoded_pixels", lambda image, format, quality: np.zeros((1, 1, 3), np.uint8))
     result = reproduce(path, pipe=sd)
     assert (result.verdict, result.reencoding_equal) == ("bitwise", False)
     assert "encoding it again here gives other pixels" in result.summary

@@ -6,7 +6,7 @@ import warnings
 import pytest
 from diffusers import StableDiffusionPipeline
 
-from diffusers_repro.keywords import check_extra_keywords, keywords_read_from_kwargs
+from diffusers_repro.pipelines.keywords import check_extra_keywords, keywords_read_from_kwargs
 
 STEPS = 2
 

@@ -8,10 +8,10 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tiny_components import tiny_unet_lora
 
-import diffusers_repro.adapters as adapters
-import diffusers_repro.weights as weights
+import diffusers_repro.pipelines.adapters as adapters
+import diffusers_repro.pipelines.weights as weights
 from diffusers_repro import ReproStableDiffusionPipeline
-from diffusers_repro.provenance import state_dict_digest
+from diffusers_repro.records.provenance import state_dict_digest
 from diffusers_repro.tiny import build_tiny_pipeline
 
 SD_CALL = {"num_inference_steps": 2, "output_type": "np", "height": 32, "width": 32}
@@ -108,7 +108,7 @@ def test_base_weights_digest_of_an_in_memory_unet_ignores_unfused_adapters():
     before = model_record(pipe)["components"]["unet"]
     assert before["weights_digest"] == state_dict_digest(pipe.unet)
     pipe.load_lora_weights(tiny_unet_lora(1), adapter_name="style")
-    weights._COMPONENT_DIGESTS.pop(pipe.unet)  # digest the tensors again, now with peft's layers injected
+    weights.COMPONENT_DIGESTS.pop(pipe.unet)  # digest the tensors again, now with peft's layers injected
     after = model_record(pipe)["components"]["unet"]
     assert after == before
 
@@ -137,7 +137,7 @@ def test_adapter_digests_are_not_recomputed_per_call(sd_pipe, lora_folder, monke
 def test_pipelines_without_lora_support_get_no_lora_methods():
     from diffusers import DDPMPipeline
 
-    from diffusers_repro.factory import reproducible
+    from diffusers_repro.pipelines.factory import reproducible
 
     assert not hasattr(reproducible(DDPMPipeline), "load_lora_weights")
     assert "fuse_lora" in vars(ReproStableDiffusionPipeline)
@@ -162,7 +162,7 @@ def test_reproduce_without_pipe_loads_the_recorded_adapters_again(tiny_sd_path, 
 
 def test_reproduce_refuses_an_adapter_given_as_a_state_dict(tiny_sd_path):
     from diffusers_repro import reproduce
-    from diffusers_repro.replay import ReproductionError
+    from diffusers_repro.verify.replay import ReproductionError
 
     pipe = ReproStableDiffusionPipeline.from_pretrained(tiny_sd_path)
     pipe.set_progress_bar_config(disable=True)

@@ -13,7 +13,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from diffusers_repro import ReproDDIMPipeline, ReproStableDiffusionPipeline, full_determinism
-from diffusers_repro.determinism import determinism_status
+from diffusers_repro.generation.determinism import determinism_status
 
 SD_CALL = {"num_inference_steps": 2, "output_type": "np"}
 
@@ -298,7 +298,7 @@ def test_local_folder_source_and_file_digests(sd_pipe, tiny_sd_path):
 
 
 def test_digests_are_computed_at_load_not_per_call(sd_pipe, monkeypatch):
-    import diffusers_repro.provenance as provenance
+    import diffusers_repro.records.provenance as provenance
 
     sd_pipe("a fox", seed=0, **SD_CALL)
     monkeypatch.setattr(provenance, "file_digest", lambda *a: pytest.fail("file read during a call"))
@@ -350,7 +350,7 @@ def test_thread_count_is_recorded(ddim_pipe):
 
 
 def test_noise_digest_matches_the_cpu_draw_of_the_seed(ddim_pipe):
-    from diffusers_repro.provenance import tensor_digest
+    from diffusers_repro.records.provenance import tensor_digest
 
     record = ddim_pipe(batch_size=2, seed=[3, 8], num_inference_steps=2).provenance[1]
     shape = record.result["noise"]["shape"]

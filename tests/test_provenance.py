@@ -7,8 +7,7 @@ import torch
 from PIL import Image
 
 from diffusers_repro import Provenance, ProvenanceError
-from diffusers_repro.provenance import (
-    SCHEMA_VERSION,
+from diffusers_repro.records.provenance import (
     array_digest,
     environment_fingerprint,
     file_digest,
@@ -16,6 +15,7 @@ from diffusers_repro.provenance import (
     jsonable,
     tensor_digest,
 )
+from diffusers_repro.records.schema import SCHEMA_VERSION
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 
-from diffusers_repro.randomness import (
+from diffusers_repro.generation.randomness import (
     GlobalRandomness,
     draws_nothing_stray,
     forked_global_rng,
@@ -327,7 +327,7 @@ def test_a_custom_model_drawing_stray_randomness_is_seeded_per_call(sd_pipe):
 
 def _operations_seen(monkeypatch, pipe, **call) -> dict[str, int]:
     """Torch operations that reached the stray-randomness mode during one call: inside a model's layers, elsewhere."""
-    from diffusers_repro.randomness import _SeededStrayRandomness
+    from diffusers_repro.generation.randomness import _SeededStrayRandomness
 
     counts = {"in layers": 0, "elsewhere": 0}
     depth = [0]
@@ -435,15 +435,15 @@ def test_a_component_replaced_after_a_call_is_seen_by_the_next_call(sd_pipe):
 def test_cached_cleanliness_follows_train_mode_lora_adapters_and_register_modules(sd_pipe):
     from tiny_components import tiny_unet_lora
 
-    from diffusers_repro.randomness import _CLEANLINESS, _draws_nothing_stray_cached
+    from diffusers_repro.generation.randomness import _CLEANLINESS, draws_nothing_stray_cached
 
     unet = sd_pipe.unet
     sd_pipe("a fox", seed=3, **SD_CALL)
-    assert _draws_nothing_stray_cached(unet) is True
+    assert draws_nothing_stray_cached(unet) is True
     unet.down_blocks[0].train()
-    assert _draws_nothing_stray_cached(unet) is False
+    assert draws_nothing_stray_cached(unet) is False
     unet.eval()
-    assert _draws_nothing_stray_cached(unet) is True
+    assert draws_nothing_stray_cached(unet) is True
 
     walked = _CLEANLINESS[unet]
     sd_pipe.load_lora_weights(tiny_unet_lora(1), adapter_name="style")
@@ -452,14 +452,14 @@ def test_cached_cleanliness_follows_train_mode_lora_adapters_and_register_module
     sd_pipe("a fox", seed=3, **SD_CALL)
     lora_modules = [m for m in _CLEANLINESS[unet].submodules if type(m).__module__.startswith("peft")]
     assert len(lora_modules) == 32 and _CLEANLINESS[unet] is not walked
-    assert _draws_nothing_stray_cached(unet) is True
+    assert draws_nothing_stray_cached(unet) is True
     lora_modules[0].train(False).lora_dropout.train()  # a mode seen only in the new adapter layers
-    assert _draws_nothing_stray_cached(unet) is False
+    assert draws_nothing_stray_cached(unet) is False
     unet.eval()
-    assert _draws_nothing_stray_cached(unet) is True
+    assert draws_nothing_stray_cached(unet) is True
 
     # A custom submodule put in by hand deep inside is seen once the component is registered again.
     unet.down_blocks[0].add_module("extra", type("Noisy", (torch.nn.Module,), {})().eval())
-    assert _draws_nothing_stray_cached(unet) is True
+    assert draws_nothing_stray_cached(unet) is True
     sd_pipe.register_modules(unet=unet)
-    assert _draws_nothing_stray_cached(unet) is False
+    assert draws_nothing_stray_cached(unet) is False

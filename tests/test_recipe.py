@@ -1,5 +1,5 @@
 """What a record says a call used where vanilla diffusers resolved or overrode the caller's values
-(`diffusers_repro.recipe.used_call_values`): sizes, step counts, img2img's steps run."""
+(`diffusers_repro.pipelines.recipe.used_call_values`): sizes, step counts, img2img's steps run."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from tiny_components import build_tiny_img2img, build_tiny_sdxl, generators, repro_of
 
-from diffusers_repro.recipe import used_call_values
-from diffusers_repro.replay import reproduce
+from diffusers_repro.pipelines.recipe import used_call_values
+from diffusers_repro.verify.replay import reproduce
 
 
 def test_sd_height_without_width_records_the_size_made_and_replays_bitwise(sd, tmp_path):

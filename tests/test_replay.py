@@ -13,15 +13,10 @@ import PIL.PngImagePlugin
 import pytest
 import torch
 
-from diffusers_repro.files import read_image_file, save_image
-from diffusers_repro.replay import (
-    DEFAULT_TOLERANCE,
-    Difference,
-    Reproduction,
-    ReproductionError,
-    record_differences,
-    reproduce,
-)
+from diffusers_repro.files.imagefile import read_image_file
+from diffusers_repro.files.save import save_image
+from diffusers_repro.verify.replay import DEFAULT_TOLERANCE, ReproductionError, reproduce
+from diffusers_repro.verify.reproduction import Difference, Reproduction, record_differences
 
 PROMPTS = ["a fox", "a bear", "a cat"]
 STEPS = 2
@@ -119,7 +114,7 @@ def test_tensor_arguments_are_passed_back(sd):
 
 
 def test_deterministic_image_is_replayed_deterministically(sd):
-    from diffusers_repro.determinism import determinism_status
+    from diffusers_repro.generation.determinism import determinism_status
 
     record = sd("a fox", num_inference_steps=STEPS, seed=11, deterministic=True).provenance[0]
     before = determinism_status()
@@ -381,7 +376,7 @@ def test_weights_variant_is_recorded_and_loaded_again(tiny_sd_path, tmp_path):
     import shutil
 
     from diffusers_repro import ReproStableDiffusionPipeline
-    from diffusers_repro.replay import load_pipeline
+    from diffusers_repro.verify.replay import load_pipeline
 
     folder = tmp_path / "variants"
     shutil.copytree(tiny_sd_path, folder)

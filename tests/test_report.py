@@ -23,11 +23,12 @@ import PIL.PngImagePlugin
 import pytest
 
 from diffusers_repro.cli import main
-from diffusers_repro.files import read_pixels
-from diffusers_repro.heatmap import HEATMAP_KEY, difference_heatmap, difference_map
-from diffusers_repro.provenance import Provenance
-from diffusers_repro.replay import Difference, Reproduction, reproduce
-from diffusers_repro.report import THUMBNAIL_SIZE, ReportEntry, render_report, report_entry, write_report
+from diffusers_repro.files.imagefile import read_pixels
+from diffusers_repro.records.provenance import Provenance
+from diffusers_repro.verify.heatmap import HEATMAP_KEY, difference_heatmap, difference_map
+from diffusers_repro.verify.replay import reproduce
+from diffusers_repro.verify.report import THUMBNAIL_SIZE, ReportEntry, render_report, report_entry, write_report
+from diffusers_repro.verify.reproduction import Difference, Reproduction
 
 HOSTILE = '<script>alert("x")</script> & <img src="https://evil.example/x.png">'
 PATCH = (slice(20, 34), slice(36, 52))
@@ -561,7 +562,7 @@ def test_report_renders_in_headless_chromium(verified, tmp_path):
 
 def test_public_names():
     import diffusers_repro
-    from diffusers_repro import heatmap, report
+    from diffusers_repro.verify import heatmap, report
 
     assert diffusers_repro.write_report is report.write_report
     assert diffusers_repro.difference_heatmap is heatmap.difference_heatmap

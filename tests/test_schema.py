@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import diffusers_repro.replay as replay
+import diffusers_repro.verify.replay as replay
 from diffusers_repro import ImageProvenanceError, Provenance, ProvenanceError
-from diffusers_repro.credentials import CREDENTIAL_STATES, CredentialsError, file_credentials, read_credentials
-from diffusers_repro.files import read_image_file, read_provenance, save_image
-from diffusers_repro.imagefile import MAX_FILE_BYTES, read_image
-from diffusers_repro.limits import LimitExceededError, check_limits
-from diffusers_repro.schema import (
+from diffusers_repro.files.credentials import CREDENTIAL_STATES, file_credentials, read_credentials
+from diffusers_repro.files.imagefile import MAX_FILE_BYTES, read_image, read_image_file, read_provenance
+from diffusers_repro.files.save import save_image
+from diffusers_repro.files.signing import CredentialsError
+from diffusers_repro.records.schema import (
     MAX_DEPTH,
     MAX_RECORD_CHARS,
     SCHEMA_VERSION,
@@ -29,7 +29,8 @@ from diffusers_repro.schema import (
     parse_json,
     record_digest,
 )
-from diffusers_repro.siblings import batch_prompt_lists, find_siblings
+from diffusers_repro.verify.limits import LimitExceededError, check_limits
+from diffusers_repro.verify.siblings import batch_prompt_lists, find_siblings
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))

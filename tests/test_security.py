@@ -14,13 +14,14 @@ import PIL.PngImagePlugin
 import pytest
 import torch
 
-import diffusers_repro.replay as replay
+import diffusers_repro.verify.replay as replay
 from diffusers_repro import ProvenanceError, ReproStableDiffusionPipeline
 from diffusers_repro.cli import main
-from diffusers_repro.files import PROVENANCE_KEY, ImageProvenanceError, read_provenance, save_image
-from diffusers_repro.limits import LimitExceededError, ReplayLimits, check_limits, usable_threads
-from diffusers_repro.provenance import Provenance
-from diffusers_repro.replay import ReproductionError, reproduce
+from diffusers_repro.files.imagefile import PROVENANCE_KEY, ImageProvenanceError, read_provenance
+from diffusers_repro.files.save import save_image
+from diffusers_repro.records.provenance import Provenance
+from diffusers_repro.verify.limits import LimitExceededError, ReplayLimits, check_limits, usable_threads
+from diffusers_repro.verify.replay import ReproductionError, reproduce
 
 STEPS = 2
 
@@ -312,7 +313,7 @@ def test_inspect_of_a_hostile_file_shows_it_escaped_and_runs_nothing(alone, tmp_
 
 def _jpeg_claiming_size(path, record_json, width, height):
     """A JPEG with a record whose frame header claims ``width x height`` pixels: a decompression bomb."""
-    from diffusers_repro.exif import _xmp_packet
+    from diffusers_repro.files.lossy import _xmp_packet
 
     buffer = io.BytesIO()
     PIL.Image.new("RGB", (8, 8)).save(buffer, format="JPEG", xmp=_xmp_packet(record_json, "{}"))
@@ -394,7 +395,7 @@ def test_verify_report_of_lossy_files_shows_them(alone, tmp_path, capsys):
 
 
 def test_inspect_of_a_jpeg_whose_record_does_not_fit_shows_it_escaped(alone, tmp_path, capsys, monkeypatch):
-    from diffusers_repro.exif import _xmp_packet
+    from diffusers_repro.files.lossy import _xmp_packet
 
     data = _edited(alone, lambda d: d["recipe"]["model"].update(lora={"operations": [{"op": "push_to_hub"}]}))
     path = tmp_path / "hostile.jpg"

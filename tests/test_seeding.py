@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffusers_repro.seeding import MAX_SEED, draw_random_seed, make_generators, per_image_seeds, validate_seed
+from diffusers_repro.generation.seeding import (
+    MAX_SEED,
+    draw_random_seed,
+    make_generators,
+    per_image_seeds,
+    validate_seed,
+)
 
 
 def test_int_seed_gives_consecutive_seeds():

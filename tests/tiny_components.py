@@ -237,7 +237,7 @@ def generators(*seeds: int) -> list[torch.Generator]:
 
 def repro_of(plain):
     """The Repro pipeline over the very same component objects as ``plain``."""
-    from diffusers_repro.factory import reproducible
+    from diffusers_repro.pipelines.factory import reproducible
 
     pipe = reproducible(type(plain))(**plain.components)
     pipe.set_progress_bar_config(disable=True)

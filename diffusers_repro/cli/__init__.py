@@ -20,26 +20,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .common import (
-    _DTYPES,
+    DTYPES,
     PROG,
+    ArgumentParser,
     UsageError,
-    _ArgumentParser,
-    _command_environment,
-    _is_main_process,
-    _positive_int,
-    _printable,
-    _rng,
-    _seed,
-    _tolerance,
     add_max_file_bytes_argument,
+    command_environment,
+    is_main_process,
     parse_seeds,
+    positive_int,
+    printable,
+    rng_argument,
+    seed_argument,
+    tolerance_argument,
 )
 from .credentials import add_credentials_commands, add_signing_options, add_trust_option
-from .demo import _DEMO_PROMPTS, _DEMO_SEEDS, _demo
-from .generate import _generate
-from .inspect import _inspect
-from .records import _diff, _env, environment_report
-from .verify import _add_replay_safety_arguments, _verify
+from .demo import DEMO_PROMPTS, DEMO_SEEDS, demo_command
+from .generate import generate_command
+from .inspect import inspect_command
+from .records import diff_command, env_command, environment_report
+from .verify import add_replay_safety_arguments, verify_command
 
 __all__ = ["UsageError", "build_parser", "environment_report", "main", "parse_seeds"]
 
@@ -50,13 +50,13 @@ __all__ = ["UsageError", "build_parser", "environment_report", "main", "parse_se
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``diffusers-repro``, with one subcommand per job."""
-    parser = _ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Reproducible diffusers generation: same seed, same pixels; every image carries its recipe.",
         epilog="Exit codes: 0 success, 1 failure (an image does not reproduce), 2 user error.",
     )
     parser.add_argument("--traceback", action="store_true", help="show the full traceback of unexpected errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
 
     generate = commands.add_parser(
         "generate",
@@ -78,22 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one prompt per line")
     generate.add_argument("--negative-prompt", help="one negative prompt for every image")
     seeds = generate.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=_seed, help="first seed: seeds N .. N+num_images-1 (default: 0)")
+    seeds.add_argument("--seed", type=seed_argument, help="first seed: seeds N .. N+num_images-1 (default: 0)")
     seeds.add_argument("--seeds", help="seed list with inclusive ranges, e.g. 0-15,42")
     generate.add_argument(
-        "--num-images", type=_positive_int, help="images per prompt with --seed (default: 1)", metavar="K"
+        "--num-images", type=positive_int, help="images per prompt with --seed (default: 1)", metavar="K"
     )
-    generate.add_argument("--steps", type=_positive_int, help="denoising steps (default: the pipeline's)")
+    generate.add_argument("--steps", type=positive_int, help="denoising steps (default: the pipeline's)")
     generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
-    generate.add_argument("--height", type=_positive_int, help="image height in pixels (default: the model's)")
-    generate.add_argument("--width", type=_positive_int, help="image width in pixels (default: the model's)")
+    generate.add_argument("--height", type=positive_int, help="image height in pixels (default: the model's)")
+    generate.add_argument("--width", type=positive_int, help="image width in pixels (default: the model's)")
     generate.add_argument("--scheduler", help="a diffusers scheduler class name, e.g. EulerDiscreteScheduler")
-    generate.add_argument("--dtype", choices=_DTYPES, help="weights dtype (default: as saved)")
+    generate.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: as saved)")
     generate.add_argument("--device", help="cpu, cuda, mps, ... (default: each process's accelerator, else the CPU)")
     generate.add_argument("--deterministic", action="store_true", help="run inside full_determinism()")
     generate.add_argument(
         "--rng",
-        type=_rng,
+        type=rng_argument,
         help="noise generators: cpu (default); cuda: what torch.Generator('cuda') draws, on any device (emulated off "
         "a GPU); cuda:108x2048 or cuda:A100 names the GPU geometry (multiprocessors x max threads per "
         "multiprocessor) that lays out large draws",
@@ -103,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate the models one image at a time: every image independent of --batch-size",
     )
-    generate.add_argument("--batch-size", type=_positive_int, default=1, help="images per pipeline call (default: 1)")
+    generate.add_argument("--batch-size", type=positive_int, default=1, help="images per pipeline call (default: 1)")
     generate.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch threads of every process (default: the main process's current count); CPU bits depend on it",
     )
     generate.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_signing_options(generate)
-    generate.set_defaults(handler=_generate, loads_models=True)
+    generate.set_defaults(handler=generate_command, loads_models=True)
 
     verify = commands.add_parser(
         "verify",
@@ -140,18 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--tolerance",
-        type=_tolerance,
+        type=tolerance_argument,
         help="accept images whose largest pixel difference is at most this, in [0, 1] units or as N/255",
     )
     verify.add_argument("--model", help="load this pipeline instead of the recorded model source")
     verify.add_argument("--device", help="where to regenerate (default: the recorded device when present, else CPU)")
     verify.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch threads (default: each image's recorded count, which CPU bits depend on)",
     )
     verify.add_argument("--json", action="store_true", help="one JSON object per image, then a summary object")
-    _add_replay_safety_arguments(verify)
+    add_replay_safety_arguments(verify)
     add_trust_option(verify)
     verify.add_argument(
         "--report",
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.html",
         help="also write a self-contained HTML page: each file beside its regeneration, difference heatmaps",
     )
-    verify.set_defaults(handler=_verify, loads_models=True)
+    verify.set_defaults(handler=verify_command, loads_models=True)
 
     inspect_ = commands.add_parser(
         "inspect",
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_trust_option(inspect_)
     add_max_file_bytes_argument(inspect_)
-    inspect_.set_defaults(handler=_inspect)
+    inspect_.set_defaults(handler=inspect_command)
 
     env = commands.add_parser(
         "env",
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     env.add_argument("--device", help="the device to describe (default: cpu)")
     env.add_argument("--json", action="store_true", help="print JSON")
-    env.set_defaults(handler=_env, loads_models=True)
+    env.set_defaults(handler=env_command, loads_models=True)
 
     diff = commands.add_parser(
         "diff",
@@ -204,24 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the picture of the pixel differences (the images' size, with a scale below)",
     )
     add_max_file_bytes_argument(diff)
-    diff.set_defaults(handler=_diff)
+    diff.set_defaults(handler=diff_command)
 
     demo = commands.add_parser(
         "demo",
         help="generate with the embedded tiny model twice, show the bits are identical, verify the images",
         description=(
-            f"Generates {len(_DEMO_PROMPTS)} prompts x {len(_DEMO_SEEDS)} seeds with the embedded tiny Stable "
+            f"Generates {len(DEMO_PROMPTS)} prompts x {len(DEMO_SEEDS)} seeds with the embedded tiny Stable "
             "Diffusion model (built on first use, no download), generates them again, shows that both runs are "
             "bitwise identical, saves the images with their provenance and verifies them."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default: outputs/demo)")
-    demo.add_argument("--steps", type=_positive_int, default=10, help="denoising steps (default: 10)")
+    demo.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default: 10)")
     demo.add_argument(
-        "--threads", type=_positive_int, default=1, help="torch threads, pinned for both runs (default: 1)"
+        "--threads", type=positive_int, default=1, help="torch threads, pinned for both runs (default: 1)"
     )
-    demo.set_defaults(handler=_demo, loads_models=True)
-    add_credentials_commands(commands, _ArgumentParser)
+    demo.set_defaults(handler=demo_command, loads_models=True)
+    add_credentials_commands(commands, ArgumentParser)
     return parser
 
 
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from ..provenance import ProvenanceError
+    from ..records import ProvenanceError
 
     # Our own errors for bad input are ValueErrors (STYLE.md): changed settings in an output folder, a record that
     # cannot be replayed, an unreadable image. OSErrors about the user's paths are user errors too.
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "a command is required: generate, verify, inspect, env, diff, demo, keys or find (see diffusers-repro "
                 "--help)"
             )
-        with _command_environment(quiet_libraries=getattr(args, "loads_models", False)):
+        with command_environment(quiet_libraries=getattr(args, "loads_models", False)):
             return args.handler(args)
     except SystemExit as exit_:
         # --help (0) and argparse's own exits.
@@ -286,16 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_error_types() as error:
         if show_traceback:
             traceback.print_exc()
-        if _is_main_process() or os.environ.get("WORLD_SIZE", "1") == "1":
+        if is_main_process() or os.environ.get("WORLD_SIZE", "1") == "1":
             # File names, record keys and values in a message come from anyone: escaped for the terminal.
-            message = _printable(" ".join(str(error).split())) or type(error).__name__
+            message = printable(" ".join(str(error).split())) or type(error).__name__
             print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - the command line reports every failure as one line and exit code 1
         if show_traceback:
             traceback.print_exc()
         where = f" [process {os.environ['RANK']}]" if os.environ.get("WORLD_SIZE", "1") != "1" else ""
-        message = _printable(" ".join(str(error).split()))
+        message = printable(" ".join(str(error).split()))
         print(
             f"{PROG}: error{where}: {type(error).__name__}: {message} (run with --traceback for details)",
             file=sys.stderr,

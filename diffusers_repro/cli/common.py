@@ -22,15 +22,15 @@ __all__ = ["UsageError", "parse_seeds"]
 
 PROG = "diffusers-repro"
 MAX_SEED = 2**64 - 1
-_DTYPES = ("float32", "float16", "bfloat16")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+DTYPES = ("float32", "float16", "bfloat16")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: reported as one line on stderr, exit code 2."""
 
 
-class _ArgumentParser(argparse.ArgumentParser):
+class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any):
         # No guessing: argparse would take `--prompts "a fox"` for `--prompts-file 'a fox'`.
         kwargs.setdefault("allow_abbrev", False)
@@ -80,12 +80,12 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _count(number: int, noun: str, plural: str | None = None) -> str:
+def count(number: int, noun: str, plural: str | None = None) -> str:
     """``"1 image"``, ``"4 images"``: a count with its noun in the right number."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -95,7 +95,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
+def seed_argument(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -105,9 +105,9 @@ def _seed(text: str) -> int:
     return value
 
 
-def _rng(text: str) -> str:
+def rng_argument(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:<multiprocessors>x<max threads per multiprocessor>`` / ``cuda:<GPU>``."""
-    from ..cuda_noise import parse_rng
+    from ..generation import parse_rng
 
     try:
         parse_rng(text)
@@ -116,7 +116,7 @@ def _rng(text: str) -> str:
     return text
 
 
-def _tolerance(text: str) -> float:
+def tolerance_argument(text: str) -> float:
     """A pixel tolerance in [0, 1] units; ``N/255`` is accepted (``2/255``: two 8-bit steps)."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*/\s*255\s*", text)
     try:
@@ -133,7 +133,7 @@ def _tolerance(text: str) -> float:
 
 
 @contextlib.contextmanager
-def _command_environment(quiet_libraries: bool = True) -> Iterator[None]:
+def command_environment(quiet_libraries: bool = True) -> Iterator[None]:
     """Quiets the libraries' loading bars and notices, and logs our own lines to stderr; all restored afterwards.
 
     A command line shows its own progress: the libraries' bars would drown it. The settings are put back on exit so
@@ -177,7 +177,7 @@ def _command_environment(quiet_libraries: bool = True) -> Iterator[None]:
 
 def _pipeline_class() -> type:
     if importlib.util.find_spec("..factory", __package__) is not None:
-        from ..factory import ReproDiffusionPipeline
+        from ..pipelines import ReproDiffusionPipeline
 
         return ReproDiffusionPipeline
     from ..pipelines import ReproStableDiffusionPipeline
@@ -185,7 +185,7 @@ def _pipeline_class() -> type:
     return ReproStableDiffusionPipeline
 
 
-def _check_device(device: str | None, option: str = "--device") -> str | None:
+def check_device(device: str | None, option: str = "--device") -> str | None:
     if device is None:
         return None
     import torch
@@ -205,7 +205,7 @@ def _check_device(device: str | None, option: str = "--device") -> str | None:
     return device
 
 
-def _scheduler_class(name: str | None) -> type | None:
+def scheduler_class(name: str | None) -> type | None:
     if name is None:
         return None
     import diffusers
@@ -221,7 +221,7 @@ def _scheduler_class(name: str | None) -> type | None:
     return cls
 
 
-def _load_pipeline(model: str | None, dtype: str | None = None, option: str = "--model") -> Any:
+def load_pipeline(model: str | None, dtype: str | None = None, option: str = "--model") -> Any:
     import torch
 
     from ..tiny import tiny_pipeline_path
@@ -247,7 +247,7 @@ def _load_pipeline(model: str | None, dtype: str | None = None, option: str = "-
     return pipe
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -260,7 +260,7 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
         found.extend(
             Path(root, name)
             for name in sorted(names)
-            if Path(name).suffix.lower() in _IMAGE_SUFFIXES and not name.startswith(".") and Path(root, name).is_file()
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and Path(root, name).is_file()
         )
     return found
 
@@ -277,7 +277,7 @@ def _no_images_error(folder: Path) -> UsageError:
     )
 
 
-def _image_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
+def image_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     """The image files named by ``paths``: files named explicitly must be images (by their suffix); folders give
     their images (and their subfolders' with ``recursive``)."""
     files: list[Path] = []
@@ -288,7 +288,7 @@ def _image_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
                 raise _no_images_error(path)
             files.extend(found)
         elif path.is_file():
-            if path.suffix.lower() not in _IMAGE_SUFFIXES:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 raise UsageError(
                     f"{str(path)!r} is not an image file; expected a .png, .jpg, .jpeg or .webp file or a folder"
                 )
@@ -300,7 +300,7 @@ def _image_files(paths: Sequence[Path], recursive: bool = False) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, max_bytes: int | None = None) -> Any:
+def read_image(path: Path, max_bytes: int | None = None) -> Any:
     """The file read once through the reading edge, its record required (`diffusers_repro.files.read_image_file`)."""
     from ..files import read_image_file
 
@@ -321,7 +321,7 @@ def _byte_count(text: str) -> int:
 
 
 def add_max_file_bytes_argument(parser: argparse.ArgumentParser) -> None:
-    from ..imagefile import MAX_FILE_BYTES
+    from ..files import MAX_FILE_BYTES
 
     parser.add_argument(
         "--max-file-bytes",
@@ -332,15 +332,15 @@ def add_max_file_bytes_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _short_digest(digest: Any) -> str:
+def short_digest(digest: Any) -> str:
     return digest[:19] + "..." if isinstance(digest, str) and len(digest) > 22 else str(digest)
 
 
-def _value(value: Any) -> str:
+def value_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Text from a file, safe for a terminal: control characters (escape sequences, newlines) and invisible format
     characters (bidi overrides U+202A-U+202E and isolates U+2066-U+2069 among them) shown escaped."""
     if text.isprintable():

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .common import _IMAGE_SUFFIXES, UsageError, _printable, add_max_file_bytes_argument
+from .common import IMAGE_SUFFIXES, UsageError, add_max_file_bytes_argument, printable
 
 __all__ = ["add_credentials_commands", "add_signing_options", "add_trust_option", "signing_from_args"]
 
@@ -73,7 +73,7 @@ def add_signing_options(parser: argparse.ArgumentParser) -> None:
 
 def signing_from_args(args: argparse.Namespace) -> Any:
     """``sign=`` for `save_image` from ``--no-sign``, ``--cert`` and ``--key``: `True`, `False` or an identity."""
-    from ..identity import SigningIdentity, check_can_sign
+    from ..files import SigningIdentity, check_can_sign
 
     if args.no_sign and (args.cert or args.key or args.tsa):
         raise _usage_error("--no-sign writes unsigned files; leave out --cert, --key and --tsa, or --no-sign")
@@ -88,7 +88,7 @@ def signing_from_args(args: argparse.Namespace) -> Any:
     if args.cert is not None:
         return SigningIdentity.from_files(args.cert, args.key, tsa_url=args.tsa)
     if args.tsa is not None:
-        from ..identity import default_identity
+        from ..files import default_identity
 
         identity = default_identity().with_tsa(args.tsa)
         check_can_sign(identity)  # a time-stamp authority that fails is an error before any image is made
@@ -155,7 +155,7 @@ def _keys_missing(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    from ..identity import IDENTITY_DIR, identity_home, init_identity
+    from ..files import IDENTITY_DIR, identity_home, init_identity
 
     identity, made = init_identity(force=args.force)
     folder = identity_home() / IDENTITY_DIR
@@ -167,7 +167,7 @@ def _keys_init(args: argparse.Namespace) -> int:
 
 
 def _keys_show(args: argparse.Namespace) -> int:
-    from ..identity import IDENTITY_DIR, identity_home, init_identity, trust_anchors
+    from ..files import IDENTITY_DIR, identity_home, init_identity, trust_anchors
 
     folder = identity_home() / IDENTITY_DIR
     if not folder.is_dir():
@@ -189,12 +189,12 @@ def _keys_show(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    print(_printable(f"signer:        {identity.signer}"))
-    print(_printable(f"issued by:     {identity.issuer}"))
+    print(printable(f"signer:        {identity.signer}"))
+    print(printable(f"issued by:     {identity.issuer}"))
     print(f"algorithm:     {identity.algorithm.upper()}")
     print(f"certificates:  {identity.chain_path}")
     print(f"private key:   {identity.key_path}")
-    print(_printable(f"trusted roots: {', '.join(anchors) if anchors else 'none'}"))
+    print(printable(f"trusted roots: {', '.join(anchors) if anchors else 'none'}"))
     return 0
 
 
@@ -223,7 +223,7 @@ def _image_paths(folder: Path) -> list[Path]:
                 if entry.is_dir(follow_symlinks=False):
                     if depth < MAX_FIND_DEPTH:
                         stack.append((Path(entry.path), depth + 1))
-                elif Path(entry.name).suffix.lower() in _IMAGE_SUFFIXES and entry.is_file():
+                elif Path(entry.name).suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
                     found.append(Path(entry.path))
             except OSError:
                 continue
@@ -236,7 +236,7 @@ def _fingerprints_in(folder: Path, max_bytes: int | None = None) -> dict[Path, s
     A run's ``manifest.jsonl`` also lists fingerprints, but anyone who can write the folder can write it: a manifest
     line giving one file's fingerprint to another would name the wrong file and hide the right one.
     """
-    from ..fingerprint import fingerprint
+    from ..files import fingerprint
 
     found: dict[Path, str] = {}
     for path in _image_paths(folder):
@@ -248,7 +248,7 @@ def _fingerprints_in(folder: Path, max_bytes: int | None = None) -> dict[Path, s
 
 
 def _find(args: argparse.Namespace) -> int:
-    from ..fingerprint import MATCH_THRESHOLD, fingerprint, similarity
+    from ..files import MATCH_THRESHOLD, fingerprint, similarity
 
     threshold = MATCH_THRESHOLD if args.threshold is None else args.threshold
     if not args.image.is_file():
@@ -272,9 +272,9 @@ def _find(args: argparse.Namespace) -> int:
         print(json.dumps([{"file": str(path), "similarity": round(score, 4)} for score, path in matches]))
     elif matches:
         for score, path in matches:
-            print(f"{_printable(str(path))}  similarity {score:.3f}")
+            print(f"{printable(str(path))}  similarity {score:.3f}")
     else:
         print(
-            _printable(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
+            printable(f"no image in {', '.join(map(str, args.dirs))} matches {args.image} (threshold {threshold:g})")
         )
     return 0 if matches else 1

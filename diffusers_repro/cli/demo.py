@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import PROG, _load_pipeline, _short_digest
-from .inspect import _inspect_lines
-from .verify import _report_entry, _write_report
+from .common import PROG, load_pipeline, short_digest
+from .inspect import inspect_lines
+from .verify import report_entry, write_report_file
 
-_DEMO_PROMPTS = ("a red fox in fresh snow", "a lighthouse at dusk")
-_DEMO_SEEDS = (0, 1)
+DEMO_PROMPTS = ("a red fox in fresh snow", "a lighthouse at dusk")
+DEMO_SEEDS = (0, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # demo
 
 
-def _demo(args: argparse.Namespace) -> int:
+def demo_command(args: argparse.Namespace) -> int:
     import time
 
     import torch
@@ -35,15 +35,15 @@ def _demo(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace, started: float) -> int:
     import time
 
-    from ..distributed import generate
     from ..files import read_image_file
-    from ..replay import reproduce
+    from ..runs import generate
     from ..tiny import tiny_pipeline_path
+    from ..verify import reproduce
 
     model = tiny_pipeline_path("sd")
     print(f"diffusers-repro demo: the embedded tiny Stable Diffusion model in {model} (built in code, no download)")
-    pipe = _load_pipeline(str(model))
-    prompts, seeds = list(_DEMO_PROMPTS), list(_DEMO_SEEDS)
+    pipe = load_pipeline(str(model))
+    prompts, seeds = list(DEMO_PROMPTS), list(DEMO_SEEDS)
     runs = [args.out / "run-1", args.out / "run-2"]
     results = []
     for number, folder in enumerate(runs, start=1):
@@ -72,8 +72,8 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
         identical += same
         prompt = a.provenance.call_arguments.get("prompt")
         print(
-            f"   {first.name:<22} {prompt:<26.26} {_short_digest(a.pixel_digest):<24} "
-            f"{_short_digest(b.pixel_digest):<24} {'yes' if same else 'NO'}"
+            f"   {first.name:<22} {prompt:<26.26} {short_digest(a.pixel_digest):<24} "
+            f"{short_digest(b.pixel_digest):<24} {'yes' if same else 'NO'}"
         )
     total = len(results[0].paths)
     print(f"   {identical}/{total} images bitwise identical across the two runs")
@@ -83,11 +83,11 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
     for path in results[0].paths:
         result = reproduce(path, pipe=pipe)
         bitwise += result.bitwise_equal
-        report.append(_report_entry(result))
+        report.append(report_entry(result))
         print(f"   {path.name}: {result.summary}")
     print(f"   {bitwise}/{total} images reproduce bitwise")
     signed = _demo_inspect(results[0].paths[0])
-    _write_report(report, args.out / "report.html", quiet=True)
+    write_report_file(report, args.out / "report.html", quiet=True)
     print(f"   the report, each file beside its regeneration: {args.out / 'report.html'}")
     ok = identical == total and bitwise == total and signed
     print(
@@ -100,13 +100,12 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
 
 
 def _demo_inspect(path: Path) -> bool:
-    from ..credentials import file_credentials
-    from ..files import read_image_file
+    from ..files import file_credentials, read_image_file
 
     print(f"5. inspect {path}: its record and its Content Credentials (signed C2PA manifest)")
     image_file = read_image_file(path)
     credentials = file_credentials(image_file)
-    for line in _inspect_lines(image_file):
+    for line in inspect_lines(image_file):
         print(f"   {line}")
     print(f"   credentials:     {credentials.summary}")
     print(f"   made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")

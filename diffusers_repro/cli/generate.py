@@ -7,12 +7,12 @@ import argparse
 from .common import (
     MAX_SEED,
     UsageError,
-    _check_device,
-    _count,
-    _is_main_process,
-    _load_pipeline,
-    _scheduler_class,
+    check_device,
+    count,
+    is_main_process,
+    load_pipeline,
     parse_seeds,
+    scheduler_class,
 )
 from .credentials import signing_from_args
 
@@ -48,13 +48,13 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 # generate
 
 
-def _generate(args: argparse.Namespace) -> int:
+def generate_command(args: argparse.Namespace) -> int:
     sign = signing_from_args(args)
     prompts = _read_prompts(args)
     seeds = _seeds(args)
-    scheduler = _scheduler_class(args.scheduler)
-    device = _check_device(args.device)
-    pipe = _load_pipeline(args.model, args.dtype)
+    scheduler = scheduler_class(args.scheduler)
+    device = check_device(args.device)
+    pipe = load_pipeline(args.model, args.dtype)
     if scheduler is not None:
         pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
     import inspect
@@ -76,7 +76,7 @@ def _generate(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    from ..distributed import SettingsMismatchError, generate
+    from ..runs import SettingsMismatchError, generate
 
     try:
         result = generate(
@@ -104,10 +104,10 @@ def _generate(args: argparse.Namespace) -> int:
 
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if _is_main_process():
+    if is_main_process():
         print(
-            f"{_count(result.num_jobs, 'image')} in {result.out_dir} ({result.generated} generated, {result.skipped} "
-            f"already there) by {_count(result.num_processes, 'process', 'processes')} with "
-            f"{_count(result.torch_num_threads, 'torch thread')} each; manifest: {result.manifest_path}"
+            f"{count(result.num_jobs, 'image')} in {result.out_dir} ({result.generated} generated, {result.skipped} "
+            f"already there) by {count(result.num_processes, 'process', 'processes')} with "
+            f"{count(result.torch_num_threads, 'torch thread')} each; manifest: {result.manifest_path}"
         )
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import UsageError, _printable, _short_digest
-from .verify import _reason
+from .common import UsageError, printable, short_digest
+from .verify import refusal_reason
 
 _RAW_CHUNK_CHARS = 2000
 
@@ -18,12 +18,12 @@ _RAW_CHUNK_CHARS = 2000
 def _describe_rng(recipe: dict[str, Any]) -> str | None:
     if not recipe.get("rng") and not recipe.get("generator"):
         return None  # CPU noise: nothing to say, and no reason to import torch
-    from ..cuda_noise import describe_rng
+    from ..generation import describe_rng
 
     return describe_rng(recipe)
 
 
-def _inspect_lines(image_file: Any) -> list[str]:
+def inspect_lines(image_file: Any) -> list[str]:
     record = image_file.provenance
     call, recipe, env, batch = record.call_arguments, record.recipe, record.environment, record.batch
     model = recipe.get("model") or {}
@@ -35,7 +35,7 @@ def _inspect_lines(image_file: Any) -> list[str]:
     else:
         source = f"{model.get('path') or model.get('name_or_path')} ({model.get('type')})"
     weights = ", ".join(
-        f"{name} {_short_digest(item.get('weights_digest'))}" for name, item in (model.get("components") or {}).items()
+        f"{name} {short_digest(item.get('weights_digest'))}" for name, item in (model.get("components") or {}).items()
     )
     determinism = env.get("determinism") or {}
     cuda_noise = _describe_rng(recipe)
@@ -71,12 +71,11 @@ def _inspect_lines(image_file: Any) -> list[str]:
         f"noise digest:    {record.result.get('noise_digest')}",
         f"pixels:          {pixels}",
     ]
-    return [_printable(line) for line in lines if line is not None]
+    return [printable(line) for line in lines if line is not None]
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    from ..credentials import file_credentials
-    from ..imagefile import PROVENANCE_KEY, read_image
+def inspect_command(args: argparse.Namespace) -> int:
+    from ..files import PROVENANCE_KEY, file_credentials, read_image
 
     if not args.path.exists():
         raise UsageError(f"{str(args.path)!r}: no such file")
@@ -87,27 +86,27 @@ def _inspect(args: argparse.Namespace) -> int:
         if ("record" if lossy else PROVENANCE_KEY) not in image_file.metadata:
             raise image_file.record_error  # no record: nothing to show
         # A record that does not fit the schema is shown as text, escaped and cut short; nothing in it is used.
-        print(f"file:            {_printable(str(args.path))}")
-        print(f"refused:         {_reason(args.path, image_file.record_error)}")
+        print(f"file:            {printable(str(args.path))}")
+        print(f"refused:         {refusal_reason(args.path, image_file.record_error)}")
         for key, text in image_file.metadata.items():
             shown = text if len(text) <= _RAW_CHUNK_CHARS else text[:_RAW_CHUNK_CHARS] + f"... ({len(text)} chars)"
-            print(f"{'xmp' if lossy else 'chunk'} {_printable(key)!r}: {_printable(shown)}")
+            print(f"{'xmp' if lossy else 'chunk'} {printable(key)!r}: {printable(shown)}")
         return 1
     image_file.require_record()
     credentials = file_credentials(image_file, args.trust)
     if args.json:
         print(image_file.provenance.to_json(indent=2))
     else:
-        print("\n".join(_inspect_lines(image_file)))
-        print(_printable(f"credentials:     {credentials.summary}"))
+        print("\n".join(inspect_lines(image_file)))
+        print(printable(f"credentials:     {credentials.summary}"))
         if credentials.generator:
             # The signer's own text: anyone's, so shown escaped like the record's.
-            print(_printable(f"made by:         {credentials.generator} ({credentials.action})"))
+            print(printable(f"made by:         {credentials.generator} ({credentials.action})"))
         if credentials.timestamp:
-            print(_printable(f"time-stamp:      {credentials.timestamp} (RFC 3161)"))
+            print(printable(f"time-stamp:      {credentials.timestamp} (RFC 3161)"))
         if credentials.parent:
-            print(_printable(f"edited from:     {credentials.parent}"))
+            print(printable(f"edited from:     {credentials.parent}"))
         if credentials.disclosure:
-            print(_printable(f"ai disclosure:   {credentials.disclosure}"))
+            print(printable(f"ai disclosure:   {credentials.disclosure}"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from .common import UsageError, _check_device, _printable, _read_image, _value
+from .common import UsageError, check_device, printable, read_image, value_text
 
 __all__ = ["environment_report"]
 
@@ -29,8 +29,8 @@ def environment_report(device: str | None = None) -> dict[str, Any]:
     """
     import torch
 
-    from ..determinism import determinism_status, full_determinism
-    from ..provenance import environment_fingerprint
+    from ..generation import determinism_status, full_determinism
+    from ..records import environment_fingerprint
 
     device_ = torch.device(device or "cpu")
     notes = []
@@ -60,8 +60,8 @@ def environment_report(device: str | None = None) -> dict[str, Any]:
     }
 
 
-def _env(args: argparse.Namespace) -> int:
-    device = _check_device(args.device)
+def env_command(args: argparse.Namespace) -> int:
+    device = check_device(args.device)
     report = environment_report(device)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -125,10 +125,10 @@ def _pixels_line(pixels: dict[str, Any]) -> str:
     )
 
 
-def _diff(args: argparse.Namespace) -> int:
-    from ..reproduction import record_differences
+def diff_command(args: argparse.Namespace) -> int:
+    from ..verify import record_differences
 
-    a, b = _read_image(args.a, args.max_file_bytes), _read_image(args.b, args.max_file_bytes)
+    a, b = read_image(args.a, args.max_file_bytes), read_image(args.b, args.max_file_bytes)
     differences = record_differences(a.provenance, b.provenance)
     pixels = _pixel_comparison(a, b)
     heatmap = _heatmap(args, a, b) if args.heatmap is not None else None
@@ -136,12 +136,12 @@ def _diff(args: argparse.Namespace) -> int:
         records = [difference._asdict() for difference in differences]
         print(json.dumps({"records": records, "pixels": pixels}, indent=2, default=str))
     elif not differences:
-        print(_printable(f"the records of {args.a} and {args.b} are identical"))
+        print(printable(f"the records of {args.a} and {args.b} are identical"))
     else:
         fields = f"{len(differences)} field{'' if len(differences) == 1 else 's'}"
-        print(_printable(f"{fields} differ between {args.a} and {args.b}:"))
+        print(printable(f"{fields} differ between {args.a} and {args.b}:"))
         for field, left, right in differences:
-            print(_printable(f"  {field}: {_value(left)} -> {_value(right)}"))
+            print(printable(f"  {field}: {value_text(left)} -> {value_text(right)}"))
     if not args.json:
         print(_pixels_line(pixels))
     if heatmap is not None and not args.json:
@@ -156,7 +156,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _heatmap(args: argparse.Namespace, a: Any, b: Any) -> Any:
     """Writes ``diff --heatmap``: the pixel differences of the two files, with a scale."""
-    from ..heatmap import write_heatmap
+    from ..verify import write_heatmap
 
     path = args.heatmap
     if path.suffix.lower() != ".png":

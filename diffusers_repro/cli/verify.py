@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
-    _DTYPES,
+    DTYPES,
     UsageError,
-    _check_device,
-    _count,
-    _image_files,
-    _load_pipeline,
-    _positive_int,
-    _printable,
-    _value,
     add_max_file_bytes_argument,
+    check_device,
+    count,
+    image_files,
+    positive_int,
+    printable,
+    value_text,
 )
 
 _SHOWN_DIFFERENCES = 6
@@ -33,7 +32,7 @@ _SHOWN_DIFFERENCES = 6
 # replay safety: files come from anyone
 
 
-def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
+def add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
     from_defaults = "(default: %(default)s)"
     parser.add_argument(
         "--allow-pickle",
@@ -42,14 +41,14 @@ def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=4096 * 4096,
         help=f"largest height x width replayed {from_defaults}",
     )
-    parser.add_argument("--max-steps", type=_positive_int, default=1000, help=f"most denoising steps {from_defaults}")
+    parser.add_argument("--max-steps", type=positive_int, default=1000, help=f"most denoising steps {from_defaults}")
     parser.add_argument(
         "--max-batch-images",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help=f"most images regenerated in one call (a whole batch, or a record's list of prompts) {from_defaults}",
     )
@@ -63,7 +62,7 @@ def _add_replay_safety_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay_limits(args: argparse.Namespace) -> Any:
-    from ..limits import ReplayLimits
+    from ..verify import ReplayLimits
 
     return ReplayLimits(
         max_pixels=args.max_pixels,
@@ -74,23 +73,22 @@ def _replay_limits(args: argparse.Namespace) -> Any:
 
 
 def _refusal_types() -> tuple[type[BaseException], ...]:
-    from ..identity import CredentialsError
-    from ..limits import LimitExceededError
-    from ..provenance import ProvenanceError
-    from ..replay import ReproductionError
+    from ..files import CredentialsError
+    from ..records import ProvenanceError
+    from ..verify import LimitExceededError, ReproductionError
 
     # CredentialsError: a manifest that does not parse refuses its own file, not the whole run.
     return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError)
 
 
-def _reason(path: Path, error: BaseException) -> str:
+def refusal_reason(path: Path, error: BaseException) -> str:
     text = " ".join(str(error).split())
     # Messages about a file start with its name, which the refused line already shows.
     for prefix in (f"provenance record in {path}", str(path)):
         if text.startswith(prefix):
             text = ("provenance record" if prefix != str(path) else "") + text[len(prefix) :]
             break
-    return _printable(text.lstrip(": ")) or type(error).__name__
+    return printable(text.lstrip(": ")) or type(error).__name__
 
 
 def _read_checked(path: Path, limits: Any) -> Any:
@@ -99,7 +97,7 @@ def _read_checked(path: Path, limits: Any) -> Any:
     Everything later (pipeline, replay, credentials, report) works from this one read of the file's bytes.
     """
     from ..files import read_image_file
-    from ..limits import check_limits
+    from ..verify import check_limits
 
     try:
         image_file = read_image_file(path, max_bytes=limits.max_file_bytes)
@@ -107,9 +105,9 @@ def _read_checked(path: Path, limits: Any) -> Any:
         in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
         check_limits(record, limits, record.batch.get("size", 1) if in_batch else 1)
     except _refusal_types() as error:
-        return _reason(path, error)
+        return refusal_reason(path, error)
     except OSError as error:  # gone or unreadable since the folder was listed
-        return _printable(f"cannot read it: {error.strerror or error}")
+        return printable(f"cannot read it: {error.strerror or error}")
     return image_file
 
 
@@ -117,7 +115,7 @@ def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
     if args.json:
         print(json.dumps({"path": str(path), "refused": reason}))
     else:
-        print(f"{_printable(str(path))}: refused: {reason}")
+        print(f"{printable(str(path))}: refused: {reason}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -138,7 +136,7 @@ class _PipelineCache:
         self.pipe: Any = None
 
     def get(self, record: Any) -> Any:
-        from ..replay import load_pipeline
+        from ..verify import load_pipeline
 
         dtype = record.environment.get("dtype")
         key = ("given", self.model, dtype) if self.model is not None else _model_key(record)
@@ -146,7 +144,7 @@ class _PipelineCache:
             self.key = self.pipe = None  # let the previous pipeline go before the next one loads
             if self.model is not None:
                 name = str(dtype).removeprefix("torch.") if dtype else None
-                pipe = _load_pipeline(self.model, name if name in _DTYPES else None)
+                pipe = load_pipeline(self.model, name if name in DTYPES else None)
                 pipe = pipe.to(self.device) if self.device else pipe
             else:
                 pipe = load_pipeline(record, self.device, allow_pickle=self.allow_pickle, download=self.download)
@@ -171,13 +169,13 @@ def _model_key(record: Any) -> tuple:
     )
 
 
-def _verify(args: argparse.Namespace) -> int:
+def verify_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..replay import reproduce
+    from ..verify import reproduce
 
-    device = _check_device(args.device)
-    files = _image_files(args.paths, recursive=args.recursive)
+    device = check_device(args.device)
+    files = image_files(args.paths, recursive=args.recursive)
     limits = _replay_limits(args)
     # Every record is read and checked (schema, limits) before any work; a refused file is reported on its own line
     # and the others go on. Only the records are kept (reproduce reads each file again), so a folder of thousands of
@@ -211,19 +209,20 @@ def _verify(args: argparse.Namespace) -> int:
                     trust=args.trust,
                 )
             except _refusal_types() as error:
-                _print_refused(args, path, _reason(path, error))
+                _print_refused(args, path, refusal_reason(path, error))
                 counts["refused"] += 1
                 continue
             except Exception as error:  # noqa: BLE001 - a value diffusers itself refuses stops this file, not the run
                 if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
                     traceback.print_exc()
-                reason = f"the pipeline failed on the record's call: {type(error).__name__}: {_reason(path, error)}"
+                failure = f"{type(error).__name__}: {refusal_reason(path, error)}"
+                reason = f"the pipeline failed on the record's call: {failure}"
                 _print_refused(args, path, reason)
                 counts["refused"] += 1
                 continue
             counts[result.verdict] += 1
             if report is not None:
-                report.append(_report_entry(result))
+                report.append(report_entry(result))
             # A tolerance forgives drift between machines, never a file edited after it was written.
             accepted = result.bitwise_equal or (
                 args.tolerance is not None
@@ -236,18 +235,18 @@ def _verify(args: argparse.Namespace) -> int:
                 print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
                 continue
             print(
-                f"{_printable(str(path))}: {_printable(result.summary)}"
+                f"{printable(str(path))}: {printable(result.summary)}"
                 + (" - the file was edited after it was written" if result.file_edited else "")
             )
             if result.credentials is not None and result.verdict != "tampered":
-                print(_printable(f"    credentials: {result.credentials.summary}"))
+                print(printable(f"    credentials: {result.credentials.summary}"))
                 if result.credentials.timestamp:
-                    print(_printable(f"    time-stamp: {result.credentials.timestamp} (RFC 3161)"))
+                    print(printable(f"    time-stamp: {result.credentials.timestamp} (RFC 3161)"))
                 if result.credentials.disclosure:
-                    print(_printable(f"    ai disclosure: {result.credentials.disclosure}"))
+                    print(printable(f"    ai disclosure: {result.credentials.disclosure}"))
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
-                    print(_printable(f"    {field}: {_value(recorded)} -> {_value(current)}"))
+                    print(printable(f"    {field}: {value_text(recorded)} -> {value_text(current)}"))
                 if len(result.differences) > _SHOWN_DIFFERENCES:
                     print(f"    ... and {len(result.differences) - _SHOWN_DIFFERENCES} more differences")
     finally:
@@ -260,7 +259,7 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(_summary_line(total, counts, failed, args.tolerance))
     if report is not None:
-        _write_report(report, args.report, quiet=args.json)
+        write_report_file(report, args.report, quiet=args.json)
     return 0 if ok else 1
 
 
@@ -270,26 +269,26 @@ def _summary_line(total: int, counts: dict[str, int], not_reproduced: int, toler
     failures = []
     if not_reproduced:
         verb = "does" if not_reproduced == 1 else "do"
-        failures.append(f"{_count(not_reproduced, 'image')} {verb} not reproduce {criterion}")
+        failures.append(f"{count(not_reproduced, 'image')} {verb} not reproduce {criterion}")
     if counts["refused"]:
         failures.append(f"{counts['refused']} refused (not verified: see the refused lines for why)")
     outcome = "FAILED: " + "; ".join(failures) if failures else "OK"
     tampered = f", {counts['tampered']} TAMPERED" if counts["tampered"] else ""
     refused = f", {counts['refused']} refused" if counts["refused"] else ""
     return (
-        f"{_count(total, 'image')}: {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
+        f"{count(total, 'image')}: {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
         f"different{tampered}{refused}; {outcome}"
     )
 
 
 def _usable_threads(recorded: Any, fallback: int) -> int:
-    from ..limits import usable_threads
+    from ..verify import usable_threads
 
     return usable_threads(recorded, fallback)
 
 
 def _default_tolerance() -> float:
-    from ..replay import DEFAULT_TOLERANCE
+    from ..verify import DEFAULT_TOLERANCE
 
     return DEFAULT_TOLERANCE
 
@@ -305,14 +304,14 @@ def _report_entries(path: Path | None) -> list | None:
     return []
 
 
-def _report_entry(result: Any) -> Any:
-    from ..report import report_entry
+def report_entry(result: Any) -> Any:
+    from ..verify import report_entry
 
     return report_entry(result)
 
 
-def _write_report(entries: list, path: Path, quiet: bool) -> None:
-    from ..report import write_report
+def write_report_file(entries: list, path: Path, quiet: bool) -> None:
+    from ..verify import write_report
 
     write_report(entries, path)
     if not quiet:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .provenance import file_digest, jsonable, named_tensors_digest
+from ..records import file_digest, jsonable, named_tensors_digest
 
 __all__ = [
     "ADAPTER_DIGESTS",

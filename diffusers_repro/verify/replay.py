@@ -23,13 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .credentials import file_credentials
-from .files import read_image_file, to_pil_image
-from .imagefile import ImageFile
+from ..files import ImageFile, file_credentials, read_image_file, to_pil_image
+from ..records import Provenance, check_record, image_digest, jsonable
 from .limits import DEFAULT_LIMITS, ReplayLimits, check_limits
-from .provenance import Provenance, image_digest, jsonable
-from .reproduction import _BATCH_ARGUMENTS, _LOSSY, Difference, Reproduction, _replay_differences, record_differences
-from .schema import check_record
+from .reproduction import (
+    BATCH_ARGUMENTS,
+    LOSSY_FORMATS,
+    Difference,
+    Reproduction,
+    record_differences,
+    replay_differences,
+)
 from .siblings import batch_prompt_lists, find_siblings
 
 __all__ = [
@@ -67,7 +71,7 @@ class ReproductionError(ValueError):
 def _repro_class(pipeline_class: Any) -> type:
     import diffusers
 
-    from .factory import reproducible
+    from ..pipelines import reproducible
 
     vanilla = getattr(diffusers, pipeline_class, None) if isinstance(pipeline_class, str) else None
     # Only diffusers' own pipeline classes: a record never names code to import (no custom or remote pipelines).
@@ -381,7 +385,7 @@ def _call_arguments(
             continue
         if whole_batch and name in prompt_lists:
             value = prompt_lists[name]
-        elif name in _BATCH_ARGUMENTS and not whole_batch:
+        elif name in BATCH_ARGUMENTS and not whole_batch:
             value = 1
         # Only named parameters: a name the vanilla **kwargs would take is never passed from a record.
         if name not in parameters:
@@ -427,7 +431,7 @@ def _can_replay_whole_batch(record: Provenance, overrides: dict[str, Any]) -> st
 
 def _rng_arguments(record: Provenance) -> dict[str, Any]:
     """``rng=`` for a record made with ``rng="cuda"`` (its recorded geometry), else nothing."""
-    from .cuda_noise import rng_from_record
+    from ..generation import rng_from_record
 
     rng = record.recipe.get("rng")
     if isinstance(rng, dict) and rng.get("type") == "cuda":
@@ -436,8 +440,7 @@ def _rng_arguments(record: Provenance) -> dict[str, Any]:
 
 
 def _seed_arguments(record: Provenance) -> dict[str, Any]:
-    from .cuda_noise import rng_from_record
-    from .cuda_rng import CudaGeometry
+    from ..generation import CudaGeometry, rng_from_record
 
     if record.seed is None:
         raise ReproductionError("the record has no seed, so its starting noise cannot be drawn again")
@@ -467,7 +470,7 @@ def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | No
 
 
 def _reencoding_matches(regenerated: Any, image_file: Any) -> bool:
-    from .exif import reencoded_pixels
+    from ..files import reencoded_pixels
 
     if image_file.quality is None:
         return False
@@ -573,7 +576,7 @@ def reproduce(
     ('bitwise', [])
     ```
     """
-    from .mixin import ReproducibleMixin
+    from ..pipelines import ReproducibleMixin
 
     limits = DEFAULT_LIMITS if limits is None else limits
     if not isinstance(limits, ReplayLimits):
@@ -649,7 +652,7 @@ def reproduce(
     if image_file is not None:
         pixels_equal, max_abs_diff, psnr = _compare_pixels(image, image_file.pixels)
     checks = [check for check in (output_digest_equal, pixels_equal) if check is not None]
-    if image_file is not None and image_file.format in _LOSSY:
+    if image_file is not None and image_file.format in LOSSY_FORMATS:
         # A lossy file's pixels carry the encoder's loss: the output digest, the digest of the 8-bit image that was
         # encoded and the Content Credentials (which vouch the file is the one written) decide instead.
         regenerated = to_pil_image(image)
@@ -664,7 +667,7 @@ def reproduce(
             if check is not None
         ]
     bitwise_equal = bool(checks) and all(checks)
-    differences = _replay_differences(record, current, image_file, whole_batch=replay_batch)
+    differences = replay_differences(record, current, image_file, whole_batch=replay_batch)
     if credentials is not None and credentials.state == "tampered":
         bitwise_equal = False
         differences.append(Difference("file.credentials", "unchanged since signed", ", ".join(credentials.failures)))

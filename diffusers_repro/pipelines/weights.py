@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from ..records import file_digest, jsonable, state_dict_digest
 from .adapters import base_weights_record, has_adapters
-from .provenance import file_digest, jsonable, state_dict_digest
 
 __all__: list[str] = []
 
@@ -27,7 +27,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".m
 # Weights digests, computed once per component object: loading from files fills it from the files' digests, a
 # component built in code gets a digest of its tensors on first use. Keyed weakly so components can be freed. A LoRA
 # fusion (or unfusion) changes a component's tensors, and drops its entry so that the tensors are digested again.
-_COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+COMPONENT_DIGESTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def _qualified_class(obj: Any) -> str:
@@ -35,16 +35,16 @@ def _qualified_class(obj: Any) -> str:
     return f"{module}.{type(obj).__name__}"
 
 
-def _component_record(component: Any) -> dict[str, Any]:
-    record = _COMPONENT_DIGESTS.get(component) if _is_weakrefable(component) else None
+def component_record(component: Any) -> dict[str, Any]:
+    record = COMPONENT_DIGESTS.get(component) if is_weakrefable(component) else None
     if record is None:
         record = _digest_in_memory(component)
-        if _is_weakrefable(component):
-            _COMPONENT_DIGESTS[component] = record
+        if is_weakrefable(component):
+            COMPONENT_DIGESTS[component] = record
     return {"class": _qualified_class(component), **record}
 
 
-def _is_weakrefable(obj: Any) -> bool:
+def is_weakrefable(obj: Any) -> bool:
     try:
         weakref.ref(obj)
     except TypeError:
@@ -99,7 +99,7 @@ def _hashable_files(folder: Path, all_files: bool) -> list[Path]:
     return files
 
 
-def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[str, Any] | None:
+def digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[str, Any] | None:
     if not folder.is_dir():
         return None
     files = _hashable_files(folder, all_files)
@@ -112,7 +112,7 @@ def _digest_folder(folder: Path, variant: str | None, all_files: bool) -> dict[s
     return {"weights_digest": "sha256:" + combined.hexdigest(), "digest_of": "files", "files": file_digests}
 
 
-def _snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
+def snapshot_folder(name_or_path: str, kwargs: dict[str, Any]) -> tuple[Path | None, dict[str, Any]]:
     """Where ``from_pretrained`` read the pipeline from, and the source record (repo id or path, revision, variant)."""
     # The weights variant (e.g. "fp16") picks other files with other weights: a replay must load the same ones.
     variant = kwargs.get("variant")

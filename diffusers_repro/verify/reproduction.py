@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .credentials import Credentials
-from .imagefile import ImageFile
-from .provenance import Provenance, jsonable
+from ..files import Credentials, ImageFile
+from ..records import Provenance, jsonable
 
 __all__ = ["Difference", "Reproduction", "record_differences"]
 
 # Call arguments that define the batch: the regeneration makes one image, the batch itself is reported separately.
-_BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
-_LOSSY = ("jpeg", "webp")
+BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
+LOSSY_FORMATS = ("jpeg", "webp")
 
 
 class Difference(NamedTuple):
@@ -99,7 +98,7 @@ class Reproduction:
         """One line: the verdict and, when measured, the pixel difference."""
         if self.verdict == "tampered" and self.credentials is not None:
             return self.credentials.summary
-        if self.verdict == "bitwise" and self.file_format in _LOSSY:
+        if self.verdict == "bitwise" and self.file_format in LOSSY_FORMATS:
             if self.credentials is not None and self.credentials.state != "trusted":
                 return (
                     f"bitwise (lossy {self.file_format}: the regenerated output equals the recorded output digest and "
@@ -201,7 +200,7 @@ def _batch_description(batch: dict[str, Any]) -> str:
     return f"image {batch.get('index')} of a batch of {batch.get('size')} (batch_invariant=False{named})"
 
 
-def _replay_differences(
+def replay_differences(
     recorded: Provenance, current: Provenance, image_file: ImageFile | None, whole_batch: bool = False
 ) -> list:
     # The regeneration makes this image alone under a seed taken from the record: its own batch and generator
@@ -214,7 +213,7 @@ def _replay_differences(
         | {"recipe.requested"}
         # Where the CUDA geometry came from (the device, the caller; a replay takes it from the record) is no cause.
         | {"recipe.rng.geometry_from"}
-        | {f"recipe.call.{name}" for name in _BATCH_ARGUMENTS}
+        | {f"recipe.call.{name}" for name in BATCH_ARGUMENTS}
     )
     differences = _compare(_record_fields(recorded), _record_fields(current), skip)
     batch = recorded.batch

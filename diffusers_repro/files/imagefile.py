@@ -32,8 +32,7 @@ from typing import Any
 
 import PIL.Image
 
-from .provenance import Provenance, image_digest
-from .schema import ProvenanceError
+from ..records import Provenance, ProvenanceError, image_digest
 
 __all__ = [
     "INFOTEXT_KEY",
@@ -51,6 +50,10 @@ __all__ = [
     "ImageProvenanceError",
     "parse_image_bytes",
     "read_image",
+    "read_image_file",
+    "read_pixels",
+    "read_provenance",
+    "read_text_chunks",
     "read_regular_file",
     "sniff_bytes",
 ]
@@ -292,7 +295,6 @@ class ImageFile:
         return self
 
 
-ProvenanceImage = ImageFile
 """The name `read_image_file` returned before the reading edge: an `ImageFile` that carries a record."""
 
 
@@ -498,3 +500,84 @@ def _parse_pixel_record(
             where,
         )
     return record, None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The public readers: each a view of one ImageFile, read once.
+
+
+def read_provenance(path: str | os.PathLike, *, max_bytes: int | None = None) -> Provenance:
+    """Reads the provenance record from a PNG, JPEG or WebP written by `save_image`.
+
+    Args:
+        path (`str` or `os.PathLike`): The file.
+        max_bytes (`int`, *optional*, defaults to `MAX_FILE_BYTES`): Largest file read.
+
+    Raises:
+        `FileNotFoundError`: when the file does not exist.
+        `ImageProvenanceError` (a `ValueError`): when the file is not a PNG, JPEG or WebP, is damaged or too large,
+            has no record, or the record holds broken JSON or a record of an unknown schema version. The message
+            names the file and the problem.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_provenance
+    >>> read_provenance("outputs/00000-seed42.png").seed  # doctest: +SKIP
+    42
+    ```
+    """
+    image_file = read_image(path, max_bytes)
+    if image_file.record_error is not None:
+        raise image_file.record_error
+    return image_file.provenance
+
+
+def read_text_chunks(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, str]:
+    """The text chunks of a PNG as they are, unparsed: what a file that fails the schema carries.
+
+    Raises the same errors as `read_provenance` for a file that is not a readable image.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_text_chunks
+    >>> sorted(read_text_chunks("outputs/00000-seed42.png"))  # doctest: +SKIP
+    ['diffusers-repro', 'diffusers-repro-pixels', 'parameters']
+    ```
+    """
+    return dict(read_image(path, max_bytes).metadata)
+
+
+def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> ImageFile:
+    """Reads an image written by `save_image` once: record, pixels, pixel record, infotext and the bytes the
+    Content Credentials are checked over (see `ImageFile`).
+
+    Raises the same errors as `read_provenance`.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_image_file
+    >>> read_image_file("outputs/00000-seed42.png").pixels_intact  # doctest: +SKIP
+    True
+    ```
+    """
+    return read_image(path, max_bytes).require_record()
+
+
+def read_pixels(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+    """The pixels of a PNG, JPEG or WebP as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance
+    or not.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_pixels
+    >>> read_pixels("outputs/00000-seed42.png").shape  # doctest: +SKIP
+    (64, 64, 3)
+    ```
+    """
+    import numpy as np
+
+    return np.asarray(read_image(path, max_bytes).image).copy()

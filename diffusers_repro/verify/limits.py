@@ -11,8 +11,8 @@ import dataclasses
 import os
 from typing import Any
 
-from .imagefile import MAX_FILE_BYTES
-from .provenance import Provenance
+from ..files import MAX_FILE_BYTES
+from ..records import Provenance
 
 __all__ = [
     "DEFAULT_LIMITS",

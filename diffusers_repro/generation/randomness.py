@@ -322,17 +322,17 @@ class _Cleanliness:
         )
 
 
-# `draws_nothing_stray` per component object, keyed weakly; see `_draws_nothing_stray_cached`.
+# `draws_nothing_stray` per component object, keyed weakly; see `draws_nothing_stray_cached`.
 _CLEANLINESS: weakref.WeakKeyDictionary[torch.nn.Module, _Cleanliness] = weakref.WeakKeyDictionary()
 
 
-def _draws_nothing_stray_cached(module: torch.nn.Module) -> bool:
+def draws_nothing_stray_cached(module: torch.nn.Module) -> bool:
     """`draws_nothing_stray`, walked once per component object and walked again when the component changed.
 
     A call asks it of every component; walking a model's modules costs about 0.7 ms a call on the small SD config,
     while the per-call check reads only the train/eval flags, the attention processors' classes and the names of the
     LoRA adapters. A submodule replaced by hand deep inside a component is not seen by that check: the Repro
-    pipeline's LoRA methods and ``register_modules`` forget the component (`_forget_cleanliness`), so that
+    pipeline's LoRA methods and ``register_modules`` forget the component (`forget_cleanliness`), so that
     ``pipe.register_modules(unet=pipe.unet)`` after such surgery has it walked again.
     """
     entry = _CLEANLINESS.get(module)
@@ -341,8 +341,8 @@ def _draws_nothing_stray_cached(module: torch.nn.Module) -> bool:
     return entry.clean
 
 
-def _forget_cleanliness(module: Any) -> None:
-    """Drops what `_draws_nothing_stray_cached` knows of ``module``: its next call walks it again."""
+def forget_cleanliness(module: Any) -> None:
+    """Drops what `draws_nothing_stray_cached` knows of ``module``: its next call walks it again."""
     if isinstance(module, torch.nn.Module):
         _CLEANLINESS.pop(module, None)
 

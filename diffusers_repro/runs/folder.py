@@ -12,7 +12,7 @@ The jobs are the prompt x seed grid in a fixed order, prompt-major (`make_jobs`)
   settings in a folder that holds an image is refused with `SettingsMismatchError` unless ``overwrite=True``.
 
 A rerun resumes: a job whose image exists, whose record matches the job and the settings, and whose pixels match the
-recorded output digest is kept (`_verified_line`); files left by a killed run are removed (`_remove_leftovers`).
+recorded output digest is kept (`_verified_line`); files left by a killed run are removed (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from .provenance import Provenance, ProvenanceError, jsonable
-from .seeding import validate_seed
+from ..generation import validate_seed
+from ..records import Provenance, ProvenanceError, jsonable
 
 __all__ = ["MANIFEST_FIELDS", "GenerationJob", "SettingsMismatchError", "job_file_name", "make_jobs"]
 
@@ -49,7 +49,7 @@ _PART_PREFIX = ".manifest-part-"
 _TEMP_SUFFIX = ".tmp"
 
 # Arguments that generate() sets itself, one job per image: passing them in call_kwargs would break that.
-_SET_BY_GENERATE = frozenset(
+SET_BY_GENERATE = frozenset(
     {
         "prompt",
         "negative_prompt",
@@ -133,8 +133,8 @@ def make_jobs(prompts: Sequence[str] | None, seeds: Sequence[int]) -> list[Gener
     [(0, 'a fox', 0), (1, 'a fox', 7), (2, 'a bear', 0), (3, 'a bear', 7)]
     ```
     """
-    prompts = _check_prompts(prompts)
-    seeds = _check_seeds(seeds)
+    prompts = check_prompts(prompts)
+    seeds = check_seeds(seeds)
     grid = [None] if prompts is None else prompts
     return [
         GenerationJob(index=p * len(seeds) + s, prompt=prompt, seed=seed)
@@ -147,13 +147,13 @@ def make_jobs(prompts: Sequence[str] | None, seeds: Sequence[int]) -> list[Gener
 # Checks
 
 
-def _check_positive_int(name: str, value: Any) -> int:
+def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
 
 
-def _check_prompts(prompts: Any) -> list[str] | None:
+def check_prompts(prompts: Any) -> list[str] | None:
     if prompts is None:
         return None
     if isinstance(prompts, str):
@@ -169,7 +169,7 @@ def _check_prompts(prompts: Any) -> list[str] | None:
     return prompts
 
 
-def _check_seeds(seeds: Any) -> list[int]:
+def check_seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, range):
         seeds = list(seeds)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -185,17 +185,17 @@ def _check_seeds(seeds: Any) -> list[int]:
     seen: set[int] = set()
     for seed in checked:
         if seed in seen:
-            raise ValueError(f"seeds must not repeat, but {seed} appears more than once in {_short(checked)}")
+            raise ValueError(f"seeds must not repeat, but {seed} appears more than once in {short_repr(checked)}")
         seen.add(seed)
     return checked
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
+def call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(type(pipe).__call__).parameters)
 
 
@@ -203,7 +203,7 @@ def _call_parameters(pipe: Any) -> dict[str, inspect.Parameter]:
 # Settings fingerprint (run.json)
 
 
-def _settings_fingerprint(
+def settings_fingerprint(
     pipe: Any,
     prompts: list[str] | None,
     seeds: list[int],
@@ -216,12 +216,11 @@ def _settings_fingerprint(
     device: torch.device,
     call_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    from .mixin import vanilla_pipeline_class
-    from .recipe import _scheduler_record
+    from ..pipelines import scheduler_record, vanilla_pipeline_class
 
     call = {}
-    for name, parameter in _call_parameters(pipe).items():
-        if name == "self" or name in _SET_BY_GENERATE or name in _NOT_SETTINGS:
+    for name, parameter in call_parameters(pipe).items():
+        if name == "self" or name in SET_BY_GENERATE or name in _NOT_SETTINGS:
             continue
         if parameter.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
             continue
@@ -242,7 +241,7 @@ def _settings_fingerprint(
             "revision": model.get("revision"),
             "weights_digests": {name: record.get("weights_digest") for name, record in model["components"].items()},
         },
-        "scheduler": jsonable(_scheduler_record(getattr(pipe, "scheduler", None))),
+        "scheduler": jsonable(scheduler_record(getattr(pipe, "scheduler", None))),
         "dtype": str(denoiser.dtype) if denoiser is not None else None,
         "device_type": device.type,
         "call": call,
@@ -270,7 +269,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _settings_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     old, new = _flatten(recorded), _flatten(current)
     return [
-        f"{key}: {_short(old.get(key), 60)} -> {_short(new.get(key), 60)}"
+        f"{key}: {short_repr(old.get(key), 60)} -> {short_repr(new.get(key), 60)}"
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key)
     ]
@@ -281,7 +280,7 @@ def _holds_a_finished_image(out_dir: Path) -> bool:
     return any(_JOB_FILE.match(entry.name) and entry.is_file(follow_symlinks=False) for entry in os.scandir(out_dir))
 
 
-def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
+def check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) -> None:
     run_path = out_dir / RUN_NAME
     # A run binds its folder to its settings only once it made an image: one that failed before (a size the
     # pipeline refuses) can be rerun with other settings, and its run.json is rewritten.
@@ -327,7 +326,7 @@ def _is_leftover(name: str) -> bool:
     return name.startswith(_PART_PREFIX) or (name.startswith(".") and name.endswith(_TEMP_SUFFIX))
 
 
-def _remove_leftovers(out_dir: Path, previous_run_too: bool) -> int:
+def remove_leftovers(out_dir: Path, previous_run_too: bool) -> int:
     removed = 0
     for entry in os.scandir(out_dir):
         if not entry.is_file(follow_symlinks=False):
@@ -339,13 +338,13 @@ def _remove_leftovers(out_dir: Path, previous_run_too: bool) -> int:
     return removed
 
 
-def _pixel_digest(path: Path) -> str:
-    from .files import read_image_file
+def file_pixel_digest(path: Path) -> str:
+    from ..files import read_image_file
 
     return read_image_file(path).pixel_digest
 
 
-def _manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str, fingerprint: str) -> dict[str, Any]:
+def manifest_line(job: GenerationJob, record: Provenance, pixel_digest: str, fingerprint: str) -> dict[str, Any]:
     return {
         "job": job.index,
         "file": job.file_name,
@@ -390,7 +389,7 @@ def _record_matches(record: Provenance, job: GenerationJob, settings: dict[str, 
 
 def _rng_matches(record: Provenance, rng: Any) -> bool:
     """The record's noise generators are the ones ``rng`` (a call argument, ``"cpu"`` by default) asks for."""
-    from .cuda_noise import parse_rng
+    from ..generation import parse_rng
 
     recorded, wanted = record.recipe.get("rng"), parse_rng(rng)
     if wanted == "cpu":
@@ -418,9 +417,7 @@ def _existing_image(
     pixel record; a lossy file's encoded-image digest) and the record's output digest, and - when the run signs -
     whose Content Credentials are intact, vouch for that record and were signed under this run's signing identity.
     """
-    from .credentials import signed_by
-    from .files import read_image_file
-    from .fingerprint import fingerprint
+    from ..files import fingerprint, read_image_file, signed_by
 
     path = out_dir / job.file_name
     if not os.path.lexists(path):
@@ -439,10 +436,10 @@ def _existing_image(
         return None, "its pixels are not the ones its record and pixel digest name"
     if identity is not None and not signed_by(image_file, identity):
         return None, f"it is not signed by this run's signer {identity.signer!r}"
-    return _manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image)), None
+    return manifest_line(job, record, image_file.pixel_digest, fingerprint(image_file.image)), None
 
 
-def _job_files(out_dir: Path) -> dict[str, tuple[int, int]]:
+def job_files(out_dir: Path) -> dict[str, tuple[int, int]]:
     """``{file name: (inode, modification time)}`` of the job images in ``out_dir``."""
     files = {}
     for entry in os.scandir(out_dir):
@@ -455,7 +452,7 @@ def _job_files(out_dir: Path) -> dict[str, tuple[int, int]]:
     return files
 
 
-def _merge_manifest(
+def merge_manifest(
     out_dir: Path, jobs: list[GenerationJob], settings: dict[str, Any], passed: dict[str, Any], world: int
 ) -> None:
     """Merges the part files into ``manifest.jsonl`` (job order, one line per job) and removes them."""
@@ -490,7 +487,7 @@ def _add_used_values(out_dir: Path, job: GenerationJob) -> None:
     """Adds to ``run.json`` the values the pipeline used where it resolved or overrode the settings asked for
     (``"used"``: every job of a run shares them), read from the first image's record; ``settings`` stay as asked,
     which is what a rerun is compared with."""
-    from .files import read_provenance
+    from ..files import read_provenance
 
     run_path = out_dir / RUN_NAME
     recipe = read_provenance(out_dir / job.file_name).recipe
@@ -506,7 +503,7 @@ def _add_used_values(out_dir: Path, job: GenerationJob) -> None:
     _write_atomically(run_path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _write_run_file(out_dir: Path, settings: dict[str, Any], num_jobs: int, world: int, device: torch.device) -> None:
+def write_run_file(out_dir: Path, settings: dict[str, Any], num_jobs: int, world: int, device: torch.device) -> None:
     """Writes ``run.json``: the settings of the run, and how its last launch ran."""
     run_record = {
         "format": RUN_FORMAT,
@@ -518,7 +515,7 @@ def _write_run_file(out_dir: Path, settings: dict[str, Any], num_jobs: int, worl
     _write_atomically(out_dir / RUN_NAME, json.dumps(run_record, indent=2, sort_keys=True) + "\n")
 
 
-def _write_manifest_part(out_dir: Path, rank: int, lines: dict[int, dict[str, Any]]) -> None:
+def write_manifest_part(out_dir: Path, rank: int, lines: dict[int, dict[str, Any]]) -> None:
     """Writes one process's manifest lines (its own jobs and those it verified) to its part file."""
     _write_atomically(
         out_dir / f"{_PART_PREFIX}{rank:05d}.jsonl",
@@ -526,7 +523,7 @@ def _write_manifest_part(out_dir: Path, rank: int, lines: dict[int, dict[str, An
     )
 
 
-def _check_existing(
+def check_existing(
     out_dir: Path,
     batches: list[list[GenerationJob]],
     batch_indices: Iterable[int],

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .provenance import jsonable, tensor_digest
+from ..records import jsonable, tensor_digest
 
 __all__: list[str] = []
 
 
-def _input_image_row(value: Any, index: int, num_images: int) -> Any:
+def input_image_row(value: Any, index: int, num_images: int) -> Any:
     """The input image that image ``index`` of the call starts from.
 
     diffusers tiles ``r`` input images to the ``n`` images of the call (``torch.cat([image] * (n // r))``), so image
@@ -39,12 +39,12 @@ def _holds_data(value: Any) -> bool:
     return False
 
 
-def _required_inputs(call: dict[str, Any]) -> list[str]:
+def required_inputs(call: dict[str, Any]) -> list[str]:
     """Call arguments recorded as digests (tensors, arrays, images): a replay needs the data itself."""
     return sorted(name for name, value in call.items() if _holds_data(value))
 
 
-def _with_noise_sampler(
+def with_noise_sampler(
     record: dict[str, Any] | None, plan: dict[str, Any] | None, index: int, num_images: int
 ) -> dict[str, Any] | None:
     """This image's copy of a scheduler record, with how its SDE noise sampler was seeded."""
@@ -81,11 +81,11 @@ def _with_noise_sampler(
     return {**record, "noise_sampler": sampler}
 
 
-def _is_scheduler(component: Any) -> bool:
+def is_scheduler(component: Any) -> bool:
     return hasattr(component, "set_timesteps") and hasattr(component, "step")
 
 
-def _scheduler_record(scheduler: Any) -> dict[str, Any] | None:
+def scheduler_record(scheduler: Any) -> dict[str, Any] | None:
     if scheduler is None:
         return None
     # Keys with a leading underscore are diffusers' bookkeeping (which values were defaults), not settings.
@@ -93,7 +93,7 @@ def _scheduler_record(scheduler: Any) -> dict[str, Any] | None:
     return {"class": type(scheduler).__name__, "config": jsonable(config)}
 
 
-def _batch_record(
+def batch_record(
     index: int,
     num_images: int,
     seeds: list[int | None],
@@ -129,7 +129,7 @@ def _batch_record(
     return batch
 
 
-def _caller_latents_noise(user_latents: torch.Tensor, index: int, num_images: int) -> tuple[str, dict[str, Any]]:
+def caller_latents_noise(user_latents: torch.Tensor, index: int, num_images: int) -> tuple[str, dict[str, Any]]:
     """The noise digest and description of image ``index`` when the caller passed ``latents``."""
     rows = user_latents[index : index + 1] if user_latents.shape[0] == num_images else user_latents
     noise_digest = tensor_digest(rows)

@@ -16,7 +16,7 @@ from typing import Any
 from diffusers import DiffusionPipeline
 
 from .mixin import ReproducibleMixin, vanilla_pipeline_class
-from .pipelines import ReproDDIMPipeline, ReproStableDiffusionPipeline
+from .named import ReproDDIMPipeline, ReproStableDiffusionPipeline
 
 __all__ = ["ReproDiffusionPipeline", "reproducible"]
 

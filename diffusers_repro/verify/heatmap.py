@@ -22,7 +22,7 @@ import PIL.ImageDraw
 import PIL.ImageFont
 import PIL.PngImagePlugin
 
-from .files import _write_atomically, to_pil_image
+from ..files import to_pil_image, write_atomically
 
 __all__ = ["HEATMAP_KEY", "Heatmap", "difference_heatmap", "difference_map", "heatmap_colors", "write_heatmap"]
 
@@ -286,5 +286,5 @@ def write_heatmap(a: Any, b: Any, path: str | os.PathLike, *, scale: int | None 
     picture = heatmap.with_legend()
     info = PIL.PngImagePlugin.PngInfo()
     info.add_text(HEATMAP_KEY, json.dumps(heatmap.to_dict(), sort_keys=True))
-    _write_atomically(Path(path), lambda handle: picture.save(handle, format="PNG", pnginfo=info))
+    write_atomically(Path(path), lambda handle: picture.save(handle, format="PNG", pnginfo=info))
     return heatmap

@@ -1,7 +1,7 @@
 """The starting noise of a call's images: what user generators tell of their seeds, and each image's noise digest.
 
 A seeded call knows its seeds; a call with ``generator=`` knows what the generators say (device, initial seed, and
-whether that seed still regenerates the image). `_NoiseProbe` learns the latent shape from the denoiser's first input
+whether that seed still regenerates the image). `NoiseProbe` learns the latent shape from the denoiser's first input
 and digests the first draw of each image's generator, as it stood at the start of the call.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from .cuda_noise import generator_geometry
-from .provenance import tensor_digest
+from ..generation import generator_geometry
+from ..records import tensor_digest
 
 __all__: list[str] = []
 
 
-def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | None], list[dict[str, Any]]]:
+def describe_generators(generator: Any, num_images: int) -> tuple[list[int | None], list[dict[str, Any]]]:
     """What can be known of user generators: device, initial seed, and whether that seed is certain."""
     generators = generator if isinstance(generator, (list, tuple)) else [generator] * num_images
     seeds, records = [], []
@@ -55,7 +55,7 @@ def _describe_generators(generator: Any, num_images: int) -> tuple[list[int | No
     return seeds, records
 
 
-class _NoiseProbe:
+class NoiseProbe:
     """Learns the shape and dtype of the denoiser's input, then digests each image's first noise draw.
 
     The starting noise of image ``i`` is the first Gaussian draw of its generator in the latent shape; it is

@@ -14,42 +14,18 @@ names), keeps those whose digest is listed, and takes each image's prompts from 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .provenance import Provenance, jsonable
-from .schema import record_digest
+from ..records import Provenance, batch_id, jsonable, record_digest
 
-__all__ = ["batch_id", "batch_prompt_lists", "find_siblings", "link_batch_records", "record_digest_of"]
+__all__ = ["batch_prompt_lists", "find_siblings"]
 
 MAX_SIBLING_FILES = 4096
 """Most files looked at beside an image when its siblings are searched for."""
-
-
-def record_digest_of(record: Provenance) -> str:
-    """The `diffusers_repro.schema.record_digest` of a record."""
-    # jsonable builds new dicts and lists all the way down: the record's own parts need no deep copy first.
-    return record_digest(jsonable(record._as_dict(lambda part: part)))
-
-
-def batch_id(digests: Sequence[str]) -> str:
-    """The id of a batch: sha256 of its records' digests, one per line, in image order."""
-    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
-
-
-def link_batch_records(records: Sequence[Provenance]) -> None:
-    """Writes ``id`` and ``record_digests`` into the batch context of every record of one call, in place."""
-    for record in records:
-        record.recipe["batch"]["id"] = None
-    digests = [record_digest_of(record) for record in records]
-    identifier = batch_id(digests)
-    for record in records:
-        record.recipe["batch"]["id"] = identifier
-        record.recipe["batch"]["record_digests"] = list(digests)
 
 
 def _digest_without_id(record: Provenance) -> str:
@@ -103,7 +79,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _manifest_files(manifest: Path) -> list[Path]:
-    from .imagefile import ImageProvenanceError, read_regular_file
+    from ..files import ImageProvenanceError, read_regular_file
 
     try:
         # One read of a regular file within the cap: a named pipe or a link to /dev/zero is refused, not read.
@@ -172,7 +148,7 @@ def _read_sibling(file: Path, size: tuple[int, int] | None, max_bytes: int | Non
 
     import PIL.Image
 
-    from .imagefile import ImageProvenanceError, parse_image_bytes, read_regular_file
+    from ..files import ImageProvenanceError, parse_image_bytes, read_regular_file
 
     try:
         data = read_regular_file(file, max_bytes)

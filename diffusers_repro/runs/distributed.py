@@ -41,32 +41,32 @@ from typing import Any
 
 import torch
 
-from .provenance import jsonable
-from .runs import (
-    _SET_BY_GENERATE,
+from ..records import jsonable
+from .folder import (
     MANIFEST_FIELDS,
     MANIFEST_NAME,
     RUN_NAME,
+    SET_BY_GENERATE,
     GenerationJob,
     SettingsMismatchError,
-    _call_parameters,
-    _check_existing,
-    _check_positive_int,
-    _check_prompts,
-    _check_seeds,
-    _check_settings,
-    _job_files,
-    _manifest_line,
-    _merge_manifest,
-    _pixel_digest,
-    _remove_leftovers,
-    _settings_fingerprint,
-    _short,
-    _write_manifest_part,
-    _write_run_file,
+    call_parameters,
+    check_existing,
+    check_positive_int,
+    check_prompts,
+    check_seeds,
+    check_settings,
+    file_pixel_digest,
     foreign_files_error,
     job_file_name,
+    job_files,
     make_jobs,
+    manifest_line,
+    merge_manifest,
+    remove_leftovers,
+    settings_fingerprint,
+    short_repr,
+    write_manifest_part,
+    write_run_file,
 )
 
 __all__ = [
@@ -128,7 +128,7 @@ def micro_batches(jobs: Sequence[GenerationJob], batch_size: int) -> list[list[G
     [[0, 1], [2, 3], [4]]
     ```
     """
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     return [list(jobs[start : start + batch_size]) for start in range(0, len(jobs), batch_size)]
 
 
@@ -137,13 +137,13 @@ def micro_batches(jobs: Sequence[GenerationJob], batch_size: int) -> list[list[G
 
 
 def _check_call_kwargs(pipe: Any, call_kwargs: dict[str, Any]) -> None:
-    parameters = _call_parameters(pipe)
+    parameters = call_parameters(pipe)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for name in call_kwargs:
-        if name in _SET_BY_GENERATE:
+        if name in SET_BY_GENERATE:
             raise TypeError(
                 f"generate() sets {name} itself (one image per job, one seed per image, PIL output); "
-                f"remove {name}={_short(call_kwargs[name])} from the call arguments"
+                f"remove {name}={short_repr(call_kwargs[name])} from the call arguments"
             )
         if name not in parameters and not takes_any:
             raise TypeError(f"{type(pipe).__name__}.__call__ has no parameter {name!r}")
@@ -158,7 +158,7 @@ class _FolderProgress:
 
     Images are renamed into place only when complete, so a new (or replaced) file under a pending job's name is a
     finished image, whichever process wrote it. Nothing is exchanged between processes, so no process ever waits for
-    the bar. ``before`` is the folder as it stood before any process started writing (`_job_files`).
+    the bar. ``before`` is the folder as it stood before any process started writing (`job_files`).
     """
 
     def __init__(
@@ -183,7 +183,7 @@ class _FolderProgress:
 
     def _refresh(self) -> None:
         if self.bar is not None:
-            now = _job_files(self.out_dir)
+            now = job_files(self.out_dir)
             written = sum(1 for name in self.names if name in now and now[name] != self.before.get(name))
             self.bar.update(written - (self.bar.n - self.bar.initial))
 
@@ -344,7 +344,7 @@ def generate(
     """
     from accelerate.utils import broadcast_object_list, gather_object
 
-    from .files import check_save_options, image_suffix
+    from ..files import check_save_options, image_suffix
 
     prompts, seeds = _check_arguments(
         pipe,
@@ -378,7 +378,7 @@ def generate(
         torch.set_num_threads(threads)
         run_device = _run_device(state, device)
         pipe.to(run_device)
-        settings = _settings_fingerprint(
+        settings = settings_fingerprint(
             pipe,
             prompts,
             seeds,
@@ -398,7 +398,7 @@ def generate(
 
         # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
         # still need work are dealt out afresh, so resumed work is shared evenly too.
-        lines, my_pending, my_foreign = _check_existing(
+        lines, my_pending, my_foreign = check_existing(
             out_dir, batches, range(rank, len(batches), world), settings, passed, identity
         )
         # Every process learns of every foreign file, so all refuse alike (no process waits for another forever).
@@ -406,7 +406,7 @@ def generate(
         if foreign:
             raise foreign_files_error(out_dir, foreign)
         # Taken before the gather below, so before any process starts writing images.
-        before_generation = _job_files(out_dir) if state.is_main_process and progress else {}
+        before_generation = job_files(out_dir) if state.is_main_process and progress else {}
         pending = sorted(gather_object(my_pending))
         num_pending = sum(len(missing) for _, missing in pending)
         skipped = len(jobs) - num_pending
@@ -442,7 +442,7 @@ def generate(
                     call_kwargs=call_kwargs,
                     save_options={"format": format, "quality": quality, "sign": identity or False},
                 )
-            _write_manifest_part(out_dir, rank, lines)
+            write_manifest_part(out_dir, rank, lines)
             log(f"generated {_count(generated, 'image')}")
             state.wait_for_everyone()
 
@@ -478,31 +478,31 @@ def _check_arguments(
     call_kwargs: dict[str, Any],
 ) -> tuple[list[str] | None, list[int]]:
     """Checks `generate`'s arguments before any work; returns the prompts and seeds as lists."""
-    from .mixin import ReproducibleMixin
+    from ..pipelines import ReproducibleMixin
 
     if not isinstance(pipe, ReproducibleMixin):
         raise TypeError(
             f"pipe must be a Repro pipeline (a ReproducibleMixin subclass such as ReproStableDiffusionPipeline), got "
             f"{type(pipe).__name__}"
         )
-    takes_prompt = "prompt" in _call_parameters(pipe)
+    takes_prompt = "prompt" in call_parameters(pipe)
     if takes_prompt and prompts is None:
         raise ValueError(f"prompts must hold at least one prompt for {type(pipe).__name__}, got None")
     if not takes_prompt and prompts is not None:
-        raise ValueError(f"{type(pipe).__name__} takes no prompt, so prompts must be None, got {_short(prompts)}")
+        raise ValueError(f"{type(pipe).__name__} takes no prompt, so prompts must be None, got {short_repr(prompts)}")
     if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise TypeError(f"negative_prompt must be a string or None, got {_short(negative_prompt)}")
+        raise TypeError(f"negative_prompt must be a string or None, got {short_repr(negative_prompt)}")
     for name, value in (("overwrite", overwrite), ("batch_invariant", batch_invariant)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {value!r}")
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
     if threads is not None:
-        _check_positive_int("threads", threads)
-    _check_positive_int("batch_size", batch_size)
+        check_positive_int("threads", threads)
+    check_positive_int("batch_size", batch_size)
     _check_call_kwargs(pipe, call_kwargs)
-    prompts = _check_prompts(prompts)
-    seeds = _check_seeds(seeds)
+    prompts = check_prompts(prompts)
+    seeds = check_seeds(seeds)
     return prompts, seeds
 
 
@@ -523,17 +523,17 @@ def _prepare_run_folder(
     """Refuses a folder with other settings, then the main process clears leftovers and writes ``run.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     # Every process reads the same run.json before the main process rewrites it, so all decide alike.
-    _check_settings(out_dir, settings, overwrite)
+    check_settings(out_dir, settings, overwrite)
     state.wait_for_everyone()
     if state.is_main_process:
-        removed = _remove_leftovers(out_dir, previous_run_too=overwrite)
+        removed = remove_leftovers(out_dir, previous_run_too=overwrite)
         if removed:
             log(
                 f"removed {_count(removed, 'file')} of an earlier run"
                 if overwrite
                 else f"removed {_count(removed, 'temporary file')}"
             )
-        _write_run_file(out_dir, settings, num_jobs, state.num_processes, run_device)
+        write_run_file(out_dir, settings, num_jobs, state.num_processes, run_device)
     state.wait_for_everyone()
 
 
@@ -552,8 +552,7 @@ def _generate_batch(
     save_options: dict[str, Any],
 ) -> int:
     """Makes one micro-batch and saves the images of the jobs in ``to_write``; returns how many it saved."""
-    from .files import save_image, to_pil_image
-    from .fingerprint import fingerprint
+    from ..files import fingerprint, save_image, to_pil_image
 
     generated = 0
     # Outside batch-invariant mode a job's bits depend on its whole micro-batch: recompute all of it.
@@ -564,7 +563,7 @@ def _generate_batch(
             continue
         path = save_image(image, out_dir / job.file_name, record, **save_options)
         pixels = to_pil_image(image)
-        lines[job.index] = _manifest_line(job, record, _pixel_digest(path), fingerprint(pixels))
+        lines[job.index] = manifest_line(job, record, file_pixel_digest(path), fingerprint(pixels))
         generated += 1
         kill_hook.image_saved()
     return generated
@@ -579,7 +578,7 @@ def _merge_on_main_process(
     merge_error = None
     if state.is_main_process:
         try:
-            _merge_manifest(out_dir, jobs, settings, passed, state.num_processes)
+            merge_manifest(out_dir, jobs, settings, passed, state.num_processes)
         except Exception as error:
             merge_error = error
     # The other processes learn of a failed merge instead of waiting for the main process forever.
@@ -599,7 +598,7 @@ def _call(
     call_kwargs: dict[str, Any],
 ) -> Any:
     arguments = dict(call_kwargs)
-    parameters = _call_parameters(pipe)
+    parameters = call_parameters(pipe)
     if jobs[0].prompt is not None:
         arguments["prompt"] = [job.prompt for job in jobs]
         if "num_images_per_prompt" in parameters:

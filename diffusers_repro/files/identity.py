@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import logging
 import os
 import secrets
@@ -27,12 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .signing import CredentialsError, check_can_sign
+
 __all__ = [
     "HOME_ENV",
     "SETTINGS_FILE",
-    "CredentialsError",
     "SigningIdentity",
-    "check_can_sign",
     "configured_tsa_url",
     "default_identity",
     "identity_home",
@@ -55,10 +54,6 @@ _CHAIN_FILE = "signer-chain.pem"
 _KEY_FILE = "signer-key.pem"
 _lock = threading.Lock()
 _identity_cache: dict[tuple[str, int], SigningIdentity] = {}
-
-
-class CredentialsError(ValueError):
-    """A certificate, key or manifest cannot be used: the message names the file and the problem."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,22 +277,6 @@ def configured_tsa_url() -> str | None:
         return _checked_tsa_url(settings.get("tsa_url"))
     except CredentialsError as error:
         raise CredentialsError(f"{path}: {error}") from None
-
-
-def check_can_sign(identity: SigningIdentity) -> None:
-    """Signs a 1x1 PNG: c2pa's own checks of the chain (extensions, validity) and the time-stamp authority (when the
-    identity names one) fail here, before any work.
-
-    Raises:
-        `CredentialsError`: naming the chain file (and the time-stamp authority).
-    """
-    import PIL.Image
-
-    from .credentials import sign_image_bytes
-
-    buffer = io.BytesIO()
-    PIL.Image.new("L", (1, 1)).save(buffer, format="PNG")
-    sign_image_bytes(buffer.getvalue(), "png", identity, "{}")
 
 
 def _is_self_signed(certificate: Any) -> bool:

@@ -338,7 +338,7 @@ def environment_fingerprint(device: torch.device | str | None = None, dtype: tor
     """
     import torch
 
-    from .determinism import determinism_status
+    from ..generation import determinism_status
 
     device = torch.device(device if device is not None else "cpu")
     static = _static_environment()

@@ -41,45 +41,26 @@ import numpy as np
 import PIL.Image
 import PIL.PngImagePlugin
 
+from ..records import Provenance, image_digest, jsonable
 from .imagefile import (
     DIGITAL_SOURCE_TYPE,
     INFOTEXT_KEY,
-    MAX_FILE_BYTES,
-    MAX_FILE_PIXELS,
     PIXELS_KEY,
     PROVENANCE_KEY,
     XMP_CHUNK,
-    ImageFile,
-    ImageProvenanceError,
-    ProvenanceImage,
-    read_image,
     read_regular_file,
 )
-from .infotext import format_infotext, parse_infotext
-from .provenance import Provenance, image_digest, jsonable
+from .infotext import format_infotext
 
 __all__ = [
     "IMAGE_FORMATS",
-    "INFOTEXT_KEY",
-    "MAX_FILE_BYTES",
-    "MAX_FILE_PIXELS",
-    "PIXELS_KEY",
-    "PROVENANCE_KEY",
-    "ImageFile",
-    "ImageProvenanceError",
-    "ProvenanceImage",
     "check_save_options",
-    "format_infotext",
     "image_suffix",
-    "parse_infotext",
     "pixel_digest",
-    "read_image_file",
-    "read_pixels",
-    "read_provenance",
-    "read_text_chunks",
     "save_image",
     "save_outputs",
     "to_pil_image",
+    "write_atomically",
 ]
 
 _FLOAT_CONVERSION = "round(clip(x, 0, 1) * 255) to uint8, as diffusers' numpy_to_pil"
@@ -206,7 +187,7 @@ def _pixel_record(pil_image: PIL.Image.Image, source: Any, fingerprint: str) -> 
 def _png_info(
     pil_image: PIL.Image.Image, record_json: str, pixels: dict[str, Any], provenance: Provenance, source_type: str
 ) -> Any:
-    from .exif import xmp_packet
+    from .lossy import xmp_packet
 
     info = PIL.PngImagePlugin.PngInfo()
     info.add_itxt(PROVENANCE_KEY, record_json)
@@ -231,7 +212,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomically(path: Path, write: Any) -> None:
+def write_atomically(path: Path, write: Any) -> None:
     """Calls ``write(handle)`` on a temporary file next to ``path``, then renames it over ``path``."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     # os.open with mode 0o666 lets the umask decide the permissions, as for any new file (mkstemp would force 0o600).
@@ -261,8 +242,8 @@ def check_save_options(format: Any, quality: Any, sign: Any) -> tuple[str, int |
     Raises `ValueError`/`TypeError` naming the parameter, and `CredentialsError` for a signing identity that cannot
     be loaded.
     """
-    from .exif import DEFAULT_QUALITY
     from .identity import SigningIdentity, default_identity
+    from .lossy import DEFAULT_QUALITY
 
     if not isinstance(format, str) or format.lower().replace("jpg", "jpeg") not in _SUFFIXES:
         raise ValueError(f"format must be one of {', '.join(map(repr, IMAGE_FORMATS))}, got {format!r}")
@@ -355,9 +336,9 @@ def save_image(
     True
     ```
     """
-    from .credentials import digital_source_type, sign_image_bytes
-    from .exif import encode_lossy
-    from .fingerprint import fingerprint, iscc_image_code
+    from .fingerprints import fingerprint, iscc_image_code
+    from .lossy import encode_lossy
+    from .signing import digital_source_type, sign_image_bytes
 
     if not isinstance(provenance, Provenance):
         raise TypeError(f"provenance must be a diffusers_repro.Provenance, got {type(provenance).__name__}")
@@ -394,7 +375,7 @@ def save_image(
     if identity is not None:
         iscc_code = iscc_image_code(pil_image)
         data = sign_image_bytes(data, format, identity, record_json, iscc_code, path.name, *(parent or ()))
-    _write_atomically(path, lambda handle: handle.write(data))
+    write_atomically(path, lambda handle: handle.write(data))
     return path
 
 
@@ -504,82 +485,3 @@ def save_outputs(
         options = {"format": format, "quality": quality, "sign": identity or False, "ingredient": ingredient}
         paths.append(save_image(image, directory / name, record, **options))
     return paths
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading: every reader goes through the one reading edge (diffusers_repro.imagefile): one read, one parse.
-
-
-def read_provenance(path: str | os.PathLike, *, max_bytes: int | None = None) -> Provenance:
-    """Reads the provenance record from a PNG, JPEG or WebP written by `save_image`.
-
-    Args:
-        path (`str` or `os.PathLike`): The file.
-        max_bytes (`int`, *optional*, defaults to `diffusers_repro.imagefile.MAX_FILE_BYTES`): Largest file read.
-
-    Raises:
-        `FileNotFoundError`: when the file does not exist.
-        `ImageProvenanceError` (a `ValueError`): when the file is not a PNG, JPEG or WebP, is damaged or too large,
-            has no record, or the record holds broken JSON or a record of an unknown schema version. The message
-            names the file and the problem.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.files import read_provenance
-    >>> read_provenance("outputs/00000-seed42.png").seed  # doctest: +SKIP
-    42
-    ```
-    """
-    image_file = read_image(path, max_bytes)
-    if image_file.record_error is not None:
-        raise image_file.record_error
-    return image_file.provenance
-
-
-def read_text_chunks(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, str]:
-    """The text chunks of a PNG as they are, unparsed: what a file that fails the schema carries.
-
-    Raises the same errors as `read_provenance` for a file that is not a readable image.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.files import read_text_chunks
-    >>> sorted(read_text_chunks("outputs/00000-seed42.png"))  # doctest: +SKIP
-    ['diffusers-repro', 'diffusers-repro-pixels', 'parameters']
-    ```
-    """
-    return dict(read_image(path, max_bytes).metadata)
-
-
-def read_image_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> ImageFile:
-    """Reads an image written by `save_image` once: record, pixels, pixel record, infotext and the bytes the
-    Content Credentials are checked over (see `diffusers_repro.imagefile.ImageFile`).
-
-    Raises the same errors as `read_provenance`.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.files import read_image_file
-    >>> read_image_file("outputs/00000-seed42.png").pixels_intact  # doctest: +SKIP
-    True
-    ```
-    """
-    return read_image(path, max_bytes).require_record()
-
-
-def read_pixels(path: str | os.PathLike, *, max_bytes: int | None = None) -> np.ndarray:
-    """The pixels of a PNG, JPEG or WebP as a ``uint8`` array ``(H, W, C)`` (``(H, W)`` for grayscale), provenance
-    or not.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.files import read_pixels
-    >>> read_pixels("outputs/00000-seed42.png").shape  # doctest: +SKIP
-    (64, 64, 3)
-    ```
-    """
-    return np.asarray(read_image(path, max_bytes).image).copy()

@@ -33,33 +33,42 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from .batching import one_image_at_a_time
-from .concurrency import SETTINGS_LOCK, serialized_per_object
-from .cuda_noise import cuda_generators, parse_rng, refuse_philox_generators
-from .determinism import full_determinism
-from .keywords import check_extra_keywords
-from .lora import _LORA_METHODS, _lora_record, _tracking_lora
-from .noise import _describe_generators, _NoiseProbe
-from .provenance import (
+from ..generation import (
+    SETTINGS_LOCK,
+    cuda_generators,
+    draws_nothing_stray_cached,
+    forget_cleanliness,
+    full_determinism,
+    global_rng_seed,
+    make_generators,
+    one_image_at_a_time,
+    parse_rng,
+    per_image_seeds,
+    refuse_philox_generators,
+    seeded_stray_randomness,
+    serialized_per_object,
+)
+from ..records import (
     Provenance,
     environment_fingerprint,
     image_digest,
     jsonable,
+    link_batch_records,
 )
-from .randomness import _draws_nothing_stray_cached, _forget_cleanliness, global_rng_seed, seeded_stray_randomness
+from .keywords import check_extra_keywords
+from .lora import LORA_METHODS, lora_record, tracking_lora
+from .noise import NoiseProbe, describe_generators
 from .recipe import (
-    _batch_record,
-    _caller_latents_noise,
-    _input_image_row,
-    _is_scheduler,
-    _required_inputs,
-    _scheduler_record,
-    _with_noise_sampler,
+    batch_record,
+    caller_latents_noise,
+    input_image_row,
+    is_scheduler,
+    required_inputs,
+    scheduler_record,
     used_call_values,
+    with_noise_sampler,
 )
-from .seeding import make_generators, per_image_seeds
-from .siblings import link_batch_records
-from .weights import _COMPONENT_DIGESTS, _component_record, _digest_folder, _is_weakrefable, _snapshot_folder
+from .weights import COMPONENT_DIGESTS, component_record, digest_folder, is_weakrefable, snapshot_folder
 
 __all__ = ["ReproducibleMixin", "vanilla_pipeline_class"]
 
@@ -157,10 +166,10 @@ class ReproducibleMixin:
         cls._repro_vanilla_class = vanilla
         cls._repro_call_parameters = signature.parameters
         cls.__call__ = _build_call(vanilla, signature)
-        for name in _LORA_METHODS:
+        for name in LORA_METHODS:
             method = getattr(vanilla, name, None)
             if inspect.isfunction(method) and name not in cls.__dict__:
-                setattr(cls, name, _tracking_lora(name, method))
+                setattr(cls, name, tracking_lora(name, method))
 
     # ---------------------------------------------------------------------------------------------------- loading
 
@@ -171,7 +180,7 @@ class ReproducibleMixin:
             # from disk); from_pretrained returns eval mode. Every component is put in eval mode.
             if isinstance(module, torch.nn.Module):
                 module.eval()
-                _forget_cleanliness(module)  # a module registered again may have been changed inside
+                forget_cleanliness(module)  # a module registered again may have been changed inside
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
@@ -206,17 +215,17 @@ class ReproducibleMixin:
     def _repro_record_source(self, pretrained_model_name_or_path: str | os.PathLike, kwargs: dict[str, Any]) -> None:
         """Records where ``from_pretrained`` read the pipeline and fills the components' digests from its files."""
         name = os.fspath(pretrained_model_name_or_path)
-        folder, source = _snapshot_folder(name, kwargs)
+        folder, source = snapshot_folder(name, kwargs)
         self._repro_source = source
         if folder is None:
             return
         for component_name, component in self.components.items():
-            if component is None or component_name in kwargs or not _is_weakrefable(component):
+            if component is None or component_name in kwargs or not is_weakrefable(component):
                 continue  # a component passed in by the caller is digested from its tensors
             is_model = isinstance(component, torch.nn.Module)
-            record = _digest_folder(folder / component_name, kwargs.get("variant"), all_files=not is_model)
+            record = digest_folder(folder / component_name, kwargs.get("variant"), all_files=not is_model)
             if record is not None:
-                _COMPONENT_DIGESTS[component] = record
+                COMPONENT_DIGESTS[component] = record
 
     def to_json_string(self) -> str:
         # save_pretrained writes the class name into model_index.json: keep the vanilla name so that plain
@@ -266,7 +275,7 @@ class ReproducibleMixin:
             if name in _NOT_RECORDED:
                 continue
             if name in _INPUT_IMAGES:
-                value = _input_image_row(value, index, num_images)
+                value = input_image_row(value, index, num_images)
             elif name in _PROMPT_KEYS and isinstance(value, (list, tuple)) and len(value) == num_prompts:
                 value = value[index // per_prompt]
             elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] in (num_images, num_prompts):
@@ -326,7 +335,7 @@ class ReproducibleMixin:
             _CALL_EXECUTION_DEVICES.reset(token)
 
     def _repro_schedulers(self) -> dict[str, Any]:
-        return {name: c for name, c in self._repro_components().items() if c is not None and _is_scheduler(c)}
+        return {name: c for name, c in self._repro_components().items() if c is not None and is_scheduler(c)}
 
     def _repro_devices(self, execution_device: torch.device | str) -> set[torch.device]:
         """The devices the call computes on, recorded as those its stray randomness could be drawn on."""
@@ -342,12 +351,12 @@ class ReproducibleMixin:
     def _repro_model_record(self) -> dict[str, Any]:
         components = {}
         for name, component in self._repro_components().items():
-            if component is None or _is_scheduler(component):
+            if component is None or is_scheduler(component):
                 continue
-            components[name] = _component_record(component)
+            components[name] = component_record(component)
         source = self._repro_source or {"type": "in-memory", "path": None, "repo_id": None, "revision": None}
         record = {**source, "name_or_path": jsonable(self.config.get("_name_or_path")), "components": components}
-        lora = _lora_record(self)
+        lora = lora_record(self)
         if lora is not None:
             record["lora"] = lora
         return record
@@ -414,7 +423,7 @@ class ReproducibleMixin:
         # Each image has its own generator unless one generator is shared by the whole batch.
         per_image = user_generator is None or isinstance(user_generator, (list, tuple))
 
-        noise = _NoiseProbe(user_generator, seeds, cuda_rng)
+        noise = NoiseProbe(user_generator, seeds, cuda_rng)
         # The determinism settings are process-wide: a plain call holds the shared side of their lock, so that no
         # other thread's full_determinism() changes them while it runs (plain calls never wait for each other).
         determinism = full_determinism() if deterministic else SETTINGS_LOCK.shared()
@@ -425,7 +434,7 @@ class ReproducibleMixin:
         clean = [
             c
             for c in self._repro_components().values()
-            if isinstance(c, torch.nn.Module) and _draws_nothing_stray_cached(c)
+            if isinstance(c, torch.nn.Module) and draws_nothing_stray_cached(c)
         ]
         with (
             self._repro_fixed_execution_device() as execution_device,
@@ -465,7 +474,7 @@ class ReproducibleMixin:
             # The input image each image edited (img2img, inpainting): its file records it as the parent ingredient.
             if arguments.get("image") is not None:
                 count = len(records)
-                output.input_images = [_input_image_row(arguments["image"], i, count) for i in range(count)]
+                output.input_images = [input_image_row(arguments["image"], i, count) for i in range(count)]
         return output
 
     def _repro_generators(
@@ -491,7 +500,7 @@ class ReproducibleMixin:
             refuse_philox_generators(user_generator)
             cuda_rng = None
             seed_source = "generator"
-            seeds, generator_record = _describe_generators(user_generator, num_images)
+            seeds, generator_record = describe_generators(user_generator, num_images)
         return seeds, seed_source, generator_record, cuda_rng
 
     def _repro_records(
@@ -509,12 +518,12 @@ class ReproducibleMixin:
         noise_samplers: dict[str, dict],
         generator_record: list[dict[str, Any]] | None,
         cuda_rng: Any,
-        noise: _NoiseProbe,
+        noise: NoiseProbe,
         environment: dict[str, Any],
     ) -> list[Provenance]:
         """One `Provenance` per image of a finished call, in image order, linked as a batch when there are several."""
         vanilla = self._repro_vanilla_class
-        schedulers = {name: _scheduler_record(s) for name, s in self._repro_schedulers().items()}
+        schedulers = {name: scheduler_record(s) for name, s in self._repro_schedulers().items()}
         recipe_common = {
             "pipeline_class": vanilla.__name__,
             "model": self._repro_model_record(),
@@ -534,12 +543,12 @@ class ReproducibleMixin:
         same_prompts = all(len(set(values)) <= 1 for values in batch_prompt_lists.values())
         for index in range(num_images):
             per_image_schedulers = {
-                name: _with_noise_sampler(record, noise_samplers.get(name), index, num_images)
+                name: with_noise_sampler(record, noise_samplers.get(name), index, num_images)
                 for name, record in schedulers.items()
             }
             call = self._repro_image_arguments(arguments, index, num_images, num_prompts)
             call.update(used.call)
-            batch = _batch_record(
+            batch = batch_record(
                 index, num_images, seeds, how, batch_invariant, randomness, same_prompts, batch_prompt_lists
             )
             recipe = {
@@ -548,7 +557,7 @@ class ReproducibleMixin:
                 "scheduler": per_image_schedulers.get("scheduler"),
                 "call": call,
                 "defaults_resolved": used.names,
-                "requires_inputs": _required_inputs(call),
+                "requires_inputs": required_inputs(call),
                 "batch": batch,
                 **used.recipe_fields(),
             }
@@ -559,7 +568,7 @@ class ReproducibleMixin:
             if cuda_rng is not None:
                 recipe["rng"] = cuda_rng.record
             if user_latents is not None:
-                noise_digest, noise_description = _caller_latents_noise(user_latents, index, num_images)
+                noise_digest, noise_description = caller_latents_noise(user_latents, index, num_images)
             else:
                 noise_digest, noise_description = noise.digest(index), noise.description()
             result = {
@@ -688,7 +697,7 @@ class ReproOutputMixin:
         >>> paths = out.save("outputs", format="jpeg", quality=90)  # doctest: +SKIP
         ```
         """
-        from .files import save_outputs
+        from ..files import save_outputs
 
         options = {"format": format, "quality": quality, "sign": sign, "ingredients": self.input_images}
         return save_outputs(self.images, self.provenance, directory, **options)

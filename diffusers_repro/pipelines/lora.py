@@ -1,6 +1,6 @@
 """The LoRA history of a Repro pipeline: its wrapped LoRA methods, the log of their operations, and the record.
 
-The Repro class wraps each LoRA method the vanilla class has (`_LORA_METHODS`): after the call, digests the operation
+The Repro class wraps each LoRA method the vanilla class has (`LORA_METHODS`): after the call, digests the operation
 made stale are dropped (a fusion rewrites the base weights) and the operation is logged with its arguments, so that
 ``recipe.model.lora`` can say which adapters are loaded, with which weights and scales, and how they came to be.
 """
@@ -12,16 +12,16 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..generation import forget_cleanliness
+from ..records import jsonable
 from .adapters import ADAPTER_DIGESTS, adapter_record, lora_layers, lora_source, lora_state
-from .provenance import jsonable
-from .randomness import _forget_cleanliness
-from .weights import _COMPONENT_DIGESTS
+from .weights import COMPONENT_DIGESTS
 
 __all__: list[str] = []
 
 # Pipeline methods that add, remove, rescale, fuse or unfuse LoRA adapters; the Repro class wraps the ones the vanilla
 # class has, to log them and to drop cached digests of the components they changed.
-_LORA_METHODS = (
+LORA_METHODS = (
     "load_lora_weights",
     "set_adapters",
     "delete_adapters",
@@ -33,7 +33,7 @@ _LORA_METHODS = (
 )
 
 
-def _tracking_lora(name: str, method: Callable) -> Callable:
+def tracking_lora(name: str, method: Callable) -> Callable:
     """Wraps a vanilla LoRA method: logs the operation and drops the digests it made stale."""
     signature = inspect.signature(method)
 
@@ -54,12 +54,12 @@ def _lora_changed(pipe: Any, name: str, bound: inspect.BoundArguments, before: d
         old, new = before.get(component_name, {}), after.get(component_name, {})
         component = old.get("component", new.get("component"))
         ADAPTER_DIGESTS.pop(component, None)
-        _forget_cleanliness(component)  # new adapter layers: their modes are checked from the next call on
+        forget_cleanliness(component)  # new adapter layers: their modes are checked from the next call on
         merged_before, merged_after = old.get("merged", []), new.get("merged", [])
         # Fusing or unfusing rewrites the base weights; unloading keeps whatever was fused into them. Either way
         # the cached digest (maybe of the files loaded) no longer describes the tensors: digest them again.
         if merged_before != merged_after or (name == "unload_lora_weights" and merged_before):
-            _COMPONENT_DIGESTS.pop(component, None)
+            COMPONENT_DIGESTS.pop(component, None)
     # Defaults included: the log must say what fuse_lora() did (lora_scale, components), not only what was passed.
     bound.apply_defaults()
     arguments = dict(bound.arguments)
@@ -90,7 +90,7 @@ def _lora_changed(pipe: Any, name: str, bound: inspect.BoundArguments, before: d
     pipe._repro_lora_operations = (*pipe._repro_lora_operations, operation)
 
 
-def _lora_record(pipe: Any) -> dict[str, Any] | None:
+def lora_record(pipe: Any) -> dict[str, Any] | None:
     """Adapters as they are now (digests, rank, scales, fusion), and the LoRA operations that led there."""
     state = lora_state(pipe)
     if not state and not pipe._repro_lora_operations:

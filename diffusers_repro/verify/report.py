@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from .files import _write_atomically, read_pixels, to_pil_image
+from ..files import read_pixels, to_pil_image, write_atomically
 from .heatmap import difference_map, heatmap_colors
 
 __all__ = ["THUMBNAIL_SIZE", "ReportEntry", "render_report", "report_entry", "write_report"]
@@ -467,7 +467,7 @@ def render_report(entries: Iterable[Any], *, title: str = "diffusers-repro verif
     for state, count in sorted(states.items()):
         tiles.append(f'<div class="count"><b>{count}</b>credentials {_e(state)}</div>')
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from . import __version__
+    from ..version import __version__
 
     head = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -518,5 +518,5 @@ def write_report(
     """
     path = Path(path)
     page = render_report(entries, title=title).encode("utf-8")
-    _write_atomically(path, lambda handle: handle.write(page))
+    write_atomically(path, lambda handle: handle.write(page))
     return path

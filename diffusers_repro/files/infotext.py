@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .provenance import Provenance
+from ..records import Provenance
 
 __all__ = ["format_infotext", "parse_infotext"]
 
@@ -51,7 +51,7 @@ def _model_name(model: dict[str, Any]) -> str | None:
 
 
 def _infotext_fields(provenance: Provenance, size: tuple[int, int] | None) -> dict[str, Any]:
-    from . import __version__
+    from ..version import __version__
 
     call = provenance.call_arguments
     recipe = provenance.recipe

@@ -1,0 +1,60 @@
+"""What a call is made of: seeds and generators, noise, full determinism, stray randomness, batch invariance and calls
+from several threads.
+
+Modules:
+
+- ``seeding``: seeds: validation, one seed per image, one CPU generator per image.
+- ``cuda_rng``: torch's CUDA ``randn`` on any device (Philox4x32-10 and Box-Muller, laid out as the CUDA kernels do).
+- ``cuda_noise``: ``rng="cuda"``: every draw of an image's generator is what ``torch.Generator("cuda")`` draws.
+- ``determinism``: `full_determinism`: deterministic algorithms on demand, restored exactly afterwards.
+- ``randomness``: stray randomness: draws from torch's global RNG during a call, made deterministic and detected.
+- ``entry_points``: per-thread stand-ins at the entry points of shared components.
+- ``batching``: batch-invariant mode: every model evaluated one image at a time.
+- ``concurrency``: calls from several threads: what each call may borrow, and when.
+"""
+
+import typing as _typing
+
+from ..lazy import lazy_exports
+
+# public name -> the module of this subpackage that defines it (imported on first use)
+EXPORTS = {
+    "one_image_at_a_time": "batching",
+    "serialized_per_object": "concurrency",
+    "SETTINGS_LOCK": "concurrency",
+    "cuda_generators": "cuda_noise",
+    "describe_rng": "cuda_noise",
+    "generator_geometry": "cuda_noise",
+    "parse_rng": "cuda_noise",
+    "refuse_philox_generators": "cuda_noise",
+    "rng_from_record": "cuda_noise",
+    "CudaGeometry": "cuda_rng",
+    "PhiloxGenerator": "cuda_rng",
+    "determinism_status": "determinism",
+    "full_determinism": "determinism",
+    "draws_nothing_stray_cached": "randomness",
+    "forget_cleanliness": "randomness",
+    "global_rng_seed": "randomness",
+    "seeded_stray_randomness": "randomness",
+    "make_generators": "seeding",
+    "per_image_seeds": "seeding",
+    "validate_seed": "seeding",
+}
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
+
+if _typing.TYPE_CHECKING:
+    from .batching import one_image_at_a_time  # noqa: F401
+    from .concurrency import SETTINGS_LOCK, serialized_per_object  # noqa: F401
+    from .cuda_noise import (  # noqa: F401
+        cuda_generators,
+        describe_rng,
+        generator_geometry,
+        parse_rng,
+        refuse_philox_generators,
+        rng_from_record,
+    )
+    from .cuda_rng import CudaGeometry, PhiloxGenerator  # noqa: F401
+    from .determinism import determinism_status, full_determinism  # noqa: F401
+    from .randomness import draws_nothing_stray_cached, forget_cleanliness, global_rng_seed, seeded_stray_randomness  # noqa: F401
+    from .seeding import make_generators, per_image_seeds, validate_seed  # noqa: F401
