@@ -93,7 +93,7 @@ class ToolNoise:
 
     ```py
     >>> from diffusers_repro.interop.noise import a1111_noise
-    >>> noise = a1111_noise((1, 4, 8, 8), 42)
+    >>> noise = a1111_noise((1, 4, 8, 8), 42, rng="cpu")
     >>> noise.latents.shape, noise.rng
     (torch.Size([1, 4, 8, 8]), 'cpu')
     >>> # with noise.context():
