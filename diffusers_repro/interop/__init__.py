@@ -1,0 +1,1 @@
+"""Other Stable Diffusion tools: their files, recipes and noise."""
