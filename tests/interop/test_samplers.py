@@ -128,7 +128,9 @@ def test_old_and_new_a1111_forms_agree(sampler, schedule):
 
 
 def test_a1111_known_mappings():
-    assert from_a1111("DPM++ 2M", "Karras") == SamplerMapping("DPMSolverMultistepScheduler", {"use_karras_sigmas": True})
+    assert from_a1111("DPM++ 2M", "Karras") == SamplerMapping(
+        "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}
+    )
     # "Automatic" is the sampler's own default in 1.9+; no schedule type is an infotext from before 1.9.
     assert from_a1111("DPM++ 2M", "Automatic") == from_a1111("DPM++ 2M Karras")
     assert from_a1111("DPM++ 2M") == SamplerMapping("DPMSolverMultistepScheduler", {})
