@@ -12,6 +12,7 @@ the prompt lines, ``Negative prompt:`` and the lines after it, and a last line o
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from ..imagefile import ImageFile
@@ -40,6 +41,16 @@ _RNG = {"CPU": "cpu", "GPU": "gpu", "NV": "nv"}
 _HIRES = ("hires_upscale", "hires_steps", "hires_upscaler", "hires_resize_1", "hires_resize_2", "hires_sampler")
 
 
+def _utf16_candidate(body: bytes, encoding: str) -> tuple[int, str]:
+    """How odd ``body`` decoded as ``encoding`` looks (undecodable, or control, private or unassigned characters)."""
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        return len(body) + 1, body.decode(encoding, errors="replace")
+    odd = sum(1 for char in text if unicodedata.category(char) in ("Cc", "Co", "Cn") and char not in "\n\r\t")
+    return odd, text
+
+
 def decode_user_comment(comment: bytes) -> str | None:
     """An EXIF ``UserComment`` as A1111 reads it: ``UNICODE`` (UTF-16, either byte order), ``ASCII``, or no known
     prefix as UTF-8. `None` for an empty or undecodable comment."""
@@ -49,15 +60,17 @@ def decode_user_comment(comment: bytes) -> str | None:
     if comment.startswith(_UNICODE):
         if len(body) % 2:
             body = body[:-1]
-        # piexif writes big-endian; a writer on a little-endian machine may not. The byte order whose high bytes are
-        # mostly zero (or a byte order mark) decides; for CJK text both are plausible and big-endian is kept.
+        # piexif writes big-endian; a writer on a little-endian machine may not. A byte order mark decides; else the
+        # decoding with fewer control characters, then the byte order whose high bytes are zero (ASCII text), then
+        # big-endian.
         if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            encoding = "utf-16"
+            text = body.decode("utf-16", errors="replace")
         else:
-            zero_even = body[0::2].count(0)
-            zero_odd = body[1::2].count(0)
-            encoding = "utf-16-le" if zero_odd > zero_even else "utf-16-be"
-        text = body.decode(encoding, errors="replace")
+            looks_le = body[1::2].count(0) > body[0::2].count(0)
+            (_, text), _ = min(
+                ((_utf16_candidate(body, name), name) for name in ("utf-16-be", "utf-16-le")),
+                key=lambda item: (item[0][0], (item[1] == "utf-16-le") != looks_le),
+            )
     elif comment.startswith(_ASCII):
         text = body.decode("ascii", errors="replace")
     else:
