@@ -373,8 +373,8 @@ def test_infotext_of_sd_image(sd_pil, tiny_sd_path):
     assert text == (
         "a bear\n"
         "Negative prompt: dark\n"
-        f"Steps: 2, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 43, Size: 64x64, Model hash: {unet_hash}, "
-        f"Model: {tiny_sd_path.name}, Version: diffusers-repro {__version__}"
+        f"Steps: 2, Sampler: DDIM, Schedule type: Automatic, CFG scale: 7.5, Seed: 43, Size: 64x64, "
+        f"Model hash: {unet_hash}, Model: {tiny_sd_path.name}, RNG: CPU, Version: diffusers-repro {__version__}"
     )
 
 
@@ -385,13 +385,15 @@ def test_infotext_round_trip(sd_pil, tmp_path, tiny_sd_path):
         "prompt": "a fox",
         "negative_prompt": "blurry",
         "steps": 2,
-        "sampler": "DDIMScheduler",
+        "sampler": "DDIM",
+        "schedule_type": "Automatic",
         "cfg_scale": 7.5,
         "seed": 42,
         "width": 64,
         "height": 64,
         "model_hash": _unet_file_sha256(tiny_sd_path)[:10],
         "model": tiny_sd_path.name,
+        "rng": "CPU",
         "version": fields["version"],
     }
     assert fields["version"].startswith("diffusers-repro ")
@@ -405,19 +407,20 @@ def test_values_with_commas_and_colons_are_quoted(sd_pil):
     record.recipe["scheduler"]["class"] = "Sampler\nwith newline"
     text = format_infotext(record, size=(32, 48))
     assert 'Model: "sd, v1: \\"best\\""' in text
-    assert 'Sampler: "Sampler\\nwith newline"' in text
+    assert 'Diffusers scheduler: "Sampler\\nwith newline"' in text and "Sampler:" not in text
     fields = parse_infotext(text)
     assert fields["prompt"] == "a fox, red: bright\nsecond line"
     assert fields["negative_prompt"] == "blurry, dark"
     assert fields["model"] == 'sd, v1: "best"'
-    assert fields["sampler"] == "Sampler\nwith newline"
+    assert fields["diffusers_scheduler"] == "Sampler\nwith newline"
     assert (fields["width"], fields["height"], fields["seed"], fields["steps"]) == (32, 48, 42, 2)
 
 
 def test_ddim_infotext_has_no_prompt_line(ddim_pipe):
     record = ddim_pipe(num_inference_steps=2, seed=7).provenance[0]
     text = format_infotext(record, size=(16, 16))
-    assert text.startswith("Steps: 2, Sampler: DDIMScheduler, Seed: 7, Size: 16x16, Model hash: ")
+    # DDIM with the class defaults (steps_offset=0) is not A1111's DDIM: no A1111 sampler name, nothing false.
+    assert text.startswith("Steps: 2, Diffusers scheduler: DDIMScheduler, Seed: 7, Size: 16x16, Model hash: ")
     assert "CFG scale" not in text and "\n" not in text
     fields = parse_infotext(text)
     assert (fields["prompt"], fields["negative_prompt"], fields["seed"]) == ("", None, 7)

@@ -43,6 +43,7 @@ EXPORTS = {
     "read_pixels": "imagefile",
     "read_provenance": "imagefile",
     "read_regular_file": "imagefile",
+    "parse_infotext": "infotext",
     "reencoded_pixels": "lossy",
     "check_save_options": "save",
     "image_suffix": "save",
@@ -72,6 +73,7 @@ if _typing.TYPE_CHECKING:
         read_provenance,
         read_regular_file,
     )
+    from .infotext import parse_infotext  # noqa: F401
     from .lossy import reencoded_pixels  # noqa: F401
     from .save import check_save_options, image_suffix, save_image, save_outputs, to_pil_image, write_atomically  # noqa: F401
     from .signing import CredentialsError, check_can_sign  # noqa: F401

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from ..generation import to_a1111
 from ..records import Provenance
 
 __all__ = ["format_infotext", "parse_infotext"]
@@ -50,6 +52,39 @@ def _model_name(model: dict[str, Any]) -> str | None:
     return Path(str(path)).name if path else None
 
 
+def _sampler_fields(scheduler: dict[str, Any]) -> dict[str, Any]:
+    """A1111's ``Sampler`` and ``Schedule type`` where A1111 has the scheduler's method and steps; else only the class
+    under a key A1111 does not read (A1111 falls back to its first sampler for a name it does not know)."""
+    class_name = scheduler.get("class")
+    if class_name is None:
+        return {}
+    names = to_a1111(class_name, scheduler.get("config") or {})
+    if names is None:
+        return {"Diffusers scheduler": class_name}
+    return {"Sampler": names[0], "Schedule type": names[1]}
+
+
+def _rng_field(provenance: Provenance) -> str | None:
+    """``CPU`` for CPU generators; ``NV`` for ``rng="cuda"`` where A1111's NV draws the same starting noise (draws up
+    to the GPU geometry's threshold: its emulation ignores the grid clamp above it); else nothing."""
+    recipe = provenance.recipe
+    rng, generator = recipe.get("rng"), recipe.get("generator")
+    if isinstance(generator, dict) and not str(generator.get("device", "cpu")).startswith("cpu"):
+        return None
+    if not isinstance(rng, dict):
+        return "CPU"
+    shape = (provenance.result.get("noise") or {}).get("shape")
+    if not isinstance(shape, list) or not all(isinstance(side, int) for side in shape):
+        return None
+    geometry = rng.get("geometry")
+    if isinstance(geometry, dict):
+        # torch launches blocks of 256 threads: draws past multiprocessors x (threads // 256) x 256 are grid-strided.
+        threshold = geometry["multiprocessors"] * (geometry["max_threads_per_multiprocessor"] // 256) * 256
+    else:
+        from ..generation import GEOMETRY_FREE_LIMIT as threshold
+    return "NV" if math.prod(shape) <= threshold else None
+
+
 def _infotext_fields(provenance: Provenance, size: tuple[int, int] | None) -> dict[str, Any]:
     from ..version import __version__
 
@@ -58,14 +93,21 @@ def _infotext_fields(provenance: Provenance, size: tuple[int, int] | None) -> di
     scheduler = recipe.get("scheduler") or {}
     if size is None and call.get("width") is not None and call.get("height") is not None:
         size = (call["width"], call["height"])
+    clip_skip = call.get("clip_skip")
+    eta = call.get("eta")
     fields = {
         "Steps": call.get("num_inference_steps"),
-        "Sampler": scheduler.get("class"),
+        **_sampler_fields(scheduler),
         "CFG scale": call.get("guidance_scale"),
         "Seed": provenance.seed,
         "Size": f"{size[0]}x{size[1]}" if size is not None else None,
         "Model hash": _denoiser_hash((recipe.get("model") or {}).get("components") or {}),
         "Model": _model_name(recipe.get("model") or {}),
+        # A1111 counts the last layer as 1: its "Clip skip: 2" is diffusers' clip_skip=1.
+        "Clip skip": clip_skip + 1 if isinstance(clip_skip, int) else None,
+        # Of diffusers' schedulers only DDIM uses eta (0 adds no noise); A1111 writes DDIM's as "Eta DDIM" when not 0.
+        "Eta DDIM": eta if scheduler.get("class") == "DDIMScheduler" and eta else None,
+        "RNG": _rng_field(provenance),
         "Version": f"diffusers-repro {__version__}",
     }
     return {key: value for key, value in fields.items() if value is not None}
@@ -75,9 +117,18 @@ def format_infotext(provenance: Provenance, size: tuple[int, int] | None = None)
     """The ``parameters`` text of an image, in the format Stable Diffusion web UIs and image sites read.
 
     Line 1 is the prompt (left out when the pipeline takes none, as ``DDIMPipeline``), then ``Negative prompt: ...``
-    when there is one, then one line of ``Key: value`` pairs: ``Steps``, ``Sampler`` (the scheduler class),
-    ``CFG scale``, ``Seed``, ``Size`` (``WIDTHxHEIGHT``), ``Model hash``, ``Model``, ``Version``; a pair is left out
-    when the record has no value for it. A value containing ``,``, ``:`` or a newline is written as a JSON string.
+    when there is one, then one line of ``Key: value`` pairs: ``Steps``, ``Sampler`` and ``Schedule type``, ``CFG
+    scale``, ``Seed``, ``Size`` (``WIDTHxHEIGHT``), ``Model hash``, ``Model``, ``Clip skip``, ``Eta DDIM`` (DDIM's
+    eta when not 0: diffusers' other schedulers do not use eta), ``RNG``, ``Version``; a pair is left out when the
+    record has no value for it. A value containing ``,``, ``:`` or a newline is written as a JSON string.
+
+    ``Sampler`` and ``Schedule type`` are A1111 1.10's names for the scheduler (`diffusers_repro.interop.samplers.
+    to_a1111`) when A1111 has a sampler that runs the same method with the same steps. When it has none, no
+    ``Sampler`` is written (A1111 would silently use its first sampler for an unknown name) and the class is written
+    as ``Diffusers scheduler``, a key A1111 shows and ignores. ``Clip skip`` is A1111's numbering (diffusers'
+    ``clip_skip`` + 1). ``RNG: CPU`` is written for CPU generators (A1111 reads a missing ``RNG`` as GPU); for
+    ``rng="cuda"`` ``RNG: NV`` is written when the starting noise is no larger than the recorded GPU geometry's
+    threshold (A1111's NV emulation draws the same values there, not above it), else nothing.
 
     ``Model hash`` is the first 10 hex digits of the sha256 of the denoiser's (UNet's) weights file. When the
     denoiser was not loaded from a single file (built in code, or sharded), it is the first 10 hex digits of the
@@ -98,7 +149,7 @@ def format_infotext(provenance: Provenance, size: tuple[int, int] | None = None)
     >>> print(format_infotext(record, size=(64, 64)))  # doctest: +SKIP
     a fox
     Negative prompt: blurry
-    Steps: 2, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: 42, Size: 64x64, Model hash: 24588c9b49, ...
+    Steps: 2, Sampler: DDIM, Schedule type: Automatic, CFG scale: 7.5, Seed: 42, Size: 64x64, Model hash: ...
     ```
     """
     if not isinstance(provenance, Provenance):

@@ -10,6 +10,8 @@ Modules:
 - ``randomness``: stray randomness: draws from torch's global RNG during a call, made deterministic and detected.
 - ``entry_points``: per-thread stand-ins at the entry points of shared components.
 - ``batching``: batch-invariant mode: every model evaluated one image at a time.
+- ``samplers``: the one table of sampler names of AUTOMATIC1111/Forge, ComfyUI and InvokeAI <-> diffusers scheduler
+  classes and configs, with a plain sentence where a tool's sampler has no diffusers equivalent.
 - ``concurrency``: calls from several threads: what each call may borrow, and when.
 """
 
@@ -23,12 +25,17 @@ EXPORTS = {
     "serialized_per_object": "concurrency",
     "SETTINGS_LOCK": "concurrency",
     "cuda_generators": "cuda_noise",
+    "CudaRandnMode": "cuda_noise",
     "describe_rng": "cuda_noise",
+    "EmulatedCudaGenerator": "cuda_noise",
     "generator_geometry": "cuda_noise",
     "parse_rng": "cuda_noise",
     "refuse_philox_generators": "cuda_noise",
     "rng_from_record": "cuda_noise",
     "CudaGeometry": "cuda_rng",
+    "GEOMETRY_FREE_LIMIT": "cuda_rng",
+    "offset_increment": "cuda_rng",
+    "philox4x32_10": "cuda_rng",
     "PhiloxGenerator": "cuda_rng",
     "determinism_status": "determinism",
     "full_determinism": "determinism",
@@ -36,7 +43,12 @@ EXPORTS = {
     "forget_cleanliness": "randomness",
     "global_rng_seed": "randomness",
     "seeded_stray_randomness": "randomness",
+    "from_a1111": "samplers",
+    "from_comfyui": "samplers",
+    "from_invokeai": "samplers",
+    "to_a1111": "samplers",
     "make_generators": "seeding",
+    "MAX_SEED": "seeding",
     "per_image_seeds": "seeding",
     "validate_seed": "seeding",
 }
@@ -47,6 +59,8 @@ if _typing.TYPE_CHECKING:
     from .batching import one_image_at_a_time  # noqa: F401
     from .concurrency import SETTINGS_LOCK, serialized_per_object  # noqa: F401
     from .cuda_noise import (  # noqa: F401
+        CudaRandnMode,
+        EmulatedCudaGenerator,
         cuda_generators,
         describe_rng,
         generator_geometry,
@@ -54,7 +68,8 @@ if _typing.TYPE_CHECKING:
         refuse_philox_generators,
         rng_from_record,
     )
-    from .cuda_rng import CudaGeometry, PhiloxGenerator  # noqa: F401
+    from .cuda_rng import GEOMETRY_FREE_LIMIT, CudaGeometry, PhiloxGenerator, offset_increment, philox4x32_10  # noqa: F401
     from .determinism import determinism_status, full_determinism  # noqa: F401
     from .randomness import draws_nothing_stray_cached, forget_cleanliness, global_rng_seed, seeded_stray_randomness  # noqa: F401
-    from .seeding import make_generators, per_image_seeds, validate_seed  # noqa: F401
+    from .samplers import from_a1111, from_comfyui, from_invokeai, to_a1111  # noqa: F401
+    from .seeding import MAX_SEED, make_generators, per_image_seeds, validate_seed  # noqa: F401

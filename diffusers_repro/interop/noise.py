@@ -32,9 +32,16 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..cuda_noise import CudaRandnMode, EmulatedCudaGenerator
-from ..cuda_rng import GEOMETRY_FREE_LIMIT, CudaGeometry, PhiloxGenerator, offset_increment, philox4x32_10
-from ..seeding import MAX_SEED
+from ..generation import (
+    GEOMETRY_FREE_LIMIT,
+    MAX_SEED,
+    CudaGeometry,
+    CudaRandnMode,
+    EmulatedCudaGenerator,
+    PhiloxGenerator,
+    offset_increment,
+    philox4x32_10,
+)
 
 __all__ = [
     "MAX_LATENT_SIDE",

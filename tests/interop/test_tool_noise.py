@@ -17,7 +17,7 @@ import torch
 from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
 from diffusers.schedulers import scheduling_euler_ancestral_discrete as euler_a_module
 
-from diffusers_repro.cuda_rng import CudaGeometry, PhiloxGenerator
+from diffusers_repro.generation.cuda_rng import CudaGeometry, PhiloxGenerator
 from diffusers_repro.interop.noise import (
     A1111NvGenerator,
     a1111_noise,

@@ -1,0 +1,178 @@
+"""The recipe of any file: a fixed order of checks picks the reader; hostile metadata is a clear error, never a
+traceback (fuzzed, honouring DIFFUSERS_REPRO_FUZZ_EXAMPLES like tests/test_schema.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from foreign_files import (
+    a1111_unicode_comment,
+    comfyui_graph,
+    comfyui_png,
+    invokeai_metadata,
+    jpeg_with_user_comment,
+    png_with_chunks,
+    read,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diffusers_repro.interop.a1111 import decode_user_comment, recipe_from_infotext
+from diffusers_repro.interop.recipe import ForeignMetadataError, Recipe, recipe_from_image_file
+
+FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))
+INFOTEXT = "a fox\nSteps: 20, Sampler: Euler a, Seed: 1, Size: 64x48"
+
+
+def fuzz_settings(examples: int):
+    return settings(
+        max_examples=FUZZ_EXAMPLES or examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        database=None,
+    )
+
+
+def test_a_fixed_order_of_checks_picks_the_reader():
+    both = {
+        "parameters": INFOTEXT,
+        "prompt": json.dumps(comfyui_graph()),
+        "invokeai_metadata": json.dumps(invokeai_metadata()),
+    }
+    assert recipe_from_image_file(read(png_with_chunks(both))).source == "invokeai"
+    del both["invokeai_metadata"]
+    assert recipe_from_image_file(read(png_with_chunks(both))).source == "comfyui"
+    del both["prompt"]
+    assert recipe_from_image_file(read(png_with_chunks(both))).source == "a1111"
+    # A value naming a tool selects nothing: a "parameters" chunk saying "comfyui" is still an A1111 infotext.
+    text = "comfyui invokeai\nSteps: 2, Sampler: comfyui, Seed: 3"
+    recipe = recipe_from_image_file(read(png_with_chunks({"parameters": text})))
+    assert recipe.source == "a1111" and recipe.scheduler is None
+
+
+def test_a_file_without_any_tools_metadata_is_a_clear_error():
+    with pytest.raises(ForeignMetadataError, match=re.escape("plain.png carries no generation metadata")):
+        recipe_from_image_file(read(png_with_chunks({"Software": "GIMP"}), "plain.png"))
+    with pytest.raises(ForeignMetadataError, match=re.escape("carries no generation metadata")):
+        recipe_from_image_file(read(jpeg_with_user_comment(b""), "a.jpg"))
+
+
+def test_our_own_files_are_left_to_their_record(sd, tmp_path):
+    from diffusers_repro.files import save_image
+    from diffusers_repro.files.imagefile import read_image
+
+    out = sd("a fox", seed=1, num_inference_steps=1, height=32, width=32)
+    path = save_image(out.images[0], tmp_path / "ours.png", out.provenance[0])
+    with pytest.raises(ForeignMetadataError, match="carries a diffusers-repro record: read it with read_provenance"):
+        recipe_from_image_file(read_image(path))
+
+
+def test_recipe_to_dict_is_plain_json():
+    recipe = recipe_from_image_file(read(comfyui_png(comfyui_graph())))
+    data = recipe.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert set(data) >= {"source", "prompt", "seed", "scheduler", "scheduler_config", "loras", "blockers", "model"}
+    with pytest.raises(ValueError, match="source must be one of"):
+        Recipe(source="midjourney")
+    with pytest.raises(TypeError, match="image_file must be a diffusers_repro ImageFile, got str"):
+        recipe_from_image_file("x.png")
+
+
+_KEYS = st.sampled_from(["parameters", "prompt", "workflow", "invokeai_metadata", "invokeai_graph", "other"])
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+def _mutated_graph(data) -> str:
+    graph = comfyui_graph(lora=data.draw(st.booleans()), unknown=data.draw(st.booleans()))
+    for _ in range(data.draw(st.integers(0, 4))):
+        node = data.draw(st.sampled_from(sorted(graph)))
+        inputs = graph[node].get("inputs") if isinstance(graph[node], dict) else None
+        if isinstance(inputs, dict) and inputs and data.draw(st.booleans()):
+            inputs[data.draw(st.sampled_from(sorted(inputs)))] = data.draw(_JSONISH)
+        else:
+            graph[node] = data.draw(_JSONISH)
+    return json.dumps(graph)
+
+
+def _mutated_infotext(data) -> str:
+    parts = [
+        "Steps: 20",
+        "Sampler: DPM++ 2M",
+        "Schedule type: Karras",
+        "Seed: 5",
+        "Size: 64x48",
+        "RNG: CPU",
+        "Clip skip: 2",
+        "ENSD: 31337",
+        'Lora hashes: "a: 1"',
+        "Model hash: 6ce0161689",
+        "Eta: 0.5",
+    ]
+    chosen = data.draw(st.lists(st.sampled_from(parts), max_size=8))
+    junk = data.draw(st.lists(st.text(max_size=12), max_size=3))
+    return data.draw(st.text(max_size=40)) + "\n" + ", ".join(chosen + [f"{j}: {j}" for j in junk])
+
+
+@fuzz_settings(300)
+@given(data=st.data())
+def test_any_metadata_gives_a_recipe_or_a_clear_error(data):
+    chunks = {}
+    kind = data.draw(st.sampled_from(["random", "graph", "invokeai", "infotext"]))
+    if kind == "random":
+        chunks = data.draw(st.dictionaries(_KEYS, st.text(max_size=60) | _JSONISH.map(json.dumps), max_size=4))
+    elif kind == "graph":
+        chunks = {"prompt": _mutated_graph(data)}
+    elif kind == "invokeai":
+        metadata = invokeai_metadata()
+        for _ in range(data.draw(st.integers(0, 3))):
+            metadata[data.draw(st.sampled_from(sorted(metadata)))] = data.draw(_JSONISH)
+        chunks = {"invokeai_metadata": json.dumps(metadata)}
+    else:
+        chunks = {"parameters": _mutated_infotext(data)}
+    try:
+        recipe = recipe_from_image_file(read(png_with_chunks(chunks, size=(8, 8))))
+    except ForeignMetadataError as error:
+        assert str(error) and "\n" not in str(error)[:1]
+        return
+    assert isinstance(recipe, Recipe)
+    json.dumps(recipe.to_dict())
+
+
+@fuzz_settings(300)
+@given(text=st.text(max_size=300))
+def test_any_infotext_gives_a_recipe_or_a_clear_error(text):
+    try:
+        recipe_from_infotext(text)
+    except ForeignMetadataError:
+        pass
+
+
+@fuzz_settings(300)
+@given(
+    comment=st.binary(max_size=200), prefix=st.sampled_from([b"", b"UNICODE\x00", b"ASCII\x00\x00\x00", b"JIS\x00"])
+)
+def test_any_user_comment_decodes_or_is_none(comment, prefix):
+    result = decode_user_comment(prefix + comment)
+    assert result is None or isinstance(result, str)
+
+
+@fuzz_settings(60)
+# Infotexts hold no control characters.
+@given(
+    text=st.text(st.characters(blacklist_categories=("Cc", "Cs", "Co", "Cn")) | st.just("\n"), max_size=200),
+    format=st.sampled_from(["JPEG", "WEBP"]),
+)
+def test_any_exif_infotext_survives_a1111s_encoding(text, format):
+    # An infotext ends in its ASCII parameters line, which tells the byte order of a comment without a byte order mark.
+    text += "\nSteps: 20, Sampler: Euler, Seed: 1"
+    image_file = read(jpeg_with_user_comment(a1111_unicode_comment(text), format), "x." + format.lower())
+    from diffusers_repro.interop.a1111 import infotext_of
+
+    assert infotext_of(image_file) == (text.rstrip("\x00") or None)
