@@ -1,6 +1,6 @@
 """Images from other Stable Diffusion tools: their metadata read as one `Recipe`, and the noise they made.
 
- is `diffusers_repro.generation.samplers`.
+The sampler-name table they share with our own infotext is `diffusers_repro.generation.samplers`.
 
 - ``a1111.py``: the A1111/Forge/SD.Next ``parameters`` infotext (PNG text chunk, JPEG/WebP EXIF UserComment) as a
   recipe.
