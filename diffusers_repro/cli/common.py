@@ -221,7 +221,7 @@ def scheduler_class(name: str | None) -> type | None:
     return cls
 
 
-def load_pipeline(model: str | None, dtype: str | None = None, option: str = "--model") -> Any:
+def load_model(model: str | None, dtype: str | None = None, option: str = "--model") -> Any:
     import torch
 
     from ..tiny import tiny_pipeline_path

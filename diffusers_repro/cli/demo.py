@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import PROG, load_pipeline, short_digest
+from .common import PROG, load_model, short_digest
 from .inspect import inspect_lines
-from .verify import report_entry, write_report_file
+from .verify import write_report_file
 
 DEMO_PROMPTS = ("a red fox in fresh snow", "a lighthouse at dusk")
 DEMO_SEEDS = (0, 1)
@@ -38,11 +38,11 @@ def _run_demo(args: argparse.Namespace, started: float) -> int:
     from ..files import read_image_file
     from ..runs import generate
     from ..tiny import tiny_pipeline_path
-    from ..verify import reproduce
+    from ..verify import report_entry, reproduce
 
     model = tiny_pipeline_path("sd")
     print(f"diffusers-repro demo: the embedded tiny Stable Diffusion model in {model} (built in code, no download)")
-    pipe = load_pipeline(str(model))
+    pipe = load_model(str(model))
     prompts, seeds = list(DEMO_PROMPTS), list(DEMO_SEEDS)
     runs = [args.out / "run-1", args.out / "run-2"]
     results = []

@@ -10,7 +10,7 @@ from .common import (
     check_device,
     count,
     is_main_process,
-    load_pipeline,
+    load_model,
     parse_seeds,
     scheduler_class,
 )
@@ -54,7 +54,7 @@ def generate_command(args: argparse.Namespace) -> int:
     seeds = _seeds(args)
     scheduler = scheduler_class(args.scheduler)
     device = check_device(args.device)
-    pipe = load_pipeline(args.model, args.dtype)
+    pipe = load_model(args.model, args.dtype)
     if scheduler is not None:
         pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
     import inspect

@@ -20,6 +20,7 @@ from .common import (
     check_device,
     count,
     image_files,
+    load_model,
     positive_int,
     printable,
     value_text,
@@ -144,7 +145,7 @@ class _PipelineCache:
             self.key = self.pipe = None  # let the previous pipeline go before the next one loads
             if self.model is not None:
                 name = str(dtype).removeprefix("torch.") if dtype else None
-                pipe = load_pipeline(self.model, name if name in DTYPES else None)
+                pipe = load_model(self.model, name if name in DTYPES else None)
                 pipe = pipe.to(self.device) if self.device else pipe
             else:
                 pipe = load_pipeline(record, self.device, allow_pickle=self.allow_pickle, download=self.download)
@@ -172,7 +173,7 @@ def _model_key(record: Any) -> tuple:
 def verify_command(args: argparse.Namespace) -> int:
     import torch
 
-    from ..verify import reproduce
+    from ..verify import report_entry, reproduce
 
     device = check_device(args.device)
     files = image_files(args.paths, recursive=args.recursive)
@@ -302,12 +303,6 @@ def _report_entries(path: Path | None) -> list | None:
     if not path.parent.is_dir():
         raise UsageError(f"--report {str(path)!r}: the folder {str(path.parent)!r} does not exist")
     return []
-
-
-def report_entry(result: Any) -> Any:
-    from ..verify import report_entry
-
-    return report_entry(result)
 
 
 def write_report_file(entries: list, path: Path, quiet: bool) -> None:

@@ -133,7 +133,7 @@ def check_limits(
     """
     limits = DEFAULT_LIMITS if limits is None else limits
     if not isinstance(limits, ReplayLimits):
-        raise TypeError(f"limits must be a diffusers_repro.limits.ReplayLimits, got {type(limits).__name__}")
+        raise TypeError(f"limits must be a diffusers_repro.ReplayLimits, got {type(limits).__name__}")
     call: dict[str, Any] = record.call_arguments
     height, width = call.get("height"), call.get("width")
     if isinstance(height, int) and isinstance(width, int) and height * width > limits.max_pixels:

@@ -14,6 +14,7 @@ both values, so that a result that is not bitwise comes with its likely causes.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -576,76 +577,138 @@ def reproduce(
     ('bitwise', [])
     ```
     """
-    from ..pipelines import ReproducibleMixin
-
     limits = DEFAULT_LIMITS if limits is None else limits
     if not isinstance(limits, ReplayLimits):
-        raise TypeError(f"limits must be a diffusers_repro.limits.ReplayLimits, got {type(limits).__name__}")
+        raise TypeError(f"limits must be a diffusers_repro.ReplayLimits, got {type(limits).__name__}")
     record, image_file, credentials = _read_what_to_replay(path_or_provenance, limits, trust)
+    _check_options(tolerance, whole_batch)
+    prompt_lists = _batch_to_replay(record, image_file, whole_batch, batch_from, limits, call_overrides)
+    # Bounded work, before any model loads: images counted from what the call would really make.
+    check_limits(record, limits, prompt_lists=prompt_lists)
+    pipe = _pipeline_for(record, pipe, device, cache_dir=cache_dir, allow_pickle=allow_pickle, download=download)
+    call = _build_call(pipe, record, call_overrides, prompt_lists)
+    image, current = _regenerate(pipe, call)
+    comparison = _compare(image, current, record, image_file, credentials)
+    return _explain(comparison, image, current, record, image_file, credentials, call, tolerance)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The steps of reproduce
+
+
+def _check_options(tolerance: Any, whole_batch: Any) -> None:
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance <= 1:
         raise ValueError(f"tolerance must be a number between 0 and 1 (in [0, 1] pixel units), got {tolerance!r}")
     if whole_batch not in (None, True, False):
         raise TypeError(f"whole_batch must be None, True or False, got {whole_batch!r}")
+
+
+def _batch_to_replay(
+    record: Provenance,
+    image_file: Any,
+    whole_batch: bool | None,
+    batch_from: Any,
+    limits: ReplayLimits,
+    overrides: dict,
+) -> dict[str, list[str]] | None:
+    """The prompt lists of the whole batch to regenerate, or `None` to regenerate the image alone."""
     in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
-    obstacle = _can_replay_whole_batch(record, call_overrides)
+    obstacle = _can_replay_whole_batch(record, overrides)
     if whole_batch is True and obstacle is not None:
         raise ReproductionError(f"cannot regenerate the whole batch of this image: {obstacle}")
-    prompt_lists = None
-    if whole_batch is not False and in_batch and obstacle is None:
-        needs_siblings = "prompt_lists" not in record.batch and not record.batch.get("same_prompts")
-        siblings = find_siblings(record, image_file, batch_from, limits=limits) if needs_siblings else None
-        prompt_lists = batch_prompt_lists(record, siblings)
-        if prompt_lists is None and whole_batch is True:
-            raise ReproductionError(
-                "cannot regenerate the whole batch of this image: the records of its siblings in batch "
-                f"{record.batch.get('id')} were not found; pass batch_from= the folder or files of the batch"
-            )
-    replay_batch = prompt_lists is not None
-    # Bounded work, before any model loads: images counted from what the call would really make.
-    check_limits(record, limits, prompt_lists=prompt_lists)
+    if whole_batch is False or not in_batch or obstacle is not None:
+        return None
+    needs_siblings = "prompt_lists" not in record.batch and not record.batch.get("same_prompts")
+    siblings = find_siblings(record, image_file, batch_from, limits=limits) if needs_siblings else None
+    prompt_lists = batch_prompt_lists(record, siblings)
+    if prompt_lists is None and whole_batch is True:
+        raise ReproductionError(
+            "cannot regenerate the whole batch of this image: the records of its siblings in batch "
+            f"{record.batch.get('id')} were not found; pass batch_from= the folder or files of the batch"
+        )
+    return prompt_lists
+
+
+def _pipeline_for(record: Provenance, pipe: Any, device: Any, **load_options: Any) -> Any:
+    """The caller's reproducible pipeline (moved to ``device``), or the recorded model loaded."""
+    from ..pipelines import ReproducibleMixin
+
     if pipe is None:
-        pipe = load_pipeline(record, device, cache_dir=cache_dir, allow_pickle=allow_pickle, download=download)
-    else:
-        if not isinstance(pipe, ReproducibleMixin):
-            raise TypeError(
-                f"pipe must be a reproducible pipeline (a ReproducibleMixin class such as "
-                f"ReproStableDiffusionPipeline), got {type(pipe).__name__}"
-            )
-        if device is not None:
-            pipe.to(device)
-    arguments = _call_arguments(pipe, record, call_overrides, prompt_lists)
-    if replay_batch:
+        return load_pipeline(record, device, **load_options)
+    if not isinstance(pipe, ReproducibleMixin):
+        raise TypeError(
+            f"pipe must be a reproducible pipeline (a ReproducibleMixin class such as "
+            f"ReproStableDiffusionPipeline), got {type(pipe).__name__}"
+        )
+    if device is not None:
+        pipe.to(device)
+    return pipe
+
+
+@dataclasses.dataclass
+class _Call:
+    """The call that regenerates a record's image: its arguments, and which image of the output is the one."""
+
+    arguments: dict[str, Any]
+    # seed, rng, deterministic, batch_invariant: passed beside the call's own arguments, never merged into them
+    repro_arguments: dict[str, Any]
+    schedulers: dict[str, Any]
+    index: int
+    whole_batch: bool
+
+
+def _build_call(pipe: Any, record: Provenance, overrides: dict[str, Any], prompt_lists: Any) -> _Call:
+    from diffusers import SchedulerMixin
+
+    whole_batch = prompt_lists is not None
+    if whole_batch:
         seed_arguments = {"seed": list(record.batch["seeds"]), **_rng_arguments(record)}
     else:
         seed_arguments = _seed_arguments(record)
-    index = record.batch.get("index", 0) if replay_batch else 0
     determinism = record.environment.get("determinism") or {}
-
-    from diffusers import SchedulerMixin
-
+    arguments = _call_arguments(pipe, record, overrides, prompt_lists)
+    repro_arguments = {
+        **seed_arguments,
+        "deterministic": bool(determinism.get("full_determinism", False)),
+        # For one image, batch-invariant mode is the plain call; passed as recorded all the same.
+        "batch_invariant": bool(record.batch.get("batch_invariant", False)),
+    }
     # Only the pipeline's own scheduler components are replaced, whatever names the record gives.
     schedulers = {
         name: value
         for name, value in _recorded_schedulers(record).items()
         if name in pipe.components and isinstance(pipe.components[name], SchedulerMixin)
     }
-    previous_schedulers = {name: getattr(pipe, name) for name in schedulers}
-    for name, scheduler in schedulers.items():
+    index = record.batch.get("index", 0) if whole_batch else 0
+    return _Call(arguments, repro_arguments, schedulers, index=index, whole_batch=whole_batch)
+
+
+def _regenerate(pipe: Any, call: _Call) -> tuple[Any, Provenance]:
+    """Runs the call with the recorded schedulers on the pipeline (its own are put back): the image, its record."""
+    previous_schedulers = {name: getattr(pipe, name) for name in call.schedulers}
+    for name, scheduler in call.schedulers.items():
         setattr(pipe, name, scheduler)
     try:
-        output = pipe(
-            **arguments,
-            **seed_arguments,
-            deterministic=bool(determinism.get("full_determinism", False)),
-            # For one image, batch-invariant mode is the plain call; passed as recorded all the same.
-            batch_invariant=bool(record.batch.get("batch_invariant", False)),
-        )
+        output = pipe(**call.arguments, **call.repro_arguments)
     finally:
         for name, scheduler in previous_schedulers.items():
             setattr(pipe, name, scheduler)
-    current = output.provenance[index]
-    image = output.images[index]
+    return output.images[call.index], output.provenance[call.index]
 
+
+@dataclasses.dataclass
+class _Comparison:
+    bitwise_equal: bool
+    output_digest_equal: bool | None
+    pixels_equal: bool | None
+    max_abs_diff: float | None
+    psnr: float | None
+    reencoding_equal: bool | None
+
+
+def _compare(image: Any, current: Provenance, record: Provenance, image_file: Any, credentials: Any) -> _Comparison:
+    """The regenerated image against the record's output digest and the file's pixels (or, for a lossy file, what
+    vouches for them)."""
     recorded_digest = record.result.get("output_digest")
     output_digest_equal = None if recorded_digest is None else current.result.get("output_digest") == recorded_digest
     pixels_equal = max_abs_diff = psnr = reencoding_equal = None
@@ -666,15 +729,36 @@ def reproduce(
             for check in (output_digest_equal, source_equal, credentials.intact, pixels_vouched)
             if check is not None
         ]
-    bitwise_equal = bool(checks) and all(checks)
-    differences = replay_differences(record, current, image_file, whole_batch=replay_batch)
+    return _Comparison(
+        bitwise_equal=bool(checks) and all(checks),
+        output_digest_equal=output_digest_equal,
+        pixels_equal=pixels_equal,
+        max_abs_diff=max_abs_diff,
+        psnr=psnr,
+        reencoding_equal=reencoding_equal,
+    )
+
+
+def _explain(
+    comparison: _Comparison,
+    image: Any,
+    current: Provenance,
+    record: Provenance,
+    image_file: Any,
+    credentials: Any,
+    call: _Call,
+    tolerance: float,
+) -> Reproduction:
+    """The verdict and the differences between the record and its replay that explain it."""
+    bitwise_equal = comparison.bitwise_equal
+    differences = replay_differences(record, current, image_file, whole_batch=call.whole_batch)
     if credentials is not None and credentials.state == "tampered":
         bitwise_equal = False
         differences.append(Difference("file.credentials", "unchanged since signed", ", ".join(credentials.failures)))
         verdict = "tampered"
     elif bitwise_equal:
         verdict = "bitwise"
-    elif max_abs_diff is not None and max_abs_diff <= tolerance:
+    elif comparison.max_abs_diff is not None and comparison.max_abs_diff <= tolerance:
         verdict = "close"
     else:
         verdict = "different"
@@ -683,18 +767,18 @@ def reproduce(
         provenance=current,
         recorded=record,
         bitwise_equal=bitwise_equal,
-        output_digest_equal=output_digest_equal,
-        pixels_equal=pixels_equal,
-        max_abs_diff=max_abs_diff,
-        psnr=psnr,
+        output_digest_equal=comparison.output_digest_equal,
+        pixels_equal=comparison.pixels_equal,
+        max_abs_diff=comparison.max_abs_diff,
+        psnr=comparison.psnr,
         verdict=verdict,
         differences=differences,
         tolerance=float(tolerance),
         path=image_file.path if image_file is not None else None,
-        whole_batch=replay_batch,
+        whole_batch=call.whole_batch,
         credentials=credentials,
         file_format=image_file.format if image_file is not None else None,
-        reencoding_equal=reencoding_equal,
+        reencoding_equal=comparison.reencoding_equal,
         file=image_file,
     )
 
