@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from .common import PROG, load_model, short_digest
+from .common import PROG, load_model, positive_int, short_digest
 from .inspect import inspect_lines
 from .verify import write_report_file
 
@@ -110,3 +111,22 @@ def _demo_inspect(path: Path) -> bool:
     print(f"   credentials:     {credentials.summary}")
     print(f"   made by:         {credentials.generator} (c2pa.created, trainedAlgorithmicMedia)")
     return credentials.intact
+
+
+def add_demo_parser(commands: Any) -> None:
+    """``diffusers-repro demo``: its options."""
+    demo = commands.add_parser(
+        "demo",
+        help="generate with the embedded tiny model twice, show the bits are identical, verify the images",
+        description=(
+            f"Generates {len(DEMO_PROMPTS)} prompts x {len(DEMO_SEEDS)} seeds with the embedded tiny Stable "
+            "Diffusion model (built on first use, no download), generates them again, shows that both runs are "
+            "bitwise identical, saves the images with their provenance and verifies them."
+        ),
+    )
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default: outputs/demo)")
+    demo.add_argument("--steps", type=positive_int, default=10, help="denoising steps (default: 10)")
+    demo.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads, pinned for both runs (default: 1)"
+    )
+    demo.set_defaults(handler=demo_command, loads_models=True)

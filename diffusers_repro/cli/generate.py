@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from .common import (
+    DTYPES,
     MAX_SEED,
     UsageError,
     check_device,
@@ -12,9 +15,12 @@ from .common import (
     is_main_process,
     load_model,
     parse_seeds,
+    positive_int,
+    rng_argument,
     scheduler_class,
+    seed_argument,
 )
-from .credentials import signing_from_args
+from .credentials import add_signing_options, signing_from_args
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str] | None:
@@ -111,3 +117,67 @@ def generate_command(args: argparse.Namespace) -> int:
             f"{count(result.torch_num_threads, 'torch thread')} each; manifest: {result.manifest_path}"
         )
     return 0
+
+
+def add_generate_parser(commands: Any) -> None:
+    """``diffusers-repro generate``: its options."""
+    generate = commands.add_parser(
+        "generate",
+        help="generate a prompt x seed grid into a folder (sharded under torchrun / accelerate launch, resumable)",
+        description=(
+            "Generates every prompt with every seed (job order: for each prompt, for each seed) into --out: one image "
+            "file per job (--format: PNG, JPEG or WebP) with its provenance record, manifest.jsonl (one line per "
+            "job, in job order) and run.json (the settings). Runs unchanged under `torchrun --nproc_per_node N -m "
+            "diffusers_repro generate ...` and `accelerate launch -m diffusers_repro generate ...`: micro-batches are "
+            "spread over the processes, and every image is bitwise the same at any process count. Rerunning the same "
+            "command resumes."
+        ),
+    )
+    generate.add_argument(
+        "--model", help="pipeline folder or Hub repo id (default: the embedded tiny Stable Diffusion pipeline)"
+    )
+    prompts = generate.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", action="append", help="a prompt; repeat for several")
+    prompts.add_argument("--prompts-file", type=Path, help="a UTF-8 text file with one prompt per line")
+    generate.add_argument("--negative-prompt", help="one negative prompt for every image")
+    seeds = generate.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=seed_argument, help="first seed: seeds N .. N+num_images-1 (default: 0)")
+    seeds.add_argument("--seeds", help="seed list with inclusive ranges, e.g. 0-15,42")
+    generate.add_argument(
+        "--num-images", type=positive_int, help="images per prompt with --seed (default: 1)", metavar="K"
+    )
+    generate.add_argument("--steps", type=positive_int, help="denoising steps (default: the pipeline's)")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    generate.add_argument("--height", type=positive_int, help="image height in pixels (default: the model's)")
+    generate.add_argument("--width", type=positive_int, help="image width in pixels (default: the model's)")
+    generate.add_argument("--scheduler", help="a diffusers scheduler class name, e.g. EulerDiscreteScheduler")
+    generate.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: as saved)")
+    generate.add_argument("--device", help="cpu, cuda, mps, ... (default: each process's accelerator, else the CPU)")
+    generate.add_argument("--deterministic", action="store_true", help="run inside full_determinism()")
+    generate.add_argument(
+        "--rng",
+        type=rng_argument,
+        help="noise generators: cpu (default); cuda: what torch.Generator('cuda') draws, on any device (emulated off "
+        "a GPU); cuda:108x2048 or cuda:A100 names the GPU geometry (multiprocessors x max threads per "
+        "multiprocessor) that lays out large draws",
+    )
+    generate.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="evaluate the models one image at a time: every image independent of --batch-size",
+    )
+    generate.add_argument("--batch-size", type=positive_int, default=1, help="images per pipeline call (default: 1)")
+    generate.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads of every process (default: the main process's current count); CPU bits depend on it",
+    )
+    generate.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    generate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --out (without it, other settings are refused and the same ones resume)",
+    )
+    generate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_signing_options(generate)
+    generate.set_defaults(handler=generate_command, loads_models=True)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from .common import UsageError, printable, short_digest
+from .common import UsageError, add_max_file_bytes_argument, printable, short_digest
+from .credentials import add_trust_option
 from .verify import refusal_reason
 
 _RAW_CHUNK_CHARS = 2000
@@ -110,3 +112,19 @@ def inspect_command(args: argparse.Namespace) -> int:
             print(printable(f"ai disclosure:   {credentials.disclosure}"))
     # A file changed after it was signed is not what it says it is.
     return 1 if credentials.state == "tampered" else 0
+
+
+def add_inspect_parser(commands: Any) -> None:
+    """``diffusers-repro inspect``: its options."""
+    inspect_ = commands.add_parser(
+        "inspect",
+        help="show how an image was made",
+        description="Shows the provenance record embedded in an image: prompt, seed, model, settings, environment.",
+    )
+    inspect_.add_argument(
+        "path", type=Path, metavar="PATH", help="an image (PNG, JPEG or WebP) written by diffusers-repro"
+    )
+    inspect_.add_argument("--json", action="store_true", help="print the full record as JSON")
+    add_trust_option(inspect_)
+    add_max_file_bytes_argument(inspect_)
+    inspect_.set_defaults(handler=inspect_command)

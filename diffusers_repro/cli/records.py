@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
-from .common import UsageError, check_device, printable, read_image, value_text
+from .common import UsageError, add_max_file_bytes_argument, check_device, printable, read_image, value_text
 
 __all__ = ["environment_report"]
 
@@ -170,3 +171,41 @@ def _heatmap(args: argparse.Namespace, a: Any, b: Any) -> Any:
             "two images of one size"
         )
     return write_heatmap(a.image, b.image, path)
+
+
+def add_env_parser(commands: Any) -> None:
+    """``diffusers-repro env``: its options."""
+    env = commands.add_parser(
+        "env",
+        help="this machine's environment fingerprint and whether full determinism is possible",
+        description=(
+            "Prints the environment that decides whether bits reproduce (device, versions, threads, determinism "
+            "settings) and whether full determinism can be switched on here."
+        ),
+    )
+    env.add_argument("--device", help="the device to describe (default: cpu)")
+    env.add_argument("--json", action="store_true", help="print JSON")
+    env.set_defaults(handler=env_command, loads_models=True)
+
+
+def add_diff_parser(commands: Any) -> None:
+    """``diffusers-repro diff``: its options."""
+    diff = commands.add_parser(
+        "diff",
+        help="the fields in which two images' records differ, and how much their pixels differ",
+        description=(
+            "Lists the fields in which two images' records differ and compares their pixels (max abs diff, PSNR). "
+            "Exit 0 when the records and the pixels are equal, 1 otherwise."
+        ),
+    )
+    diff.add_argument("a", type=Path, metavar="A", help="an image (PNG, JPEG or WebP) written by diffusers-repro")
+    diff.add_argument("b", type=Path, metavar="B", help="another one")
+    diff.add_argument("--json", action="store_true", help="print JSON")
+    diff.add_argument(
+        "--heatmap",
+        type=Path,
+        metavar="OUT.png",
+        help="also write the picture of the pixel differences (the images' size, with a scale below)",
+    )
+    add_max_file_bytes_argument(diff)
+    diff.set_defaults(handler=diff_command)

@@ -23,8 +23,10 @@ from .common import (
     load_model,
     positive_int,
     printable,
+    tolerance_argument,
     value_text,
 )
+from .credentials import add_trust_option
 
 _SHOWN_DIFFERENCES = 6
 
@@ -339,3 +341,48 @@ class _VerifyProgress:
         if self.stdout is not None:
             sys.stdout, self.stdout = self.stdout, None
         self.bar.close()
+
+
+def add_verify_parser(commands: Any) -> None:
+    """``diffusers-repro verify``: its options."""
+    verify = commands.add_parser(
+        "verify",
+        help="regenerate images from their embedded records and check the pixels",
+        description=(
+            "Regenerates each image from its embedded provenance record and compares it with the file. Prints one "
+            "verdict per image (bitwise, close, different) and a summary. A file whose record does not fit the schema "
+            "or asks for more than the limits allow is refused (FILE: refused: why) and the others go on. Exit 0 "
+            "only when every image reproduces bitwise, or within --tolerance when given; 1 otherwise."
+        ),
+    )
+    verify.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, WebP) or folders of them"
+    )
+    verify.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also verify the images in the folders' subfolders, at any depth (default: the folders' own images)",
+    )
+    verify.add_argument(
+        "--tolerance",
+        type=tolerance_argument,
+        help="accept images whose largest pixel difference is at most this, in [0, 1] units or as N/255",
+    )
+    verify.add_argument("--model", help="load this pipeline instead of the recorded model source")
+    verify.add_argument("--device", help="where to regenerate (default: the recorded device when present, else CPU)")
+    verify.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch threads (default: each image's recorded count, which CPU bits depend on)",
+    )
+    verify.add_argument("--json", action="store_true", help="one JSON object per image, then a summary object")
+    add_replay_safety_arguments(verify)
+    add_trust_option(verify)
+    verify.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a self-contained HTML page: each file beside its regeneration, difference heatmaps",
+    )
+    verify.set_defaults(handler=verify_command, loads_models=True)
