@@ -344,6 +344,103 @@ def generate(
     """
     from accelerate.utils import broadcast_object_list, gather_object
 
+    plan = _plan_grid(
+        pipe,
+        prompts,
+        seeds,
+        out_dir,
+        batch_size=batch_size,
+        negative_prompt=negative_prompt,
+        overwrite=overwrite,
+        batch_invariant=batch_invariant,
+        deterministic=deterministic,
+        threads=threads,
+        format=format,
+        quality=quality,
+        sign=sign,
+        call_kwargs=call_kwargs,
+    )
+    state = _process_state(device)
+    rank, world = state.process_index, state.num_processes
+
+    def log(message: str) -> None:
+        logger.info("[process %d/%d] %s", rank, world, message)
+
+    previous_threads = torch.get_num_threads()
+    if threads is None:
+        threads = broadcast_object_list([previous_threads])[0]
+    try:
+        torch.set_num_threads(threads)
+        run_device = _run_device(state, device)
+        pipe.to(run_device)
+        settings = _run_settings(pipe, plan, threads, run_device)
+        passed = {name: jsonable(value) for name, value in call_kwargs.items()}
+        _prepare_run_folder(state, plan.out_dir, settings, overwrite, len(plan.jobs), run_device, log)
+        dealt = _deal_jobs(state, plan, settings, passed, progress)
+        log(
+            f"{_count(len(plan.jobs), 'job')}, {dealt.skipped} already done; {len(dealt.mine)} of "
+            f"{_count(len(dealt.pending), 'pending micro-batch', 'pending micro-batches')} here"
+        )
+        generated = _run_jobs(pipe, state, plan, dealt, progress)
+        log(f"generated {_count(generated, 'image')}")
+        _merge_on_main_process(state, plan.out_dir, plan.jobs, settings, passed)
+        counts = gather_object([generated])
+        state.wait_for_everyone()
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    return GenerationResult(
+        out_dir=plan.out_dir,
+        paths=[plan.out_dir / job.file_name for job in plan.jobs],
+        manifest_path=plan.out_dir / MANIFEST_NAME,
+        run_path=plan.out_dir / RUN_NAME,
+        num_jobs=len(plan.jobs),
+        generated=sum(counts),
+        skipped=dealt.skipped,
+        num_processes=world,
+        torch_num_threads=threads,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The steps of generate: plan the grid, deal the jobs, run them (the manifest is merged by _merge_on_main_process)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The checked grid: its jobs in job order, their micro-batches, the folder and how every call and file is made."""
+
+    prompts: list[str]
+    seeds: list[int]
+    jobs: list[Any]
+    batches: list[Any]
+    out_dir: Path
+    batch_size: int
+    negative_prompt: str | None
+    batch_invariant: bool
+    deterministic: bool
+    call_kwargs: dict[str, Any]
+    save_options: dict[str, Any]
+
+
+def _plan_grid(
+    pipe: Any,
+    prompts: Any,
+    seeds: Any,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int,
+    negative_prompt: str | None,
+    overwrite: bool,
+    batch_invariant: bool,
+    deterministic: bool,
+    threads: int | None,
+    format: str,
+    quality: int | None,
+    sign: Any,
+    call_kwargs: dict[str, Any],
+) -> _Plan:
+    """Every argument checked (before any work), and the grid laid out as jobs and micro-batches."""
     from ..files import check_save_options, image_suffix
 
     prompts, seeds = _check_arguments(
@@ -360,109 +457,114 @@ def generate(
     )
     format, quality, identity = check_save_options(format, quality, sign)
     jobs = [dataclasses.replace(job, suffix=image_suffix(format)) for job in make_jobs(prompts, seeds)]
-    batches = micro_batches(jobs, batch_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"out_dir {str(out_dir)!r} exists and is not a folder")
-
-    state = _process_state(device)
-    rank, world = state.process_index, state.num_processes
-
-    def log(message: str) -> None:
-        logger.info("[process %d/%d] %s", rank, world, message)
-
-    previous_threads = torch.get_num_threads()
-    if threads is None:
-        threads = broadcast_object_list([previous_threads])[0]
-    try:
-        torch.set_num_threads(threads)
-        run_device = _run_device(state, device)
-        pipe.to(run_device)
-        settings = settings_fingerprint(
-            pipe,
-            prompts,
-            seeds,
-            batch_size=batch_size,
-            negative_prompt=negative_prompt,
-            batch_invariant=batch_invariant,
-            deterministic=deterministic,
-            threads=threads,
-            device=run_device,
-            call_kwargs=call_kwargs,
-        )
-        if format != "png":
-            # Other file names and other bits on disk: a run in another format is another run.
-            settings["image_format"] = {"format": format, "quality": quality}
-        passed = {name: jsonable(value) for name, value in call_kwargs.items()}
-        _prepare_run_folder(state, out_dir, settings, overwrite, len(jobs), run_device, log)
-
-        # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
-        # still need work are dealt out afresh, so resumed work is shared evenly too.
-        lines, my_pending, my_foreign = check_existing(
-            out_dir, batches, range(rank, len(batches), world), settings, passed, identity
-        )
-        # Every process learns of every foreign file, so all refuse alike (no process waits for another forever).
-        foreign = sorted(gather_object(my_foreign))
-        if foreign:
-            raise foreign_files_error(out_dir, foreign)
-        # Taken before the gather below, so before any process starts writing images.
-        before_generation = job_files(out_dir) if state.is_main_process and progress else {}
-        pending = sorted(gather_object(my_pending))
-        num_pending = sum(len(missing) for _, missing in pending)
-        skipped = len(jobs) - num_pending
-        mine = pending[rank::world]
-        log(
-            f"{_count(len(jobs), 'job')}, {skipped} already done; {len(mine)} of "
-            f"{_count(len(pending), 'pending micro-batch', 'pending micro-batches')} here"
-        )
-
-        kill_hook = _KillHook(rank)
-        generated = 0
-        pending_jobs = [jobs[index] for _, missing in pending for index in missing]
-        progress_bar = _FolderProgress(
-            out_dir,
-            pending_jobs,
-            before_generation,
-            done=skipped,
-            total=len(jobs),
-            enabled=progress and state.is_main_process,
-        )
-        with progress_bar:
-            for batch_index, missing in mine:
-                generated += _generate_batch(
-                    pipe,
-                    batches[batch_index],
-                    set(missing),
-                    lines,
-                    out_dir,
-                    kill_hook,
-                    negative_prompt=negative_prompt,
-                    batch_invariant=batch_invariant,
-                    deterministic=deterministic,
-                    call_kwargs=call_kwargs,
-                    save_options={"format": format, "quality": quality, "sign": identity or False},
-                )
-            write_manifest_part(out_dir, rank, lines)
-            log(f"generated {_count(generated, 'image')}")
-            state.wait_for_everyone()
-
-        _merge_on_main_process(state, out_dir, jobs, settings, passed)
-        counts = gather_object([generated])
-        state.wait_for_everyone()
-    finally:
-        torch.set_num_threads(previous_threads)
-
-    return GenerationResult(
+    return _Plan(
+        prompts=prompts,
+        seeds=seeds,
+        jobs=jobs,
+        batches=micro_batches(jobs, batch_size),
         out_dir=out_dir,
-        paths=[out_dir / job.file_name for job in jobs],
-        manifest_path=out_dir / MANIFEST_NAME,
-        run_path=out_dir / RUN_NAME,
-        num_jobs=len(jobs),
-        generated=sum(counts),
-        skipped=skipped,
-        num_processes=world,
-        torch_num_threads=threads,
+        batch_size=batch_size,
+        negative_prompt=negative_prompt,
+        batch_invariant=batch_invariant,
+        deterministic=deterministic,
+        call_kwargs=call_kwargs,
+        save_options={"format": format, "quality": quality, "sign": identity or False},
     )
+
+
+def _run_settings(pipe: Any, plan: _Plan, threads: int, run_device: Any) -> dict[str, Any]:
+    """The settings a resumed run must share with the run in the folder (``run.json``)."""
+    settings = settings_fingerprint(
+        pipe,
+        plan.prompts,
+        plan.seeds,
+        batch_size=plan.batch_size,
+        negative_prompt=plan.negative_prompt,
+        batch_invariant=plan.batch_invariant,
+        deterministic=plan.deterministic,
+        threads=threads,
+        device=run_device,
+        call_kwargs=plan.call_kwargs,
+    )
+    format, quality = plan.save_options["format"], plan.save_options["quality"]
+    if format != "png":
+        # Other file names and other bits on disk: a run in another format is another run.
+        settings["image_format"] = {"format": format, "quality": quality}
+    return settings
+
+
+@dataclasses.dataclass
+class _Dealt:
+    """What this process does: its manifest lines of finished jobs, and its share of the pending micro-batches."""
+
+    lines: dict[int, Any]
+    pending: list[tuple[int, list[int]]]
+    mine: list[tuple[int, list[int]]]
+    skipped: int
+    before_generation: dict[str, Any]
+
+
+def _deal_jobs(state: Any, plan: _Plan, settings: dict[str, Any], passed: dict[str, Any], progress: bool) -> _Dealt:
+    from accelerate.utils import gather_object
+
+    rank, world = state.process_index, state.num_processes
+    identity = plan.save_options["sign"] or None
+    # Existing images are checked in parallel (micro-batch b by process b % world), then the micro-batches that
+    # still need work are dealt out afresh, so resumed work is shared evenly too.
+    lines, my_pending, my_foreign = check_existing(
+        plan.out_dir, plan.batches, range(rank, len(plan.batches), world), settings, passed, identity
+    )
+    # Every process learns of every foreign file, so all refuse alike (no process waits for another forever).
+    foreign = sorted(gather_object(my_foreign))
+    if foreign:
+        raise foreign_files_error(plan.out_dir, foreign)
+    # Taken before the gather below, so before any process starts writing images.
+    before_generation = job_files(plan.out_dir) if state.is_main_process and progress else {}
+    pending = sorted(gather_object(my_pending))
+    num_pending = sum(len(missing) for _, missing in pending)
+    return _Dealt(
+        lines=lines,
+        pending=pending,
+        mine=pending[rank::world],
+        skipped=len(plan.jobs) - num_pending,
+        before_generation=before_generation,
+    )
+
+
+def _run_jobs(pipe: Any, state: Any, plan: _Plan, dealt: _Dealt, progress: bool) -> int:
+    """Generates this process's micro-batches and writes its part of the manifest: the number of images made."""
+    kill_hook = _KillHook(state.process_index)
+    generated = 0
+    pending_jobs = [plan.jobs[index] for _, missing in dealt.pending for index in missing]
+    progress_bar = _FolderProgress(
+        plan.out_dir,
+        pending_jobs,
+        dealt.before_generation,
+        done=dealt.skipped,
+        total=len(plan.jobs),
+        enabled=progress and state.is_main_process,
+    )
+    with progress_bar:
+        for batch_index, missing in dealt.mine:
+            generated += _generate_batch(
+                pipe,
+                plan.batches[batch_index],
+                set(missing),
+                dealt.lines,
+                plan.out_dir,
+                kill_hook,
+                negative_prompt=plan.negative_prompt,
+                batch_invariant=plan.batch_invariant,
+                deterministic=plan.deterministic,
+                call_kwargs=plan.call_kwargs,
+                save_options=plan.save_options,
+            )
+        write_manifest_part(plan.out_dir, state.process_index, dealt.lines)
+        state.wait_for_everyone()
+    return generated
 
 
 def _check_arguments(
