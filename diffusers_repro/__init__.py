@@ -39,6 +39,8 @@ _EXPORTS = {
     "difference_heatmap": "verify",
     "write_heatmap": "verify",
     "SettingsMismatchError": "runs",
+    "Recipe": "interop",
+    "read_recipe": "interop",
 }
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "PhiloxGenerator",
     "Provenance",
     "ProvenanceError",
+    "Recipe",
     "ReplayLimits",
     "ReproDDIMPipeline",
     "ReproDiffusionPipeline",
@@ -64,6 +67,7 @@ __all__ = [
     "full_determinism",
     "read_credentials",
     "read_provenance",
+    "read_recipe",
     "reproduce",
     "reproducible",
     "save_image",
@@ -82,6 +86,7 @@ if _typing.TYPE_CHECKING:
         save_image,
     )
     from .generation import CudaGeometry, PhiloxGenerator, full_determinism
+    from .interop import Recipe, read_recipe
     from .pipelines import (
         ReproDDIMPipeline,
         ReproDiffusionPipeline,

@@ -29,6 +29,7 @@ __all__ = [
     "COMFYUI_SCHEDULERS",
     "INVOKEAI_SCHEDULERS",
     "SamplerMapping",
+    "config_without_defaults",
     "from_a1111",
     "from_comfyui",
     "from_invokeai",
@@ -500,8 +501,10 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= _MAX_NAME_CHARS else value[:_MAX_NAME_CHARS] + "...")
 
 
-def _without_defaults(scheduler: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = _CLASS_DEFAULTS[scheduler]
+def config_without_defaults(scheduler: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``config`` that differ from ``scheduler``'s defaults, as far as this table knows them (the keys
+    that choose the method and the steps); every other key is kept."""
+    defaults = _CLASS_DEFAULTS.get(scheduler, {})
     return {key: value for key, value in config.items() if key not in defaults or defaults[key] != value}
 
 
@@ -545,7 +548,7 @@ def _combine(
         config.update(schedule.config)
     return SamplerMapping(
         solver.scheduler,
-        _without_defaults(solver.scheduler, config),
+        config_without_defaults(solver.scheduler, config),
         notes=notes,
         ancestral=solver.ancestral,
         sde=solver.sde,
@@ -693,7 +696,7 @@ def from_invokeai(name: str) -> SamplerMapping:
     config = {**solver.config, **solver.invokeai[name]}
     return SamplerMapping(
         solver.scheduler,
-        _without_defaults(solver.scheduler, config),
+        config_without_defaults(solver.scheduler, config),
         ancestral=solver.ancestral,
         sde=solver.sde,
     )

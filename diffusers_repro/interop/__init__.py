@@ -10,10 +10,36 @@ The sampler-name table they share with our own infotext is `diffusers_repro.gene
 - ``noise.py``: the noise each tool would have made (A1111's seed + i, variation seed, seed resize, RNG CPU/GPU/NV,
   ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image noise), as ``latents`` and generators a diffusers call takes.
 - ``clip_skip.py``: prompt embeddings of a skipped CLIP layer, as A1111's "Clip skip" makes them.
-- ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and `recipe_from_image_file`, which
-  picks the reader by a fixed order of checks on the file's metadata (never by a name the file gives).
+- ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and the checks the readers share.
+- ``read.py``: `read_recipe`: any file's recipe, ours (from its record) or another tool's; the reader is picked by
+  a fixed order of checks on the file's metadata (never by a name the file gives).
 
 Every reader treats the file as hostile: sizes and depths are bounded before parsing, nothing in a file selects code,
-and malformed metadata is a `ForeignMetadataError` (a `ValueError`) naming the field. Nothing here imports torch or
-diffusers.
+and malformed metadata is a `ForeignMetadataError` (a `ValueError`) naming the field. The readers import neither
+torch nor diffusers.
 """
+
+import typing as _typing
+
+from ..lazy import lazy_exports
+
+EXPORTS = {
+    "clip_skip_prompt_embeds": "clip_skip",
+    "a1111_noise": "noise",
+    "comfyui_noise": "noise",
+    "invokeai_noise": "noise",
+    "ToolNoise": "noise",
+    "read_recipe": "read",
+    "recipe_from_image_file": "read",
+    "recipe_from_record": "read",
+    "ForeignMetadataError": "recipe",
+    "Recipe": "recipe",
+}
+__all__ = sorted(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
+
+if _typing.TYPE_CHECKING:
+    from .clip_skip import clip_skip_prompt_embeds  # noqa: F401
+    from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
+    from .read import read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
+    from .recipe import ForeignMetadataError, Recipe  # noqa: F401

@@ -1,10 +1,10 @@
-"""`Recipe`: what any image file says about how it was made, in one shape, and `recipe_from_image_file`.
+"""`Recipe`: what any image file says about how it was made, in one shape, and the checks its readers share.
 
 A recipe is read from the metadata another tool wrote (AUTOMATIC1111/Forge/SD.Next, ComfyUI, InvokeAI). Its
 ``blockers`` are plain sentences naming what stands between the recipe and an exact rerun with diffusers: a sampler
 with no diffusers equivalent, prompt syntax diffusers reads as plain text, hires fix, a refiner, a LoRA, a ComfyUI node
 we do not follow, ... The readers are in ``a1111.py``, ``comfyui.py`` and ``invokeai.py``; this module holds the
-shape they fill, the checks they share and the dispatch.
+shape they fill and the checks they share; ``read.py`` picks the reader.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import json
 import math
 import re
 from typing import Any
-
-from ..files import ImageFile
 
 __all__ = [
     "MAX_METADATA_CHARS",
@@ -27,7 +25,6 @@ __all__ = [
     "check_text",
     "load_json_object",
     "prompt_blockers",
-    "recipe_from_image_file",
 ]
 
 SOURCES = ("diffusers-repro", "a1111", "comfyui", "invokeai")
@@ -227,63 +224,3 @@ def prompt_blockers(prompt: str | None, field: str, source: str) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Dispatch
-
-
-def _describe(image_file: ImageFile) -> str:
-    return str(image_file.path) if image_file.path is not None else "<bytes>"
-
-
-def _own_record(image_file: ImageFile) -> bool:
-    return (
-        image_file.provenance is not None
-        or "diffusers-repro" in image_file.metadata
-        or "record" in (image_file.metadata if image_file.format != "png" else {})
-    )
-
-
-def recipe_from_image_file(image_file: ImageFile) -> Recipe:
-    """The recipe another tool's metadata in ``image_file`` gives.
-
-    The tool is found by a fixed order of checks on which metadata the file carries - never by a name the file gives:
-
-    1. a ``diffusers-repro`` record: our own file (its Recipe is built from the record; see below);
-    2. an ``invokeai_metadata`` PNG chunk: InvokeAI;
-    3. a ``prompt`` PNG chunk (or only a ``workflow`` one): ComfyUI;
-    4. a ``parameters`` infotext (PNG chunk, or JPEG/WebP EXIF UserComment): A1111/Forge/SD.Next.
-
-    Raises:
-        `ForeignMetadataError` (a `ValueError`): the file carries none of them, or what it carries is malformed,
-            partial or contradictory; the message names the file and the field.
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.imagefile import read_image
-    >>> from diffusers_repro.interop.recipe import recipe_from_image_file
-    >>> recipe_from_image_file(read_image("00001-1234.png")).sampler  # doctest: +SKIP
-    'DPM++ 2M'
-    ```
-    """
-    from . import a1111, comfyui, invokeai
-
-    if not isinstance(image_file, ImageFile):
-        raise TypeError(f"image_file must be a diffusers_repro ImageFile, got {type(image_file).__name__}")
-    where = _describe(image_file)
-    if _own_record(image_file):
-        # Our own files: the recipe is the record's (wired with the package layout, see docs/ARCHITECTURE.md).
-        raise ForeignMetadataError(
-            f"{where} carries a diffusers-repro record: read it with read_provenance (its Recipe is not built here)"
-        )
-    metadata = image_file.metadata if image_file.format == "png" else {}
-    if invokeai.METADATA_KEY in metadata:
-        return invokeai.recipe_from_invokeai(metadata, where, image_size=image_file.image.size)
-    if comfyui.PROMPT_KEY in metadata or comfyui.WORKFLOW_KEY in metadata:
-        return comfyui.recipe_from_comfyui(metadata, where, image_size=image_file.image.size)
-    infotext = a1111.infotext_of(image_file)
-    if infotext is not None:
-        return a1111.recipe_from_infotext(infotext, where, image_size=image_file.image.size)
-    raise ForeignMetadataError(
-        f"{where} carries no generation metadata diffusers-repro reads: no 'diffusers-repro' record, no InvokeAI "
-        "'invokeai_metadata' chunk, no ComfyUI 'prompt' chunk and no A1111 'parameters' infotext (PNG text chunk or "
-        "EXIF UserComment)"
-    )

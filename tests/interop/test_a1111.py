@@ -9,7 +9,8 @@ import pytest
 from foreign_files import a1111_unicode_comment, jpeg_with_user_comment, png_with_chunks, read
 
 from diffusers_repro.interop.a1111 import decode_user_comment, infotext_of, recipe_from_infotext
-from diffusers_repro.interop.recipe import ForeignMetadataError, recipe_from_image_file
+from diffusers_repro.interop.read import recipe_from_image_file
+from diffusers_repro.interop.recipe import ForeignMetadataError
 
 LONG_PROMPT = ", ".join(f"detail number {i} of a very intricate scene" for i in range(80))
 FULL = (

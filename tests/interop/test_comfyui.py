@@ -10,7 +10,8 @@ import pytest
 from foreign_files import comfyui_graph, comfyui_png, png_with_chunks, read
 
 from diffusers_repro.interop.comfyui import MAX_NODES, recipe_from_comfyui
-from diffusers_repro.interop.recipe import ForeignMetadataError, recipe_from_image_file
+from diffusers_repro.interop.read import recipe_from_image_file
+from diffusers_repro.interop.recipe import ForeignMetadataError
 
 
 def test_graph_with_a_lora_is_followed_back_to_the_checkpoint():

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffusers_repro.interop.a1111 import decode_user_comment, recipe_from_infotext
-from diffusers_repro.interop.recipe import ForeignMetadataError, Recipe, recipe_from_image_file
+from diffusers_repro.interop.read import recipe_from_image_file
+from diffusers_repro.interop.recipe import ForeignMetadataError, Recipe
 
 FUZZ_EXAMPLES = int(os.environ.get("DIFFUSERS_REPRO_FUZZ_EXAMPLES", "0"))
 INFOTEXT = "a fox\nSteps: 20, Sampler: Euler a, Seed: 1, Size: 64x48"
@@ -60,14 +61,41 @@ def test_a_file_without_any_tools_metadata_is_a_clear_error():
         recipe_from_image_file(read(jpeg_with_user_comment(b""), "a.jpg"))
 
 
-def test_our_own_files_are_left_to_their_record(sd, tmp_path):
+def test_our_own_files_give_their_records_recipe(sd, tmp_path):
+    from diffusers_repro import read_recipe
+    from diffusers_repro.files import save_image
+
+    out = sd("a fox", negative_prompt="blur", seed=11, num_inference_steps=2, height=32, width=32, clip_skip=None)
+    path = save_image(out.images[0], tmp_path / "ours.png", out.provenance[0])
+    recipe = read_recipe(path)
+    record = out.provenance[0]
+    assert (recipe.source, recipe.prompt, recipe.negative_prompt, recipe.seed) == (
+        "diffusers-repro",
+        "a fox",
+        "blur",
+        11,
+    )
+    assert (recipe.steps, recipe.width, recipe.height, recipe.rng, recipe.blockers) == (2, 32, 32, "cpu", ())
+    assert recipe.scheduler == recipe.sampler == record.recipe["scheduler"]["class"]
+    # Only the keys that differ from the class defaults the sampler table knows: the tiny SD's DDIM has A1111's
+    # steps_offset=1, and keeps its model keys (betas).
+    assert recipe.scheduler_config["steps_offset"] == 1 and "beta_schedule" in recipe.scheduler_config
+    assert recipe.model["hash"] == record.recipe["model"]["components"]["unet"]["weights_digest"]
+    assert recipe.source_version == record.environment["versions"]["diffusers-repro"]
+    assert (recipe.batch_index, recipe.batch_size) == (0, 1)
+
+
+def test_our_file_with_a_refused_record_is_that_error_not_a_guess(sd, tmp_path):
+    from diffusers_repro import ImageProvenanceError, read_recipe
     from diffusers_repro.files import save_image
     from diffusers_repro.files.imagefile import read_image
 
     out = sd("a fox", seed=1, num_inference_steps=1, height=32, width=32)
-    path = save_image(out.images[0], tmp_path / "ours.png", out.provenance[0])
-    with pytest.raises(ForeignMetadataError, match="carries a diffusers-repro record: read it with read_provenance"):
-        recipe_from_image_file(read_image(path))
+    ours = read_image(save_image(out.images[0], tmp_path / "ours.png", out.provenance[0], sign=False))
+    chunks = dict(ours.metadata)
+    chunks["diffusers-repro"] = chunks["diffusers-repro"].replace('"seed": 1', '"seed": "1"', 1)
+    with pytest.raises(ImageProvenanceError, match="seed must be an int"):
+        read_recipe(read(png_with_chunks(chunks), "broken.png"))
 
 
 def test_recipe_to_dict_is_plain_json():

@@ -9,7 +9,8 @@ import pytest
 from foreign_files import invokeai_metadata, invokeai_png, png_with_chunks, read
 
 from diffusers_repro.interop.invokeai import recipe_from_invokeai
-from diffusers_repro.interop.recipe import ForeignMetadataError, recipe_from_image_file
+from diffusers_repro.interop.read import recipe_from_image_file
+from diffusers_repro.interop.recipe import ForeignMetadataError
 
 
 def test_invokeai_metadata():
