@@ -134,12 +134,12 @@ def test_prompt_is_required_for_a_text_to_image_model(capsys, tmp_path, tiny_sd_
 
 
 def test_unexpected_failures_exit_1_without_traceback(capsys, monkeypatch):
-    import diffusers_repro.cli as cli
+    import diffusers_repro.cli.records as records
 
     def broken(args):
         raise RuntimeError("the disk is on fire")
 
-    monkeypatch.setattr(cli, "env_command", broken)
+    monkeypatch.setattr(records, "env_command", broken)
     code, _, err = run(capsys, "env")
     assert code == 1
     assert err.strip() == (
