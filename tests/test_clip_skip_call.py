@@ -264,3 +264,26 @@ def test_a1111_prompt_embeds_skip_the_negative_prompt_too(sd):
     assert torch.equal(empty, skipped_layer_embeds(sd, [""], 1))
     with pytest.raises(ValueError, match=re.escape("negative_prompt has 1 strings but prompt has 2")):
         a1111_prompt_embeds(sd, ["a fox", "a bear"], ["blurry"], clip_skip=1)
+
+
+def test_truncation_is_warned_as_diffusers_warns(sd):
+    import logging
+
+    long_prompt = " ".join(["fox"] * 200)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion")
+    logger.addHandler(handler)
+    try:
+        sd.encode_prompt(long_prompt, "cpu", 1, False)
+        vanilla_message = [r.getMessage() for r in records]
+        records.clear()
+        sd.encode_prompt(long_prompt, "cpu", 1, False, clip_skip=1)
+        sd.encode_prompt("a fox", "cpu", 1, False, clip_skip=1)
+    finally:
+        logger.removeHandler(handler)
+    assert len(vanilla_message) == 1 and vanilla_message[0].startswith(
+        "The following part of your input was truncated"
+    )
+    assert [r.getMessage() for r in records] == vanilla_message

@@ -242,6 +242,22 @@ def _text_encoder_lora_scale(pipe: Any, lora_scale: float | None) -> Iterator[No
         unscale_lora_layers(pipe.text_encoder, lora_scale)
 
 
+def _warn_if_truncated(tokenizer: Any, prompt: Any, logger_name: str) -> None:
+    """The warning ``encode_prompt`` logs when CLIP's token limit cuts a prompt (long A1111 prompts often are)."""
+    from diffusers.utils import logging
+
+    if not prompt or not isinstance(prompt, (str, list)) or not all(isinstance(p, str) for p in prompt):
+        return  # clip_skip_prompt_embeds names the bad prompt
+    limit = tokenizer.model_max_length
+    untruncated = tokenizer(prompt, padding="longest", return_tensors="pt").input_ids
+    if untruncated.shape[-1] > limit:
+        removed = tokenizer.batch_decode(untruncated[:, limit - 1 : -1])
+        logging.get_logger(logger_name).warning(
+            "The following part of your input was truncated because CLIP can only handle sequences up to"
+            f" {limit} tokens: {removed}"
+        )
+
+
 def clip_skip_encode_prompt(vanilla_encode_prompt: Callable) -> Callable:
     """Wraps a vanilla SD ``encode_prompt`` (see `reads_text_model_layer_norm`) so that ``clip_skip`` works where the
     text encoder has no ``text_model.final_layer_norm``.
@@ -297,6 +313,7 @@ def clip_skip_encode_prompt(vanilla_encode_prompt: Callable) -> Callable:
             text = prompt
             if isinstance(self, TextualInversionLoaderMixin):
                 text = self.maybe_convert_prompt(prompt, self.tokenizer)
+            _warn_if_truncated(self.tokenizer, text, vanilla_encode_prompt.__module__)
             prompt_embeds = clip_skip_prompt_embeds((self.tokenizer, self.text_encoder), text, clip_skip, device)
             return vanilla_encode_prompt(
                 self,
