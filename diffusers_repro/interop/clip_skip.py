@@ -1,146 +1,71 @@
-"""``clip_skip`` without diffusers' ``text_encoder.text_model``: the prompt embeddings of a skipped CLIP layer.
+"""A1111's "Clip skip" for regenerating its images: the skipped CLIP layer for the prompt *and* the negative prompt.
 
-With transformers 5, ``CLIPTextModel`` is the text transformer itself (its ``final_layer_norm`` is its own attribute),
-and diffusers 0.42.1's ``encode_prompt`` still reads ``text_encoder.text_model.final_layer_norm``, so any
-``clip_skip`` raises ``AttributeError: 'CLIPTextModel' object has no attribute 'text_model'``. A1111's "Clip skip: 2"
-is diffusers' ``clip_skip=1``, and it is in a large share of A1111 recipes.
+diffusers' ``clip_skip`` (which the Repro pipelines make work without ``text_encoder.text_model``, see
+`diffusers_repro.pipelines.clip_skip`) skips layers for the prompt only; the negative prompt is encoded from the last
+layer. A1111 encodes the prompt and the negative prompt through the same CLIP embedder, so its "Clip skip: N" skips
+``N - 1`` layers for both. `a1111_prompt_embeds` makes both embeddings that way, for the A1111 regeneration path to
+pass as ``prompt_embeds`` and ``negative_prompt_embeds`` (A1111's 75-token chunking and ``(word:1.2)`` weighting are
+not reproduced here: the recipe names those as blockers).
 
-`clip_skip_prompt_embeds` computes what ``encode_prompt`` computes for the prompt - the hidden states
-``clip_skip + 1`` from the end, through the encoder's final layer norm - wherever that layer norm lives, without
-changing the text encoder. A pipeline passes the result as ``prompt_embeds=`` (and ``clip_skip=None``).
+`clip_skip_prompt_embeds`, `final_layer_norm` and `MAX_PROMPTS` live in `diffusers_repro.pipelines.clip_skip` (the
+pipelines use them, and they sit below this layer) and stay importable from here.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-__all__ = ["MAX_PROMPTS", "clip_skip_prompt_embeds", "final_layer_norm"]
+from ..pipelines.clip_skip import MAX_PROMPTS, clip_skip_prompt_embeds, final_layer_norm
 
-MAX_PROMPTS = 4096
-"""Most prompts one call encodes (the schema's limit on a list)."""
-
-
-def final_layer_norm(text_encoder: torch.nn.Module) -> torch.nn.Module:
-    """The final layer norm of a CLIP text encoder: its own (transformers 5) or its ``text_model``'s (4 and
-    ``CLIPTextModelWithProjection``).
-
-    Example:
-
-    ```py
-    >>> from diffusers_repro.tiny import build_tiny_pipeline
-    >>> from diffusers_repro.interop.clip_skip import final_layer_norm
-    >>> type(final_layer_norm(build_tiny_pipeline("sd").text_encoder)).__name__
-    'LayerNorm'
-    ```
-    """
-    for owner in (text_encoder, getattr(text_encoder, "text_model", None)):
-        norm = getattr(owner, "final_layer_norm", None) if owner is not None else None
-        if isinstance(norm, torch.nn.Module):
-            return norm
-    raise TypeError(
-        f"text_encoder {type(text_encoder).__name__} has no final_layer_norm (nor text_model.final_layer_norm): "
-        "clip_skip needs a CLIP text encoder"
-    )
+__all__ = ["MAX_PROMPTS", "a1111_prompt_embeds", "clip_skip_prompt_embeds", "final_layer_norm"]
 
 
-def _components(pipe_or_pair: Any) -> tuple[Any, torch.nn.Module]:
-    if isinstance(pipe_or_pair, tuple) and len(pipe_or_pair) == 2:
-        tokenizer, text_encoder = pipe_or_pair
-    else:
-        tokenizer = getattr(pipe_or_pair, "tokenizer", None)
-        text_encoder = getattr(pipe_or_pair, "text_encoder", None)
-    if tokenizer is None or not isinstance(text_encoder, torch.nn.Module):
-        raise TypeError(
-            "pipe_or_pair must be a pipeline with a tokenizer and a text_encoder, or a (tokenizer, text_encoder) "
-            f"tuple; got {type(pipe_or_pair).__name__}"
-        )
-    return tokenizer, text_encoder
-
-
-def _check_prompts(prompt: Any) -> list[str]:
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, Sequence) or isinstance(prompts, bytes):
-        raise TypeError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
-    if not 1 <= len(prompts) <= MAX_PROMPTS:
-        raise ValueError(f"prompt must hold between 1 and {MAX_PROMPTS} strings, got {len(prompts)}")
-    for index, text in enumerate(prompts):
-        if not isinstance(text, str):
-            raise TypeError(f"prompt[{index}] must be a string, got {type(text).__name__}")
-    return list(prompts)
-
-
-def _check_clip_skip(clip_skip: Any, layers: int) -> int | None:
-    if clip_skip is None:
-        return None
-    if isinstance(clip_skip, (bool, np.bool_)) or not isinstance(clip_skip, numbers.Integral):
-        raise TypeError(f"clip_skip must be an int or None, got {clip_skip!r}")
-    # hidden_states holds the embeddings and one entry per layer: clip_skip + 1 <= layers + 1.
-    if not 0 <= int(clip_skip) <= layers:
-        raise ValueError(
-            f"clip_skip must be between 0 and {layers} (the text encoder's layers; diffusers counts A1111's "
-            f"'Clip skip: 2' as 1), got {int(clip_skip)}"
-        )
-    return int(clip_skip)
-
-
-@torch.no_grad()
-def clip_skip_prompt_embeds(
+def a1111_prompt_embeds(
     pipe_or_pair: Any,
     prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None,
     clip_skip: int | None,
     device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """The ``prompt_embeds`` diffusers' ``StableDiffusionPipeline.encode_prompt`` computes with ``clip_skip``.
-
-    The prompt is tokenized as ``encode_prompt`` does (padded to the tokenizer's ``model_max_length``, truncated), the
-    text encoder runs with ``output_hidden_states=True``, and ``hidden_states[-(clip_skip + 1)]`` goes through the
-    encoder's final layer norm. ``clip_skip=None`` gives the encoder's last hidden state, exactly as vanilla. The text
-    encoder is only called, never changed. Textual-inversion tokens and LoRA text-encoder scales are the pipeline's
-    to apply, as ``encode_prompt`` does before encoding.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prompt_embeds, negative_prompt_embeds)`` with ``clip_skip`` applied to both, as A1111 applies "Clip skip".
 
     Args:
         pipe_or_pair (pipeline or `tuple`):
             A pipeline with ``tokenizer`` and ``text_encoder`` (SD 1.x/2.x), or ``(tokenizer, text_encoder)``.
         prompt (`str` or `list[str]`):
             The prompts, one row each.
+        negative_prompt (`str`, `list[str]` or `None`):
+            One per prompt, or one string for all of them; `None` is the empty negative prompt.
         clip_skip (`int` or `None`):
-            Layers to skip from the end, in diffusers' numbering (A1111's "Clip skip: N" is ``N - 1``).
+            In diffusers' numbering: A1111's "Clip skip: 2" is ``clip_skip=1``.
         device (`torch.device` or `str`, *optional*):
             Where the embeddings go; defaults to the text encoder's device.
-
-    Returns:
-        `torch.Tensor`: ``(len(prompt), model_max_length, hidden_size)`` in the text encoder's dtype.
 
     Example:
 
     ```py
     >>> from diffusers_repro.tiny import build_tiny_pipeline
-    >>> from diffusers_repro.interop.clip_skip import clip_skip_prompt_embeds
+    >>> from diffusers_repro.interop.clip_skip import a1111_prompt_embeds
     >>> pipe = build_tiny_pipeline("sd")
-    >>> embeds = clip_skip_prompt_embeds(pipe, ["a fox"], clip_skip=1)
-    >>> image = pipe(prompt_embeds=embeds, num_inference_steps=2, output_type="latent").images
+    >>> embeds, negative = a1111_prompt_embeds(pipe, "a fox", "blurry", clip_skip=1)
+    >>> image = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2).images
     ```
     """
-    tokenizer, text_encoder = _components(pipe_or_pair)
-    prompts = _check_prompts(prompt)
-    layers = int(getattr(text_encoder.config, "num_hidden_layers", 0))
-    clip_skip = _check_clip_skip(clip_skip, layers)
-    device = torch.device(device) if device is not None else text_encoder.device
-    text_inputs = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    attention_mask = None
-    if getattr(text_encoder.config, "use_attention_mask", False):
-        attention_mask = text_inputs.attention_mask.to(text_encoder.device)
-    input_ids = text_inputs.input_ids.to(text_encoder.device)
-    if clip_skip is None:
-        embeds = text_encoder(input_ids, attention_mask=attention_mask)[0]
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if negative_prompt is None:
+        negatives: Any = [""] * len(prompts)
+    elif isinstance(negative_prompt, str):
+        negatives = [negative_prompt] * len(prompts)
     else:
-        outputs = text_encoder(input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        embeds = final_layer_norm(text_encoder)(outputs.hidden_states[-(clip_skip + 1)])
-    return embeds.to(dtype=text_encoder.dtype, device=device)
+        negatives = negative_prompt
+        if isinstance(negatives, Sequence) and len(negatives) != len(prompts):
+            raise ValueError(
+                f"negative_prompt has {len(negatives)} strings but prompt has {len(prompts)}: pass one per prompt, "
+                "or one string for all"
+            )
+    embeds = clip_skip_prompt_embeds(pipe_or_pair, prompts, clip_skip, device)
+    negative_embeds = clip_skip_prompt_embeds(pipe_or_pair, negatives, clip_skip, device)
+    return embeds, negative_embeds

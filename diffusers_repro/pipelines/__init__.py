@@ -12,6 +12,8 @@ Modules:
 - ``adapters``: LoRA adapters in the record.
 - ``recipe``: the recipe pieces of a record: batched input rows, the batch, schedulers, caller latents.
 - ``noise``: the starting noise of a call's images: user generators' seeds and each image's noise digest.
+- ``clip_skip``: ``clip_skip`` where diffusers' SD ``encode_prompt`` cannot (no ``text_encoder.text_model``): the
+  skipped layer's prompt embeddings and the ``encode_prompt`` wrapper the mixin puts on SD-family classes.
 """
 
 import typing as _typing

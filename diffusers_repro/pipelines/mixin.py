@@ -14,7 +14,9 @@ Around the vanilla call it also:
 - seeds the Brownian-tree noise sampler of SDE schedulers (``DPMSolverSDEScheduler``) per image from the image seeds
   when the scheduler leaves ``noise_sampler_seed`` unset (vanilla diffusers would draw it from the global RNG);
 - records LoRA adapters (names, weights digests, scales, fusions) and digests a component's tensors again once a
-  LoRA fusion changed them.
+  LoRA fusion changed them;
+- makes ``clip_skip`` work in SD-family pipelines whose text encoder has no ``text_model.final_layer_norm``
+  (transformers 5), through `clip_skip.clip_skip_encode_prompt`; the record still says ``prompt`` and ``clip_skip``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from ..records import (
     jsonable,
     link_batch_records,
 )
+from .clip_skip import clip_skip_encode_prompt, reads_text_model_layer_norm
 from .keywords import check_extra_keywords
 from .lora import LORA_METHODS, lora_record, tracking_lora
 from .noise import NoiseProbe, describe_generators
@@ -170,6 +173,15 @@ class ReproducibleMixin:
             method = getattr(vanilla, name, None)
             if inspect.isfunction(method) and name not in cls.__dict__:
                 setattr(cls, name, tracking_lora(name, method))
+        encode_prompt = getattr(vanilla, "encode_prompt", None)
+        if (
+            "encode_prompt" not in cls.__dict__
+            and inspect.isfunction(encode_prompt)
+            and reads_text_model_layer_norm(encode_prompt)
+        ):
+            # SD's encode_prompt reads text_encoder.text_model.final_layer_norm for clip_skip, which transformers 5's
+            # CLIPTextModel does not have: the wrapper computes those embeddings itself where it is missing.
+            cls.encode_prompt = clip_skip_encode_prompt(encode_prompt)
 
     # ---------------------------------------------------------------------------------------------------- loading
 
