@@ -9,7 +9,7 @@ The sampler-name table they share with our own infotext is `diffusers_repro.gene
 - ``invokeai.py``: InvokeAI's ``invokeai_metadata`` (and ``invokeai_graph``) chunk as a recipe.
 - ``noise.py``: the noise each tool would have made (A1111's seed + i, variation seed, seed resize, RNG CPU/GPU/NV,
   ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image noise), as ``latents`` and generators a diffusers call takes.
-- ``clip_skip.py``: prompt embeddings of a skipped CLIP layer, as A1111's "Clip skip" makes them.
+- ``clip_skip.py``: A1111's "Clip skip": the skipped CLIP layer for the prompt and the negative prompt.
 - ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and the checks the readers share.
 - ``read.py``: `read_recipe`: any file's recipe, ours (from its record) or another tool's; the reader is picked by
   a fixed order of checks on the file's metadata (never by a name the file gives).
@@ -24,7 +24,7 @@ import typing as _typing
 from ..lazy import lazy_exports
 
 EXPORTS = {
-    "clip_skip_prompt_embeds": "clip_skip",
+    "a1111_prompt_embeds": "clip_skip",
     "a1111_noise": "noise",
     "comfyui_noise": "noise",
     "invokeai_noise": "noise",
@@ -39,7 +39,7 @@ __all__ = sorted(EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
 
 if _typing.TYPE_CHECKING:
-    from .clip_skip import clip_skip_prompt_embeds  # noqa: F401
+    from .clip_skip import a1111_prompt_embeds  # noqa: F401
     from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
     from .read import read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
     from .recipe import ForeignMetadataError, Recipe  # noqa: F401

@@ -7,8 +7,8 @@ layer. A1111 encodes the prompt and the negative prompt through the same CLIP em
 pass as ``prompt_embeds`` and ``negative_prompt_embeds`` (A1111's 75-token chunking and ``(word:1.2)`` weighting are
 not reproduced here: the recipe names those as blockers).
 
-`clip_skip_prompt_embeds`, `final_layer_norm` and `MAX_PROMPTS` live in `diffusers_repro.pipelines.clip_skip` (the
-pipelines use them, and they sit below this layer) and stay importable from here.
+`clip_skip_prompt_embeds` itself lives in `diffusers_repro.pipelines.clip_skip`: the pipelines use it, and they sit
+below this layer.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ..pipelines.clip_skip import MAX_PROMPTS, clip_skip_prompt_embeds, final_layer_norm
+from ..pipelines import clip_skip_prompt_embeds
 
-__all__ = ["MAX_PROMPTS", "a1111_prompt_embeds", "clip_skip_prompt_embeds", "final_layer_norm"]
+__all__ = ["a1111_prompt_embeds"]
 
 
 def a1111_prompt_embeds(

@@ -22,6 +22,7 @@ from ..lazy import lazy_exports
 
 # public name -> the module of this subpackage that defines it (imported on first use)
 EXPORTS = {
+    "clip_skip_prompt_embeds": "clip_skip",
     "ReproDiffusionPipeline": "factory",
     "reproducible": "factory",
     "ReproducibleMixin": "mixin",
@@ -34,6 +35,7 @@ __all__ = sorted(EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
 
 if _typing.TYPE_CHECKING:
+    from .clip_skip import clip_skip_prompt_embeds  # noqa: F401
     from .factory import ReproDiffusionPipeline, reproducible  # noqa: F401
     from .mixin import ReproducibleMixin, vanilla_pipeline_class  # noqa: F401
     from .named import ReproDDIMPipeline, ReproStableDiffusionPipeline  # noqa: F401

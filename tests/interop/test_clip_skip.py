@@ -9,7 +9,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-from diffusers_repro.interop.clip_skip import clip_skip_prompt_embeds, final_layer_norm
+from diffusers_repro.pipelines.clip_skip import clip_skip_prompt_embeds, final_layer_norm
 from diffusers_repro.tiny import build_tiny_tokenizer
 
 PROMPTS = ["a fox in the snow", "a cat"]
