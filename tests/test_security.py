@@ -453,7 +453,8 @@ def test_a_record_the_pipeline_itself_refuses_is_one_refused_line_and_verify_goe
     lines = out.splitlines()
     assert (code, err) == (1, "")
     assert (
-        lines[0] == f"{clip}: refused: the pipeline failed on the record's call: IndexError: tuple index out of range"
+        lines[0] == f"{clip}: refused: the pipeline failed on the record's call: ValueError: clip_skip must be "
+        "between 0 and 2 (the text encoder's layers; diffusers counts A1111's 'Clip skip: 2' as 1), got 1000"
     )
     assert lines[1].startswith(f"{width}: refused: the pipeline failed on the record's call: ValueError: ")
     assert lines[2] == f"{good}: bitwise"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import logging
 import math
@@ -176,13 +175,9 @@ def command_environment(quiet_libraries: bool = True) -> Iterator[None]:
 
 
 def _pipeline_class() -> type:
-    if importlib.util.find_spec("..factory", __package__) is not None:
-        from ..pipelines import ReproDiffusionPipeline
+    from ..pipelines import ReproDiffusionPipeline
 
-        return ReproDiffusionPipeline
-    from ..pipelines import ReproStableDiffusionPipeline
-
-    return ReproStableDiffusionPipeline
+    return ReproDiffusionPipeline
 
 
 def check_device(device: str | None, option: str = "--device") -> str | None:
