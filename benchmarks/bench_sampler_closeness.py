@@ -343,7 +343,7 @@ def mapped_scheduler(pipe, case: Case, seed: int = SEED):
     mapping: SamplerMapping = from_a1111(case.sampler, case.schedule)
     if mapping.scheduler is None:
         raise ValueError(f"{case.name}: no diffusers mapping ({'; '.join(mapping.blockers)})")
-    config = {**pipe.scheduler.config, **mapping.config}
+    config = mapping.scheduler_config(pipe.scheduler.config)
     if mapping.scheduler == "DPMSolverSDEScheduler":
         config["noise_sampler_seed"] = seed
     return mapping, getattr(diffusers, mapping.scheduler).from_config(config)
@@ -456,7 +456,7 @@ def main() -> None:
     start = time.perf_counter()
     floors = {steps: float_noise_floor(kd, pipe, steps) for steps in args.steps}
     for steps, floor in floors.items():
-        print(f"float-noise floor (Euler, guidance on noise vs on denoised), {steps} steps: {floor:.2e} of the latent std")
+        print(f"float-noise floor (Euler guided on noise vs on denoised), {steps} steps: {floor:.2e} x latent std")
     print(
         f"{'sampler / schedule type':28s} {'N':>3s} {'diffusers scheduler + config':<80s} "
         f"{'max|dlat|':>9s} {'/std':>9s} {'dpix':>4s} {'calls':>7s} {'max dt':>7s}  verdict"
