@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test fuzz quality benchmark browser clean
+.PHONY: install kdiffusion demo test fuzz quality benchmark browser clean
 
 install: $(STAMP)
 
@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,serve]'
 	touch $(STAMP)
+
+# k-diffusion (what A1111 and ComfyUI sample with) for the sampler closeness test and benchmark. Installed without its
+# declared dependencies: those (torchvision, wandb, clean-fid, kornia...) pull a CUDA build of torch and are not what
+# its samplers use; torchdiffeq (imported by k_diffusion/sampling.py) needs only torch and scipy, both already pinned.
+# Not in the `test` extra because pip cannot install one requirement without its dependencies from there.
+kdiffusion: install
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt k-diffusion torchdiffeq
 
 demo: install
 	$(VENV)/bin/diffusers-repro demo --out outputs/demo
@@ -43,6 +50,8 @@ benchmark: install
 	$(PY) benchmarks/bench_verify_read.py --before 86f8723
 	$(PY) benchmarks/bench_cli_start.py
 	$(PY) benchmarks/gpu_check.py
+	$(MAKE) kdiffusion
+	$(PY) benchmarks/bench_sampler_closeness.py
 
 # Headless Chromium for the test that renders the verify report (Debian's package; nothing when installed).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

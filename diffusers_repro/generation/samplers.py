@@ -4,7 +4,12 @@ Each row of `_SOLVERS` is one sampling method: the diffusers scheduler class tha
 sentence saying why none does), and the names AUTOMATIC1111 (and Forge), ComfyUI and InvokeAI give it, with the config
 keys each tool's choice sets. `_SCHEDULES` is the same for the noise schedules (A1111's ``Schedule type``, ComfyUI's
 ``scheduler``). A config holds only the keys that differ from the scheduler class's defaults; a caller applies it over
-the model's own scheduler config, ``Class.from_config({**pipe.scheduler.config, **mapping.config})``.
+the model's own scheduler config with `SamplerMapping.scheduler_config`,
+``Class.from_config(mapping.scheduler_config(pipe.scheduler.config))``. The plain merge
+``{**pipe.scheduler.config, **mapping.config}`` is not enough: diffusers' ``from_config`` drops every key the base
+config lists in ``_use_default_values`` (keys its class filled in by default), the mapping's own value included.
+
+How close each mapping comes to k-diffusion's sampler is measured in docs/SAMPLERS.md.
 
 The starting point is the table in diffusers' docs (``api/schedulers/overview.md``), checked against the tools' own
 code: A1111 1.10's ``sd_samplers_kdiffusion.py``/``sd_schedulers.py``/``sd_samplers.get_sampler_and_scheduler``,
@@ -60,6 +65,28 @@ class SamplerMapping:
     notes: tuple[str, ...] = ()
     ancestral: bool = False
     sde: bool = False
+
+    def scheduler_config(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The config to build this mapping's scheduler from, over a model's scheduler config ``base``.
+
+        Keys ``base`` only holds because its class filled them in by default (diffusers lists them in
+        ``_use_default_values``) are left out, so the mapped class's own defaults apply; then this mapping's keys are
+        set. (``from_config`` would drop a mapped key that ``base`` lists there.)
+
+        Example:
+
+        ```py
+        >>> from diffusers_repro.generation.samplers import from_a1111
+        >>> base = {"beta_schedule": "scaled_linear", "timestep_spacing": "leading"}
+        >>> base["_use_default_values"] = ["timestep_spacing"]
+        >>> from_a1111("Euler", "SGM Uniform").scheduler_config(base)
+        {'beta_schedule': 'scaled_linear', 'timestep_spacing': 'trailing'}
+        ```
+        """
+        defaulted = set(base.get("_use_default_values", ()))
+        config = {key: value for key, value in base.items() if key not in defaulted and key != "_use_default_values"}
+        config.update(self.config)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return {

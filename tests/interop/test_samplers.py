@@ -263,3 +263,21 @@ def test_to_a1111_compares_only_what_chooses_the_method():
     assert to_a1111(None, {}) is None
     sde = dict(diffusers.DPMSolverSDEScheduler(noise_sampler_seed=5).config)
     assert to_a1111("DPMSolverSDEScheduler", sde) == ("DPM++ SDE", "Uniform")
+
+
+def test_scheduler_config_keeps_the_mapped_keys_that_from_config_would_drop():
+    from diffusers_repro.tiny import sd_v1_scheduler
+
+    base = sd_v1_scheduler().config  # lists timestep_spacing in _use_default_values
+    mapping = from_a1111("Euler", "SGM Uniform")
+    # The plain merge loses the mapping: diffusers drops keys the base config had filled in by default.
+    assert (
+        diffusers.EulerDiscreteScheduler.from_config({**base, **mapping.config}).config.timestep_spacing == "linspace"
+    )
+    scheduler = diffusers.EulerDiscreteScheduler.from_config(mapping.scheduler_config(base))
+    assert scheduler.config.timestep_spacing == "trailing"
+    # The model's own keys are kept; keys its class only defaulted take the mapped class's defaults.
+    assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.steps_offset == 1
+    assert "_use_default_values" not in mapping.scheduler_config(base)
+    karras = from_a1111("DPM++ 2M", "Karras").scheduler_config(diffusers.EulerDiscreteScheduler().config)
+    assert diffusers.DPMSolverMultistepScheduler.from_config(karras).config.use_karras_sigmas is True
