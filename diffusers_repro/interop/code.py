@@ -192,7 +192,8 @@ def _noise_lines(recipe: Recipe, images: int) -> tuple[str | None, list[str], li
         lines = []
         if rng == "gpu":
             lines.append(
-                "# RNG GPU: latents of more than 2**20 values per image also need geometry='<SMs>x<threads>'."
+                "# RNG GPU: latents of more than 40,960 values per image (SDXL at 1024x1024) also need the GPU's "
+                "geometry='<multiprocessors>x<threads>' (or a name such as 'A100')."
             )
         lines += _call("noise = a1111_noise", [("shape", shape), ("seeds", f"[{seed}]"), *arguments, *sampler])
         return "a1111_noise", lines, blockers
