@@ -11,6 +11,8 @@ The sampler-name table they share with our own infotext is `diffusers_repro.gene
   ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image noise), as ``latents`` and generators a diffusers call takes.
 - ``clip_skip.py``: A1111's "Clip skip": the skipped CLIP layer for the prompt and the negative prompt.
 - ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and the checks the readers share.
+- ``code.py``: `recipe_code` and `record_code`: a runnable Python script that makes a file's image with diffusers
+  (what ``inspect --as-code`` prints), every value from the file entering the code as a literal.
 - ``read.py``: `read_recipe`: any file's recipe, ours (from its record) or another tool's; the reader is picked by
   a fixed order of checks on the file's metadata (never by a name the file gives).
 
@@ -26,6 +28,9 @@ from ..lazy import lazy_exports
 EXPORTS = {
     "a1111_prompt_embeds": "clip_skip",
     "a1111_noise": "noise",
+    "recipe_code": "code",
+    "record_code": "code",
+    "metadata_source": "read",
     "comfyui_noise": "noise",
     "invokeai_noise": "noise",
     "ToolNoise": "noise",
@@ -40,6 +45,7 @@ __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
 
 if _typing.TYPE_CHECKING:
     from .clip_skip import a1111_prompt_embeds  # noqa: F401
+    from .code import recipe_code, record_code  # noqa: F401
     from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
-    from .read import read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
+    from .read import metadata_source, read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
     from .recipe import ForeignMetadataError, Recipe  # noqa: F401

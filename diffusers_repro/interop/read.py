@@ -20,7 +20,7 @@ from ..records import Provenance
 from . import a1111, comfyui, invokeai
 from .recipe import ForeignMetadataError, Recipe
 
-__all__ = ["read_recipe", "recipe_from_image_file", "recipe_from_record"]
+__all__ = ["metadata_source", "read_recipe", "recipe_from_image_file", "recipe_from_record"]
 
 # The components the mixin takes for the denoiser, in its order: the first one recorded names the model's weights.
 _DENOISERS = ("unet", "transformer", "prior", "decoder")
@@ -69,22 +69,51 @@ def _own_record(image_file: ImageFile) -> bool:
     )
 
 
+def metadata_source(image_file: ImageFile) -> str | None:
+    """Whose metadata `recipe_from_image_file` reads from a file already read: ``"diffusers-repro"`` (a record of
+    ours, refused by the schema or not), ``"invokeai"``, ``"comfyui"``, ``"a1111"``, or `None` when it carries none
+    of them. The order of checks is `read_recipe`'s; nothing is parsed beyond finding the metadata.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.files import read_image
+    >>> from diffusers_repro.interop import metadata_source
+    >>> metadata_source(read_image("00001-1234.png"))  # doctest: +SKIP
+    'a1111'
+    ```
+    """
+    if not isinstance(image_file, ImageFile):
+        raise TypeError(f"image_file must be a diffusers_repro ImageFile, got {type(image_file).__name__}")
+    if _own_record(image_file):
+        return "diffusers-repro"
+    metadata = image_file.metadata if image_file.format == "png" else {}
+    if invokeai.METADATA_KEY in metadata:
+        return "invokeai"
+    if comfyui.PROMPT_KEY in metadata or comfyui.WORKFLOW_KEY in metadata:
+        return "comfyui"
+    if a1111.infotext_of(image_file) is not None:
+        return "a1111"
+    return None
+
+
 def recipe_from_image_file(image_file: ImageFile) -> Recipe:
     """The recipe of a file already read (see `read_recipe` for the order of checks and the errors)."""
     if not isinstance(image_file, ImageFile):
         raise TypeError(f"image_file must be a diffusers_repro ImageFile, got {type(image_file).__name__}")
     where = _describe(image_file)
-    if _own_record(image_file):
+    source = metadata_source(image_file)
+    if source == "diffusers-repro":
         if image_file.record_error is not None:
             raise image_file.record_error
         return recipe_from_record(image_file.provenance, image_size=image_file.image.size)
     metadata = image_file.metadata if image_file.format == "png" else {}
-    if invokeai.METADATA_KEY in metadata:
+    if source == "invokeai":
         return invokeai.recipe_from_invokeai(metadata, where, image_size=image_file.image.size)
-    if comfyui.PROMPT_KEY in metadata or comfyui.WORKFLOW_KEY in metadata:
+    if source == "comfyui":
         return comfyui.recipe_from_comfyui(metadata, where, image_size=image_file.image.size)
-    infotext = a1111.infotext_of(image_file)
-    if infotext is not None:
+    if source == "a1111":
+        infotext = a1111.infotext_of(image_file)
         return a1111.recipe_from_infotext(infotext, where, image_size=image_file.image.size)
     raise ForeignMetadataError(
         f"{where} carries no generation metadata diffusers-repro reads: no 'diffusers-repro' record, no InvokeAI "
