@@ -28,12 +28,14 @@ __all__ = [
     "COMFYUI_SAMPLERS",
     "COMFYUI_SCHEDULERS",
     "INVOKEAI_SCHEDULERS",
+    "MODEL_CONFIG_KEYS",
     "SamplerMapping",
     "config_without_defaults",
     "from_a1111",
     "from_comfyui",
     "from_invokeai",
     "to_a1111",
+    "tool_scheduler_config",
 ]
 
 _MAX_NAME_CHARS = 200
@@ -506,6 +508,55 @@ def config_without_defaults(scheduler: str, config: Mapping[str, Any]) -> dict[s
     that choose the method and the steps); every other key is kept."""
     defaults = _CLASS_DEFAULTS.get(scheduler, {})
     return {key: value for key, value in config.items() if key not in defaults or defaults[key] != value}
+
+
+MODEL_CONFIG_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+)
+"""The scheduler config keys that describe the model (its training noise schedule and what it predicts): the only
+keys a tool takes from a model's scheduler config. Every other key (spacing, offsets, sigmas, solver) is the sampler's."""
+
+
+def tool_scheduler_config(
+    scheduler: str, config: Mapping[str, Any], model_config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The full config to build ``scheduler`` with to run what a tool ran: the model's keys from ``model_config``,
+    the sampler's keys from ``config`` (a `SamplerMapping.config`) over the class defaults.
+
+    Applying a mapping over a model's own scheduler config (``{**pipe.scheduler.config, **mapping.config}``) keeps the
+    model's spacing and offsets: SD 1.5's folder says ``timestep_spacing="leading"``, ``steps_offset=1`` (for its
+    PNDM/DDIM), which A1111's Euler does not use. A tool takes only the betas and the prediction type from the model
+    (`MODEL_CONFIG_KEYS`); the method and its steps come from the sampler, so every key the table knows for
+    ``scheduler`` is set to the class default unless the mapping sets it.
+
+    Args:
+        scheduler (`str`): The diffusers scheduler class name (`SamplerMapping.scheduler`).
+        config (`dict`): The mapping's config (keys that differ from the class defaults).
+        model_config (`dict`, *optional*): The model's scheduler config (``pipe.scheduler.config``).
+
+    Returns:
+        `dict`: for ``Class.from_config``.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.generation.samplers import from_a1111, tool_scheduler_config
+    >>> model = {"beta_schedule": "scaled_linear", "timestep_spacing": "leading", "steps_offset": 1}
+    >>> tool_scheduler_config("EulerDiscreteScheduler", from_a1111("Euler").config, model)["timestep_spacing"]
+    'linspace'
+    ```
+    """
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be a diffusers scheduler class name (a str), got {type(scheduler).__name__}")
+    model_config = dict(model_config or {})
+    model = {key: model_config[key] for key in MODEL_CONFIG_KEYS if key in model_config}
+    return {**_CLASS_DEFAULTS.get(scheduler, {}), **model, **dict(config)}
 
 
 def _combine(
