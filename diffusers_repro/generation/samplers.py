@@ -520,7 +520,8 @@ MODEL_CONFIG_KEYS = (
     "rescale_betas_zero_snr",
 )
 """The scheduler config keys that describe the model (its training noise schedule and what it predicts): the only
-keys a tool takes from a model's scheduler config. Every other key (spacing, offsets, sigmas, solver) is the sampler's."""
+keys a tool takes from a model's scheduler config. Every other key (spacing, offsets, sigmas, solver) is the
+sampler's."""
 
 
 def tool_scheduler_config(
