@@ -29,6 +29,7 @@ EXPORTS = {
     "comfyui_noise": "noise",
     "invokeai_noise": "noise",
     "ToolNoise": "noise",
+    "foreign_source": "read",
     "read_recipe": "read",
     "recipe_from_image_file": "read",
     "recipe_from_record": "read",
@@ -41,5 +42,5 @@ __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
 if _typing.TYPE_CHECKING:
     from .clip_skip import a1111_prompt_embeds  # noqa: F401
     from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
-    from .read import read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
+    from .read import foreign_source, read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
     from .recipe import ForeignMetadataError, Recipe  # noqa: F401

@@ -20,7 +20,7 @@ from ..records import Provenance
 from . import a1111, comfyui, invokeai
 from .recipe import ForeignMetadataError, Recipe
 
-__all__ = ["read_recipe", "recipe_from_image_file", "recipe_from_record"]
+__all__ = ["foreign_source", "read_recipe", "recipe_from_image_file", "recipe_from_record"]
 
 # The components the mixin takes for the denoiser, in its order: the first one recorded names the model's weights.
 _DENOISERS = ("unet", "transformer", "prior", "decoder")
@@ -67,6 +67,24 @@ def _own_record(image_file: ImageFile) -> bool:
         or "diffusers-repro" in image_file.metadata
         or "record" in (image_file.metadata if image_file.format != "png" else {})
     )
+
+
+def foreign_source(image_file: ImageFile) -> str | None:
+    """Which other tool's metadata makes the recipe of a file: ``"invokeai"``, ``"comfyui"`` or ``"a1111"``; `None`
+    for a file of ours (a record, even a refused one) or a file with no metadata we read. The same order of checks as
+    `recipe_from_image_file`; nothing is parsed."""
+    if not isinstance(image_file, ImageFile):
+        raise TypeError(f"image_file must be a diffusers_repro ImageFile, got {type(image_file).__name__}")
+    if _own_record(image_file):
+        return None
+    metadata = image_file.metadata if image_file.format == "png" else {}
+    if invokeai.METADATA_KEY in metadata:
+        return "invokeai"
+    if comfyui.PROMPT_KEY in metadata or comfyui.WORKFLOW_KEY in metadata:
+        return "comfyui"
+    if a1111.infotext_of(image_file) is not None:
+        return "a1111"
+    return None
 
 
 def recipe_from_image_file(image_file: ImageFile) -> Recipe:
