@@ -198,10 +198,11 @@ def _number(value: Any) -> float | None:
 # Checkpoint files
 
 
-def checkpoint_hashes(path: str | os.PathLike) -> dict[str, str]:
+def checkpoint_hashes(path: str | os.PathLike, *, blake3: bool = False) -> dict[str, str]:
     """A checkpoint file's hashes as A1111 writes them: ``a1111-sha256-prefix-10`` (the first 10 hex digits of the
     whole file's sha256, A1111's ``Model hash`` since 1.0), ``a1111-legacy-8`` (the first 8 hex digits of the sha256 of
-    the 64 KiB at offset 1 MiB, its older hash) and the whole ``sha256``.
+    the 64 KiB at offset 1 MiB, its older hash) and the whole ``sha256``; with ``blake3=True`` (and the blake3 package)
+    also ``invokeai-blake3``, InvokeAI's ``blake3:<hex>`` of a single-file model.
 
     Example:
 
@@ -220,7 +221,11 @@ def checkpoint_hashes(path: str | os.PathLike) -> dict[str, str]:
         while chunk := file.read(_CHUNK):
             whole.update(chunk)
     digest = whole.hexdigest()
-    return {"a1111-sha256-prefix-10": digest[:10], "a1111-legacy-8": legacy.hexdigest()[:8], "sha256": digest}
+    hashes = {"a1111-sha256-prefix-10": digest[:10], "a1111-legacy-8": legacy.hexdigest()[:8], "sha256": digest}
+    blake3_digest = _blake3(path) if blake3 else None
+    if blake3_digest is not None:
+        hashes["invokeai-blake3"] = f"blake3:{blake3_digest}"
+    return hashes
 
 
 def _model_differences(recipe: Recipe, checkpoint: str | os.PathLike | None) -> list[Difference]:
@@ -232,19 +237,12 @@ def _model_differences(recipe: Recipe, checkpoint: str | os.PathLike | None) -> 
     recorded = f"{wanted}{named}, {kind}"
     if checkpoint is None:
         return [Difference("model.hash", recorded, "not checked: the given model was not loaded from one checkpoint")]
-    hashes = checkpoint_hashes(checkpoint)
+    hashes = checkpoint_hashes(checkpoint, blake3=kind == "invokeai-blake3")
     name = os.path.basename(os.fspath(checkpoint))
     if kind in hashes:
         if hashes[kind] == str(wanted).lower():
             return []
         return [Difference("model.hash", recorded, f"{hashes[kind]} ({name}): another model")]
-    if kind == "invokeai-blake3":
-        digest = _blake3(checkpoint)
-        if digest is None:
-            return [Difference("model.hash", recorded, f"not checked ({name}): the blake3 package is not installed")]
-        if f"blake3:{digest}" == str(wanted).lower():
-            return []
-        return [Difference("model.hash", recorded, f"blake3:{digest} ({name}): another model")]
     return [Difference("model.hash", recorded, f"not checked ({name}): no {kind} hash is computed here")]
 
 
