@@ -347,3 +347,109 @@ def test_a_foreign_file_without_a_pipeline_is_refused(tmp_path):
     path = _save_png(PIL.Image.new("RGB", (SIZE, SIZE)), tmp_path / "a.png", {"parameters": _infotext(1, "Euler")})
     with pytest.raises(ReproductionError, match="is a a1111 image with no diffusers-repro record"):
         reproduce(path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The command line
+
+
+def _run(capsys, *argv):
+    from diffusers_repro.cli import main
+
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _folder_of_foreign_files(vanilla, folder, model_name="tiny-sd"):
+    folder.mkdir()
+    noise, generator = _a1111_image_noise(21)
+    (image,) = _original(vanilla, EulerDiscreteScheduler(**_model_keys(vanilla)), noise[None], [generator])
+    infotext = _infotext(21, "Euler").replace("Model: tiny-sd", f"Model: {model_name}")
+    _save_png(image, folder / "a1111.png", {"parameters": infotext})
+    seed = 5
+    graph = comfyui_graph(lora=False, clip_skip=-1, batch_size=2)
+    graph["4"]["inputs"]["ckpt_name"] = f"{model_name}.safetensors"
+    graph["5"]["inputs"].update(width=SIZE, height=SIZE)
+    graph["3"]["inputs"].update(seed=seed, steps=STEPS, cfg=7.0, sampler_name="euler", scheduler="normal")
+    graph["6"]["inputs"]["text"], graph["7"]["inputs"]["text"] = PROMPT, NEGATIVE
+    batch = torch.randn((2, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(seed))
+    images = _original(vanilla, EulerDiscreteScheduler(**_model_keys(vanilla)), batch, None, images=2)
+    _save_png(images[0], folder / "comfyui.png", {"prompt": json.dumps(graph)})
+    _save_png(PIL.Image.new("RGB", (SIZE, SIZE)), folder / "restart.png", {"parameters": _infotext(1, "Restart")})
+
+
+def test_verify_model_regenerates_other_tools_files_and_counts_unsupported_apart(
+    capsys, vanilla, tiny_sd_path, tmp_path
+):
+    _folder_of_foreign_files(vanilla, tmp_path / "images")
+    code, out, err = _run(capsys, "verify", tmp_path / "images", "--model", tiny_sd_path)
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0] == f"{tmp_path / 'images' / 'a1111.png'}: bitwise (a1111 recipe)"
+    assert f"{tmp_path / 'images' / 'comfyui.png'}: bitwise (comfyui recipe, image 0 of a batch of 2)" in lines
+    assert any(
+        line.startswith(f"{tmp_path / 'images' / 'restart.png'}: unsupported: A1111 sampler 'Restart'")
+        for line in lines
+    )
+    assert lines[-1] == (
+        "3 images: 2 bitwise, 0 close, 0 different, 1 unsupported; FAILED: 1 unsupported (another tool's recipe that "
+        "diffusers cannot run: see their lines)"
+    )
+    code, out, _ = _run(capsys, "verify", "--json", tmp_path / "images", "--model", tiny_sd_path)
+    summary = json.loads(out.splitlines()[-1])["summary"]
+    assert summary == {
+        "images": 3,
+        "bitwise": 2,
+        "close": 0,
+        "different": 0,
+        "refused": 0,
+        "tampered": 0,
+        "unsupported": 1,
+        "failed": 1,
+        "ok": False,
+    }
+    image = json.loads(out.splitlines()[0])
+    assert image["source"] == "a1111" and image["recipe"]["sampler"] == "Euler" and image["verdict"] == "bitwise"
+
+
+def test_verify_models_finds_a_diffusers_folder_by_name_and_never_follows_links_out(
+    capsys, vanilla, tiny_sd_path, tmp_path
+):
+    import shutil
+
+    _folder_of_foreign_files(vanilla, tmp_path / "images")
+    (tmp_path / "images" / "restart.png").unlink()
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny-sd").symlink_to(tiny_sd_path, target_is_directory=True)
+    code, out, _ = _run(capsys, "verify", tmp_path / "images", "--models", models)
+    assert code == 1 and out.count("refused: no model in --models") == 2
+    (models / "tiny-sd").unlink()
+    shutil.copytree(tiny_sd_path, models / "tiny-sd")
+    code, out, err = _run(capsys, "verify", tmp_path / "images", "--models", models)
+    assert code == 0, out + err
+    assert out.splitlines()[-1] == "2 images: 2 bitwise, 0 close, 0 different; OK"
+
+
+def test_verify_refuses_hostile_numbers_before_loading_a_model(capsys, tmp_path):
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    infotext = _infotext(1, "Euler").replace(f"Steps: {STEPS}", "Steps: 5000")
+    _save_png(PIL.Image.new("RGB", (SIZE, SIZE)), folder / "steps.png", {"parameters": infotext})
+    graph = comfyui_graph(lora=False, batch_size=4096)
+    _save_png(PIL.Image.new("RGB", (64, 48)), folder / "batch.png", {"prompt": json.dumps(graph)})
+    # A model that cannot load: reaching it would be a usage error, not a refusal.
+    code, out, err = _run(capsys, "verify", folder, "--model", tmp_path / "no-such-model")
+    assert code == 1, err
+    assert "batch.png: refused: the comfyui recipe asks for batch_size = 4096 images in one call" in out
+    assert "steps.png: refused: the a1111 recipe asks for steps = 5000, above the replay limit max_steps=1000" in out
+    assert out.splitlines()[-1].startswith("2 images: 0 bitwise, 0 close, 0 different, 2 refused; FAILED: 2 refused")
+
+
+def test_verify_single_file_checkpoint_without_config_says_what_is_needed(capsys, vanilla, tmp_path):
+    _folder_of_foreign_files(vanilla, tmp_path / "images")
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"not really a checkpoint")
+    code, _, err = _run(capsys, "verify", tmp_path / "images" / "a1111.png", "--model", checkpoint)
+    assert code == 2 and "is a single-file checkpoint: loading it offline needs --model-config FOLDER" in err
