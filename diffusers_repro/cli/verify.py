@@ -77,11 +77,12 @@ def _replay_limits(args: argparse.Namespace) -> Any:
 
 def _refusal_types() -> tuple[type[BaseException], ...]:
     from ..files import CredentialsError
+    from ..interop import ForeignMetadataError
     from ..records import ProvenanceError
     from ..verify import LimitExceededError, ReproductionError
 
     # CredentialsError: a manifest that does not parse refuses its own file, not the whole run.
-    return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError)
+    return (ProvenanceError, ReproductionError, LimitExceededError, CredentialsError, ForeignMetadataError)
 
 
 def refusal_reason(path: Path, error: BaseException) -> str:
@@ -99,11 +100,18 @@ def _read_checked(path: Path, limits: Any) -> Any:
 
     Everything later (pipeline, replay, credentials, report) works from this one read of the file's bytes.
     """
-    from ..files import read_image_file
-    from ..verify import check_limits
+    from ..files import read_image
+    from ..interop import foreign_source, recipe_from_image_file
+    from ..verify import check_limits, check_recipe_limits
 
     try:
-        image_file = read_image_file(path, max_bytes=limits.max_file_bytes)
+        image_file = read_image(path, max_bytes=limits.max_file_bytes)
+        if foreign_source(image_file) is not None:
+            # Another tool's image: its recipe, checked against the limits before any model loads.
+            recipe = recipe_from_image_file(image_file)
+            check_recipe_limits(recipe, limits, image_file.image.size)
+            return _ForeignFile(image_file, recipe)
+        image_file = image_file.require_record()
         record = image_file.provenance
         in_batch = record.batch.get("size", 1) > 1 and not record.batch.get("batch_invariant", False)
         check_limits(record, limits, record.batch.get("size", 1) if in_batch else 1)
@@ -112,6 +120,59 @@ def _read_checked(path: Path, limits: Any) -> Any:
     except OSError as error:  # gone or unreadable since the folder was listed
         return printable(f"cannot read it: {error.strerror or error}")
     return image_file
+
+
+class _ForeignFile:
+    """Another tool's image, read once, and its recipe."""
+
+    def __init__(self, image_file: Any, recipe: Any):
+        self.image_file = image_file
+        self.recipe = recipe
+
+
+class _ForeignModels:
+    """The pipeline for other tools' images: ``--model`` for all of them, or each one's model found in ``--models``
+    (only the last one loaded is kept)."""
+
+    def __init__(self, args: argparse.Namespace, device: str | None):
+        self.args = args
+        self.device = device
+        self.key: Any = None
+        self.pipe: Any = None
+        self.checkpoint: Any = None
+
+    def get(self, recipe: Any) -> tuple[Any, Any, str | None]:
+        """``(pipe, checkpoint file or None, how it was found)``; raises `ReproductionError` when there is none."""
+        from ..verify import ReproductionError
+        from .checkpoints import ModelSource, find_model, load_foreign_model
+
+        args = self.args
+        if args.models is not None:
+            source = find_model(recipe, args.models)
+            if source is None:
+                model = recipe.model or {}
+                raise ReproductionError(
+                    f"no model in --models {str(args.models)!r} matches the {recipe.source} recipe's model "
+                    f"(name {model.get('name')!r}, hash {model.get('hash')!r})"
+                )
+        elif args.model is not None:
+            path = Path(args.model)
+            checkpoint = path.suffix.lower() == ".safetensors" and path.is_file()
+            source = ModelSource(path if checkpoint else Path(args.model), checkpoint, "--model")
+        else:
+            raise ReproductionError(
+                f"a {recipe.source} image carries no diffusers-repro record naming a model to load: pass --model (a "
+                "diffusers folder, Hub id or .safetensors checkpoint) or --models (a folder of checkpoints)"
+            )
+        if source.key != self.key:
+            self.key = self.pipe = self.checkpoint = None  # let the previous pipeline go first
+            if source.checkpoint:
+                pipe = load_foreign_model(source, args.model_config)
+            else:
+                pipe = load_model(args.model if args.models is None else str(source.path))
+            self.pipe = pipe.to(self.device) if self.device else pipe
+            self.key, self.checkpoint = source.key, (source.path if source.checkpoint else None)
+        return self.pipe, self.checkpoint, source.found_by
 
 
 def _print_refused(args: argparse.Namespace, path: Path, reason: str) -> None:
@@ -187,7 +248,12 @@ def verify_command(args: argparse.Namespace) -> int:
     # and reported from that one read. A refused file is reported on its own line and the others go on.
     cache = _PipelineCache(args.model, device, allow_pickle=args.allow_pickle, download=args.download)
     report = _report_entries(args.report)
-    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0}
+    if args.model is not None and args.models is not None:
+        raise UsageError("--model and --models name the model two ways: pass one of them")
+    if args.models is not None and not args.models.is_dir():
+        raise UsageError(f"--models {str(args.models)!r}: no such folder")
+    foreign_models = _ForeignModels(args, device)
+    counts = {"bitwise": 0, "close": 0, "different": 0, "refused": 0, "tampered": 0, "unsupported": 0}
     failed = 0
     previous_threads = torch.get_num_threads()
     progress = _VerifyProgress(files)
@@ -197,6 +263,14 @@ def verify_command(args: argparse.Namespace) -> int:
             if isinstance(image_file, str):
                 _print_refused(args, path, image_file)
                 counts["refused"] += 1
+                continue
+            if isinstance(image_file, _ForeignFile):
+                result = _verify_foreign(args, path, image_file, foreign_models, previous_threads)
+                if result is None:
+                    counts["refused"] += 1
+                    continue
+                counts[result.verdict] += 1
+                failed += _print_foreign(args, path, result, report)
                 continue
             record = image_file.provenance
             # Never more threads than this machine has, whatever the record says.
@@ -256,9 +330,11 @@ def verify_command(args: argparse.Namespace) -> int:
         progress.close()
         torch.set_num_threads(previous_threads)
     total = len(files)
-    ok = failed == 0 and counts["refused"] == 0
+    ok = failed == 0 and counts["refused"] == 0 and counts["unsupported"] == 0
     if args.json:
-        print(json.dumps({"summary": {"images": total, **counts, "failed": failed + counts["refused"], "ok": ok}}))
+        shown = {key: value for key, value in counts.items() if key != "unsupported" or value}
+        failures = failed + counts["refused"] + counts["unsupported"]
+        print(json.dumps({"summary": {"images": total, **shown, "failed": failures, "ok": ok}}))
     else:
         print(_summary_line(total, counts, failed, args.tolerance))
     if report is not None:
@@ -275,13 +351,69 @@ def _summary_line(total: int, counts: dict[str, int], not_reproduced: int, toler
         failures.append(f"{count(not_reproduced, 'image')} {verb} not reproduce {criterion}")
     if counts["refused"]:
         failures.append(f"{counts['refused']} refused (not verified: see the refused lines for why)")
+    if counts.get("unsupported"):
+        failures.append(
+            f"{counts['unsupported']} unsupported (another tool's recipe that diffusers cannot run: see their lines)"
+        )
     outcome = "FAILED: " + "; ".join(failures) if failures else "OK"
     tampered = f", {counts['tampered']} TAMPERED" if counts["tampered"] else ""
     refused = f", {counts['refused']} refused" if counts["refused"] else ""
+    unsupported = f", {counts['unsupported']} unsupported" if counts.get("unsupported") else ""
     return (
         f"{count(total, 'image')}: {counts['bitwise']} bitwise, {counts['close']} close, {counts['different']} "
-        f"different{tampered}{refused}; {outcome}"
+        f"different{tampered}{refused}{unsupported}; {outcome}"
     )
+
+
+def _verify_foreign(
+    args: argparse.Namespace, path: Path, foreign: _ForeignFile, models: _ForeignModels, fallback_threads: int
+) -> Any:
+    """Another tool's image regenerated with its model; `None` when it is refused (the line is printed)."""
+    import torch
+
+    from ..verify import regeneration_blockers, reproduce
+
+    tolerance = args.tolerance if args.tolerance is not None else _default_tolerance()
+    limits = _replay_limits(args)
+    try:
+        pipe, checkpoint = None, None
+        if not regeneration_blockers(foreign.recipe):
+            pipe, checkpoint, _ = models.get(foreign.recipe)
+        torch.set_num_threads(int(args.threads or fallback_threads))
+        return reproduce(foreign.image_file, pipe=pipe, tolerance=tolerance, limits=limits, checkpoint=checkpoint)
+    except _refusal_types() as error:
+        _print_refused(args, path, refusal_reason(path, error))
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a value diffusers itself refuses stops this file, not the run
+        if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
+            traceback.print_exc()
+        reason = f"the pipeline failed on the recipe's call: {type(error).__name__}: {refusal_reason(path, error)}"
+        _print_refused(args, path, reason)
+    return None
+
+
+def _print_foreign(args: argparse.Namespace, path: Path, result: Any, report: list | None) -> int:
+    """Prints another tool's image's verdict and what explains it; 1 when it does not count as reproduced (an
+    unsupported one is counted apart)."""
+    from ..verify import report_entry
+
+    if report is not None and result.image is not None:
+        report.append(report_entry(result))
+    accepted = result.bitwise_equal or (
+        args.tolerance is not None and result.max_abs_diff is not None and result.max_abs_diff <= args.tolerance
+    )
+    if args.json:
+        print(json.dumps({**result.to_dict(), "accepted": accepted}, default=str))
+    else:
+        print(f"{printable(str(path))}: {printable(result.summary)}")
+        if not result.bitwise_equal:
+            shown = result.differences if result.verdict == "unsupported" else result.differences[:_SHOWN_DIFFERENCES]
+            for field, recorded, current in shown:
+                print(printable(f"    {field}: {value_text(recorded)} -> {value_text(current)}"))
+            if len(result.differences) > len(shown):
+                print(f"    ... and {len(result.differences) - len(shown)} more differences")
+    return 0 if accepted or result.verdict == "unsupported" else 1
 
 
 def _usable_threads(recorded: Any, fallback: int) -> int:
@@ -369,7 +501,24 @@ def add_verify_parser(commands: Any) -> None:
         type=tolerance_argument,
         help="accept images whose largest pixel difference is at most this, in [0, 1] units or as N/255",
     )
-    verify.add_argument("--model", help="load this pipeline instead of the recorded model source")
+    verify.add_argument(
+        "--model",
+        help="load this pipeline instead of the recorded model source (a diffusers folder or Hub id); for other "
+        "tools' images (A1111, ComfyUI, InvokeAI) also a single-file .safetensors checkpoint (with --model-config)",
+    )
+    verify.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="for other tools' images: find each one's model in DIR by A1111's model hash, ComfyUI's ckpt_name or "
+        "InvokeAI's hash (checkpoint files), or by name (diffusers folders); links out of DIR are not followed",
+    )
+    verify.add_argument(
+        "--model-config",
+        metavar="FOLDER",
+        help="a local diffusers folder of the checkpoint's architecture, to load a single-file checkpoint offline "
+        "(diffusers' from_single_file config=)",
+    )
     verify.add_argument("--device", help="where to regenerate (default: the recorded device when present, else CPU)")
     verify.add_argument(
         "--threads",

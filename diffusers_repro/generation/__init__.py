@@ -47,7 +47,9 @@ EXPORTS = {
     "from_a1111": "samplers",
     "from_comfyui": "samplers",
     "from_invokeai": "samplers",
+    "MODEL_CONFIG_KEYS": "samplers",
     "to_a1111": "samplers",
+    "tool_scheduler_config": "samplers",
     "make_generators": "seeding",
     "MAX_SEED": "seeding",
     "per_image_seeds": "seeding",
@@ -72,5 +74,13 @@ if _typing.TYPE_CHECKING:
     from .cuda_rng import GEOMETRY_FREE_LIMIT, CudaGeometry, PhiloxGenerator, offset_increment, philox4x32_10  # noqa: F401
     from .determinism import determinism_status, full_determinism  # noqa: F401
     from .randomness import draws_nothing_stray_cached, forget_cleanliness, global_rng_seed, seeded_stray_randomness  # noqa: F401
-    from .samplers import config_without_defaults, from_a1111, from_comfyui, from_invokeai, to_a1111  # noqa: F401
+    from .samplers import (  # noqa: F401
+        MODEL_CONFIG_KEYS,
+        config_without_defaults,
+        from_a1111,
+        from_comfyui,
+        from_invokeai,
+        to_a1111,
+        tool_scheduler_config,
+    )
     from .seeding import MAX_SEED, make_generators, per_image_seeds, validate_seed  # noqa: F401

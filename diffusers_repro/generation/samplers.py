@@ -3,11 +3,11 @@
 Each row of `_SOLVERS` is one sampling method: the diffusers scheduler class that runs it (or `None` with a plain
 sentence saying why none does), and the names AUTOMATIC1111 (and Forge), ComfyUI and InvokeAI give it, with the config
 keys each tool's choice sets. `_SCHEDULES` is the same for the noise schedules (A1111's ``Schedule type``, ComfyUI's
-``scheduler``). A config holds only the keys that differ from the scheduler class's defaults; a caller applies it over
-the model's own scheduler config with `SamplerMapping.scheduler_config`,
-``Class.from_config(mapping.scheduler_config(pipe.scheduler.config))``. The plain merge
-``{**pipe.scheduler.config, **mapping.config}`` is not enough: diffusers' ``from_config`` drops every key the base
-config lists in ``_use_default_values`` (keys its class filled in by default), the mapping's own value included.
+``scheduler``). A config holds only the keys that differ from the scheduler class's defaults; a caller builds the
+scheduler with ``Class.from_config(mapping.scheduler_config(pipe.scheduler.config))`` (`tool_scheduler_config`: the
+model's betas, the sampler's method and steps). The plain merge ``{**pipe.scheduler.config, **mapping.config}`` is not
+enough: it keeps the model's own spacing and offset (SD 1.5's ``leading``, ``steps_offset=1``), and diffusers'
+``from_config`` drops every key the base config lists in ``_use_default_values``, the mapping's own value included.
 
 How close each mapping comes to k-diffusion's sampler is measured in docs/SAMPLERS.md.
 
@@ -33,12 +33,14 @@ __all__ = [
     "COMFYUI_SAMPLERS",
     "COMFYUI_SCHEDULERS",
     "INVOKEAI_SCHEDULERS",
+    "MODEL_CONFIG_KEYS",
     "SamplerMapping",
     "config_without_defaults",
     "from_a1111",
     "from_comfyui",
     "from_invokeai",
     "to_a1111",
+    "tool_scheduler_config",
 ]
 
 _MAX_NAME_CHARS = 200
@@ -67,26 +69,21 @@ class SamplerMapping:
     sde: bool = False
 
     def scheduler_config(self, base: Mapping[str, Any]) -> dict[str, Any]:
-        """The config to build this mapping's scheduler from, over a model's scheduler config ``base``.
-
-        Keys ``base`` only holds because its class filled them in by default (diffusers lists them in
-        ``_use_default_values``) are left out, so the mapped class's own defaults apply; then this mapping's keys are
-        set. (``from_config`` would drop a mapped key that ``base`` lists there.)
+        """The config to build this mapping's scheduler from, over a model's scheduler config ``base``: the model's
+        keys from ``base``, the sampler's from this mapping over the class defaults (see `tool_scheduler_config`).
 
         Example:
 
         ```py
         >>> from diffusers_repro.generation.samplers import from_a1111
-        >>> base = {"beta_schedule": "scaled_linear", "timestep_spacing": "leading"}
-        >>> base["_use_default_values"] = ["timestep_spacing"]
-        >>> from_a1111("Euler", "SGM Uniform").scheduler_config(base)
-        {'beta_schedule': 'scaled_linear', 'timestep_spacing': 'trailing'}
+        >>> base = {"beta_schedule": "scaled_linear", "timestep_spacing": "leading", "steps_offset": 1}
+        >>> from_a1111("Euler", "SGM Uniform").scheduler_config(base)["timestep_spacing"]
+        'trailing'
         ```
         """
-        defaulted = set(base.get("_use_default_values", ()))
-        config = {key: value for key, value in base.items() if key not in defaulted and key != "_use_default_values"}
-        config.update(self.config)
-        return config
+        if self.scheduler is None:
+            raise ValueError(f"this mapping has no diffusers scheduler: {'; '.join(self.blockers)}")
+        return tool_scheduler_config(self.scheduler, self.config, base)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -533,6 +530,56 @@ def config_without_defaults(scheduler: str, config: Mapping[str, Any]) -> dict[s
     that choose the method and the steps); every other key is kept."""
     defaults = _CLASS_DEFAULTS.get(scheduler, {})
     return {key: value for key, value in config.items() if key not in defaults or defaults[key] != value}
+
+
+MODEL_CONFIG_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "rescale_betas_zero_snr",
+)
+"""The scheduler config keys that describe the model (its training noise schedule and what it predicts): the only
+keys a tool takes from a model's scheduler config. Every other key (spacing, offsets, sigmas, solver) is the
+sampler's."""
+
+
+def tool_scheduler_config(
+    scheduler: str, config: Mapping[str, Any], model_config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The full config to build ``scheduler`` with to run what a tool ran: the model's keys from ``model_config``,
+    the sampler's keys from ``config`` (a `SamplerMapping.config`) over the class defaults.
+
+    Applying a mapping over a model's own scheduler config (``{**pipe.scheduler.config, **mapping.config}``) keeps the
+    model's spacing and offsets: SD 1.5's folder says ``timestep_spacing="leading"``, ``steps_offset=1`` (for its
+    PNDM/DDIM), which A1111's Euler does not use. A tool takes only the betas and the prediction type from the model
+    (`MODEL_CONFIG_KEYS`); the method and its steps come from the sampler, so every key the table knows for
+    ``scheduler`` is set to the class default unless the mapping sets it.
+
+    Args:
+        scheduler (`str`): The diffusers scheduler class name (`SamplerMapping.scheduler`).
+        config (`dict`): The mapping's config (keys that differ from the class defaults).
+        model_config (`dict`, *optional*): The model's scheduler config (``pipe.scheduler.config``).
+
+    Returns:
+        `dict`: for ``Class.from_config``.
+
+    Example:
+
+    ```py
+    >>> from diffusers_repro.generation.samplers import from_a1111, tool_scheduler_config
+    >>> model = {"beta_schedule": "scaled_linear", "timestep_spacing": "leading", "steps_offset": 1}
+    >>> tool_scheduler_config("EulerDiscreteScheduler", from_a1111("Euler").config, model)["timestep_spacing"]
+    'linspace'
+    ```
+    """
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be a diffusers scheduler class name (a str), got {type(scheduler).__name__}")
+    model_config = dict(model_config or {})
+    model = {key: model_config[key] for key in MODEL_CONFIG_KEYS if key in model_config}
+    return {**_CLASS_DEFAULTS.get(scheduler, {}), **model, **dict(config)}
 
 
 def _combine(

@@ -27,13 +27,14 @@ from ..lazy import lazy_exports
 
 EXPORTS = {
     "a1111_prompt_embeds": "clip_skip",
-    "a1111_noise": "noise",
     "recipe_code": "code",
     "record_code": "code",
-    "metadata_source": "read",
+    "a1111_noise": "noise",
     "comfyui_noise": "noise",
     "invokeai_noise": "noise",
     "ToolNoise": "noise",
+    "foreign_source": "read",
+    "metadata_source": "read",
     "read_recipe": "read",
     "recipe_from_image_file": "read",
     "recipe_from_record": "read",
@@ -47,5 +48,5 @@ if _typing.TYPE_CHECKING:
     from .clip_skip import a1111_prompt_embeds  # noqa: F401
     from .code import recipe_code, record_code  # noqa: F401
     from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
-    from .read import metadata_source, read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
+    from .read import foreign_source, metadata_source, read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
     from .recipe import ForeignMetadataError, Recipe  # noqa: F401

@@ -253,6 +253,7 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
         "variation_seed_strength",
         "seed_resize_from",
         "eta",
+        "eta_ddim",
         "ensd",
         "eta_noise_seed_delta",
     ):
@@ -277,6 +278,13 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
                 f"ENSD {ensd} re-seeds the sampler's later noise with seed + {ensd}; a plain diffusers call draws it "
                 "from the image's generator"
             )
+    # A1111 writes "Batch size" and "Batch pos" for batches of two or more: image i of a batch has seed + i.
+    batch_size = check_int(fields.get("batch_size"), "'Batch size'", 1, 1 << 20, where)
+    batch_index = check_int(fields.get("batch_pos"), "'Batch pos'", 0, (batch_size or 1 << 20) - 1, where)
+    if batch_index is not None and batch_size is None:
+        raise ForeignMetadataError(f"{where}: the A1111 infotext gives 'Batch pos' without 'Batch size'")
+    if batch_size is not None and batch_size > 1 and batch_index is None:
+        batch_size = None  # a batch without the image's place in it: regenerated alone
     eta = check_float(fields.get("eta"), "'Eta'", where)
     if eta is not None and mapping is not None and mapping.ancestral and eta != 1.0:
         blockers.append(f"Eta {eta:g} scales the ancestral noise; diffusers' ancestral schedulers have no eta")
@@ -315,8 +323,8 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
         model=model,
         loras=loras,
         clip_skip=clip_skip,
-        batch_index=None,
-        batch_size=None,
+        batch_index=batch_index,
+        batch_size=batch_size,
         rng=rng,
         extras=extras,
         blockers=tuple(blockers),

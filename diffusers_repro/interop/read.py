@@ -20,7 +20,7 @@ from ..records import Provenance
 from . import a1111, comfyui, invokeai
 from .recipe import ForeignMetadataError, Recipe
 
-__all__ = ["metadata_source", "read_recipe", "recipe_from_image_file", "recipe_from_record"]
+__all__ = ["foreign_source", "metadata_source", "read_recipe", "recipe_from_image_file", "recipe_from_record"]
 
 # The components the mixin takes for the denoiser, in its order: the first one recorded names the model's weights.
 _DENOISERS = ("unet", "transformer", "prior", "decoder")
@@ -184,3 +184,10 @@ def recipe_from_record(record: Provenance, image_size: tuple[int, int] | None = 
         extras=extras,
         blockers=blockers,
     )
+
+
+def foreign_source(image_file: ImageFile) -> str | None:
+    """Which other tool's metadata makes the recipe of a file: ``"invokeai"``, ``"comfyui"`` or ``"a1111"``; `None`
+    for a file of ours (a record, even a refused one) or a file with no metadata we read (see `metadata_source`)."""
+    source = metadata_source(image_file)
+    return None if source == "diffusers-repro" else source

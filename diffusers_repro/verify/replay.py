@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import ImageFile, file_credentials, read_image_file, to_pil_image
+from ..files import ImageFile, file_credentials, read_image, to_pil_image
 from ..records import Provenance, check_record, image_digest, jsonable
 from .limits import DEFAULT_LIMITS, ReplayLimits, check_limits
 from .reproduction import (
@@ -32,6 +31,7 @@ from .reproduction import (
     LOSSY_FORMATS,
     Difference,
     Reproduction,
+    compare_pixels,
     record_differences,
     replay_differences,
 )
@@ -51,9 +51,10 @@ __all__ = [
 DEFAULT_TOLERANCE = 2 / 255
 """Largest per-pixel difference (in ``[0, 1]`` units: two 8-bit steps) for which a regeneration counts as close."""
 
-VERDICTS = ("bitwise", "close", "different", "tampered")
+VERDICTS = ("bitwise", "close", "different", "tampered", "unsupported")
 """The verdicts of `reproduce`, best first. ``tampered``: the file's Content Credentials show that its pixels or
-record changed after it was signed (whatever the regeneration gives)."""
+record changed after it was signed (whatever the regeneration gives). ``unsupported``: another tool's recipe that no
+diffusers call can make (its blockers say why); nothing was run."""
 
 # Call arguments that reproduce takes from the record itself.
 _RESERVED_OVERRIDES = frozenset({"seed", "generator", "deterministic", "batch_invariant", "return_dict"})
@@ -459,17 +460,6 @@ def _seed_arguments(record: Provenance) -> dict[str, Any]:
     return {"seed": record.seed, **_rng_arguments(record)}
 
 
-def _compare_pixels(image: Any, reference: np.ndarray) -> tuple[bool, float | None, float | None]:
-    current = np.asarray(to_pil_image(image))
-    if current.shape != reference.shape:
-        return False, None, None
-    if np.array_equal(current, reference):
-        return True, 0.0, math.inf
-    delta = (current.astype(np.float64) - reference.astype(np.float64)) / 255.0
-    mse = float(np.mean(delta**2))
-    return False, float(np.max(np.abs(delta))), 10.0 * math.log10(1.0 / mse)
-
-
 def _reencoding_matches(regenerated: Any, image_file: Any) -> bool:
     from ..files import reencoded_pixels
 
@@ -495,6 +485,7 @@ def reproduce(
     allow_pickle: bool = False,
     trust: Sequence[str | os.PathLike] = (),
     download: bool = False,
+    checkpoint: str | os.PathLike | None = None,
     **call_overrides: Any,
 ) -> Reproduction:
     """Regenerates one image from its provenance record alone and compares it with the original.
@@ -549,6 +540,9 @@ def reproduce(
             `diffusers_repro.credentials.read_credentials`).
         download (`bool`, *optional*, defaults to `False`):
             Let `load_pipeline` fetch a hub model the local cache does not hold (see there).
+        checkpoint (`str` or `os.PathLike`, *optional*):
+            For another tool's image: the checkpoint file ``pipe`` was loaded from, whose hash is compared with the
+            model hash of the file's recipe (A1111's ``Model hash``, InvokeAI's blake3).
         **call_overrides:
             Call arguments to use instead of the recorded ones. Tensor-valued arguments (``prompt_embeds``,
             ``latents``, ...) are recorded as digests only and must be passed here; an override that changes a
@@ -580,6 +574,13 @@ def reproduce(
     limits = DEFAULT_LIMITS if limits is None else limits
     if not isinstance(limits, ReplayLimits):
         raise TypeError(f"limits must be a diffusers_repro.ReplayLimits, got {type(limits).__name__}")
+    path_or_provenance = _read_once(path_or_provenance, limits)
+    foreign = _foreign_recipe(path_or_provenance)
+    if foreign is not None:
+        _check_options(tolerance, whole_batch)
+        return _reproduce_foreign(
+            path_or_provenance, foreign, pipe, device, tolerance, limits, checkpoint, call_overrides
+        )
     record, image_file, credentials = _read_what_to_replay(path_or_provenance, limits, trust)
     _check_options(tolerance, whole_batch)
     prompt_lists = _batch_to_replay(record, image_file, whole_batch, batch_from, limits, call_overrides)
@@ -713,7 +714,7 @@ def _compare(image: Any, current: Provenance, record: Provenance, image_file: An
     output_digest_equal = None if recorded_digest is None else current.result.get("output_digest") == recorded_digest
     pixels_equal = max_abs_diff = psnr = reencoding_equal = None
     if image_file is not None:
-        pixels_equal, max_abs_diff, psnr = _compare_pixels(image, image_file.pixels)
+        pixels_equal, max_abs_diff, psnr = compare_pixels(image, image_file.pixels)
     checks = [check for check in (output_digest_equal, pixels_equal) if check is not None]
     if image_file is not None and image_file.format in LOSSY_FORMATS:
         # A lossy file's pixels carry the encoder's loss: the output digest, the digest of the 8-bit image that was
@@ -793,8 +794,6 @@ def _read_what_to_replay(
         return path_or_provenance, None, None
     if isinstance(path_or_provenance, ImageFile):
         image_file = path_or_provenance.require_record()
-    elif isinstance(path_or_provenance, (str, os.PathLike)):
-        image_file = read_image_file(path_or_provenance, max_bytes=limits.max_file_bytes)
     else:
         raise TypeError(
             "path_or_provenance must be a path to an image written by diffusers-repro, an ImageFile or a Provenance, "
@@ -803,3 +802,53 @@ def _read_what_to_replay(
     # Before any work, and over the bytes the record and pixels came from: a manifest that does not parse is an
     # error naming the file.
     return image_file.provenance, image_file, file_credentials(image_file, trust)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Another tool's image
+
+
+def _read_once(path_or_provenance: Any, limits: ReplayLimits) -> Any:
+    """A path read once into an `ImageFile` (a regular file within ``limits.max_file_bytes``); anything else as is."""
+    if isinstance(path_or_provenance, (str, os.PathLike)):
+        return read_image(path_or_provenance, max_bytes=limits.max_file_bytes)
+    return path_or_provenance
+
+
+def _foreign_recipe(image_file: Any) -> Any:
+    """Another tool's recipe of a file with no record of ours (a malformed one raises `ForeignMetadataError`); `None`
+    for our files, records, and files with no metadata we read (they take our path, which says why not)."""
+    from ..interop import foreign_source, recipe_from_image_file
+
+    if not isinstance(image_file, ImageFile) or foreign_source(image_file) is None:
+        return None
+    return recipe_from_image_file(image_file)
+
+
+def _reproduce_foreign(
+    image_file: ImageFile,
+    recipe: Any,
+    pipe: Any,
+    device: Any,
+    tolerance: float,
+    limits: ReplayLimits,
+    checkpoint: Any,
+    overrides: dict[str, Any],
+) -> Reproduction:
+    from .foreign import check_recipe_limits, regeneration_blockers, reproduce_recipe
+
+    if overrides:
+        raise TypeError(
+            f"reproduce() takes the call of a {recipe.source} image from its recipe; call overrides "
+            f"({', '.join(sorted(overrides))}) are for records of diffusers-repro"
+        )
+    check_recipe_limits(recipe, limits, image_file.image.size)
+    if pipe is None and not regeneration_blockers(recipe):
+        raise ReproductionError(
+            f"{image_file.path or 'the file'} is a {recipe.source} image with no diffusers-repro record: its recipe "
+            "names no model diffusers-repro can load by itself; pass pipe= a pipeline of its model (verify: --model "
+            "or --models)"
+        )
+    if pipe is not None and device is not None:
+        pipe.to(device)
+    return reproduce_recipe(image_file, recipe, pipe, tolerance=tolerance, limits=limits, checkpoint=checkpoint)

@@ -238,19 +238,25 @@ def report_entry(result: Any, *, thumbnail_size: int = THUMBNAIL_SIZE) -> Report
         if not hasattr(result, name):
             raise TypeError(f"result must be a diffusers_repro.Reproduction, got {type(result).__name__}")
     figures, size, note = _figures(result, thumbnail_size)
-    call = result.recorded.call_arguments
-    prompt = call.get("prompt")
+    recipe = getattr(result, "recipe", None)
+    if result.recorded is not None:
+        prompt, seed = result.recorded.call_arguments.get("prompt"), result.recorded.seed
+        recorded_environment = _flatten(result.recorded.environment)
+    else:  # another tool's image: its recipe says what was asked, and holds no environment
+        prompt, seed = (recipe.prompt, recipe.seed) if recipe is not None else (None, None)
+        recorded_environment = {}
+    current_environment = _flatten(result.provenance.environment) if result.provenance is not None else {}
     return ReportEntry(
         path=None if result.path is None else str(result.path),
         verdict=str(result.verdict),
         summary=str(result.summary),
         file_edited=bool(result.file_edited),
         prompt=None if prompt is None else _text(prompt),
-        seed=result.recorded.seed,
+        seed=seed,
         differences=tuple((str(field), _text(old), _text(new)) for field, old, new in result.differences),
         credentials=_credentials(result),
-        recorded_environment=_flatten(result.recorded.environment),
-        current_environment=_flatten(result.provenance.environment),
+        recorded_environment=recorded_environment,
+        current_environment=current_environment,
         figures=figures,
         size=size,
         note=note,

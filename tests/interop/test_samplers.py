@@ -276,8 +276,41 @@ def test_scheduler_config_keeps_the_mapped_keys_that_from_config_would_drop():
     )
     scheduler = diffusers.EulerDiscreteScheduler.from_config(mapping.scheduler_config(base))
     assert scheduler.config.timestep_spacing == "trailing"
-    # The model's own keys are kept; keys its class only defaulted take the mapped class's defaults.
-    assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.steps_offset == 1
+    # The model's betas are kept; its DDIM offset is not what A1111's Euler runs.
+    assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.steps_offset == 0
     assert "_use_default_values" not in mapping.scheduler_config(base)
     karras = from_a1111("DPM++ 2M", "Karras").scheduler_config(diffusers.EulerDiscreteScheduler().config)
     assert diffusers.DPMSolverMultistepScheduler.from_config(karras).config.use_karras_sigmas is True
+    with pytest.raises(ValueError, match="this mapping has no diffusers scheduler"):
+        from_a1111("DPM adaptive").scheduler_config(base)
+
+
+def test_tool_scheduler_config_takes_only_the_model_keys_from_the_model():
+    import diffusers
+
+    from diffusers_repro.generation import tool_scheduler_config
+
+    # The tiny SD's (and SD 1.5's) scheduler config: DDIM with leading spacing, offset 1, and its betas.
+    model = {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+    }
+    euler = tool_scheduler_config("EulerDiscreteScheduler", from_a1111("Euler").config, model)
+    scheduler = diffusers.EulerDiscreteScheduler.from_config(euler)
+    assert scheduler.config.timestep_spacing == "linspace" and scheduler.config.steps_offset == 0
+    assert scheduler.config.beta_schedule == "scaled_linear" and scheduler.config.beta_end == 0.012
+    assert "clip_sample" not in euler
+    karras = tool_scheduler_config("DPMSolverMultistepScheduler", from_a1111("DPM++ 2M Karras").config, model)
+    assert karras["use_karras_sigmas"] is True and karras["timestep_spacing"] == "linspace"
+    # A1111's DDIM sets its own offset and alphas; the model's clip_sample is not what decides.
+    ddim = tool_scheduler_config("DDIMScheduler", from_a1111("DDIM").config, {**model, "clip_sample": True})
+    assert (ddim["steps_offset"], ddim["set_alpha_to_one"], ddim["clip_sample"]) == (1, False, False)
+    assert ddim["timestep_spacing"] == "leading"
+    with pytest.raises(TypeError, match="scheduler must be a diffusers scheduler class name"):
+        tool_scheduler_config(None, {}, model)
