@@ -31,7 +31,7 @@ test: install
 # The hypothesis fuzz tests of the readers and the record schema, with many more cases than the normal suite.
 FUZZ_EXAMPLES ?= 20000
 fuzz: install
-	DIFFUSERS_REPRO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_schema.py -k fuzz
+	DIFFUSERS_REPRO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/records/test_schema.py -k fuzz
 
 quality: install
 	$(VENV)/bin/ruff check diffusers_repro tests examples benchmarks

@@ -220,3 +220,11 @@ def test_the_checker_finds_imports_against_the_layers(bad_package):
         "diffusers_repro.records.provenance line 3: diffusers_repro.records.schema._private: an underscore name of "
         "another module",
     ]
+
+
+def test_test_folders_mirror_the_subpackages():
+    # tests/<stage>/ holds the tests of diffusers_repro/<stage>/; tests of the whole package stay at the top.
+    folders = {
+        path.name for path in (ROOT / "tests").iterdir() if path.is_dir() and not path.name.startswith((".", "_"))
+    }
+    assert folders <= {path.parent.name for path in PACKAGE.glob("*/__init__.py")}

@@ -1,5 +1,5 @@
 """The recipe of any file: a fixed order of checks picks the reader; hostile metadata is a clear error, never a
-traceback (fuzzed, honouring DIFFUSERS_REPRO_FUZZ_EXAMPLES like tests/test_schema.py)."""
+traceback (fuzzed, honouring DIFFUSERS_REPRO_FUZZ_EXAMPLES like tests/records/test_schema.py)."""
 
 from __future__ import annotations
 

@@ -290,7 +290,7 @@ def test_a_file_c2pa_cannot_read_is_an_error_naming_it(tmp_path):
 
 
 def test_a_certificate_c2pa_refuses_fails_before_anything_is_written(output, tmp_path):
-    from tests.test_identity import _chain_and_key
+    from tests.files.test_identity import _chain_and_key
 
     chain, key = _chain_and_key(tmp_path, signer_is_ca=True)
     with pytest.raises(CredentialsError, match=rf"^cannot sign with {chain}: "):

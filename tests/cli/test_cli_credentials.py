@@ -12,7 +12,7 @@ import pytest
 from diffusers_repro.cli import main
 from diffusers_repro.files.credentials import read_credentials
 from diffusers_repro.files.identity import HOME_ENV, init_identity
-from tests.test_identity import _chain_and_key
+from tests.files.test_identity import _chain_and_key
 
 
 def run(capsys, *argv):
