@@ -74,3 +74,10 @@ def test_content_credentials_signs_catches_a_tampered_copy_and_finds_a_stripped_
         "tampered.jpg: tampered (assertion.dataHash.mismatch)",
     ]
     assert lines[3].startswith("stripped copy: unsigned, came from 00001-seed1.jpg (similarity 0.9")
+
+
+def test_other_tools_reads_an_a1111_file_and_makes_it_again_bitwise(monkeypatch, capsys, tmp_path):
+    out = run_example("other_tools.py", monkeypatch, capsys, "--out", str(tmp_path))
+    assert "00000-1234.png: a1111 recipe, sampler 'Euler a' -> EulerAncestralDiscreteScheduler" in out
+    assert "blockers: none" in out and "a1111_noise(" in out
+    assert "reproduce: bitwise (a1111 recipe); max abs pixel difference 0.0" in out

@@ -263,20 +263,22 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
     if "variation_seed" in fields:
         check_int(fields["variation_seed"], "'Variation seed'", 0, MAX_SEED, where)
         if strength:
-            blockers.append(
-                "a variation seed is mixed into the starting noise (A1111 slerps two draws); plain diffusers draws one"
+            notes.append(
+                "a variation seed is mixed into the starting noise (A1111 slerps two draws): a plain diffusers call "
+                "draws one; diffusers_repro.interop.a1111_noise makes A1111's"
             )
     if "seed_resize_from" in fields:
-        blockers.append(
-            "'Seed resize from' draws the noise at another size; plain diffusers draws it at the image size"
+        notes.append(
+            "'Seed resize from' draws the noise at another size: a plain diffusers call draws it at the image size; "
+            "diffusers_repro.interop.a1111_noise makes A1111's"
         )
     ensd = fields.get("ensd", fields.get("eta_noise_seed_delta"))
     if ensd is not None:
         ensd = check_int(ensd, "'ENSD'", 0, MAX_SEED, where)
         if ensd and mapping is not None and (mapping.ancestral or mapping.sde):
-            blockers.append(
-                f"ENSD {ensd} re-seeds the sampler's later noise with seed + {ensd}; a plain diffusers call draws it "
-                "from the image's generator"
+            notes.append(
+                f"ENSD {ensd} re-seeds the sampler's later noise with seed + {ensd}: a plain diffusers call draws it "
+                "from the image's generator; diffusers_repro.interop.a1111_noise makes A1111's"
             )
     # A1111 writes "Batch size" and "Batch pos" for batches of two or more: image i of a batch has seed + i.
     batch_size = check_int(fields.get("batch_size"), "'Batch size'", 1, 1 << 20, where)

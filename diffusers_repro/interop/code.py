@@ -271,14 +271,23 @@ def recipe_code(recipe: Recipe) -> str:
     imports = sorted({pipeline, *([scheduler] if scheduler else [])})
     interop = sorted({*([noise_import] if noise_import else []), *(["a1111_prompt_embeds"] if clip_skip else [])})
     lines += ["", f"from diffusers import {', '.join(imports)}", ""]
+    if scheduler:
+        lines += ["from diffusers_repro.generation import tool_scheduler_config"]
     if interop:
-        lines += [f"from diffusers_repro.interop import {', '.join(interop)}", ""]
+        lines += [f"from diffusers_repro.interop import {', '.join(interop)}"]
+    if scheduler or interop:
+        lines += [""]
     lines += _model_comment(recipe)
     lines += [f"model = {MODEL_PLACEHOLDER!r}  # a diffusers folder or Hub id: replace it"]
     lines += [f"pipe = {pipeline}.from_pretrained(model)"]
     if scheduler:
         config = python_literal(dict(recipe.scheduler_config))
-        lines += [f"pipe.scheduler = {scheduler}.from_config(pipe.scheduler.config, **{config})"]
+        # The model's betas, the sampler's method and steps (not the model's own spacing or offset).
+        lines += [
+            f"pipe.scheduler = {scheduler}.from_config(",
+            f"    tool_scheduler_config({scheduler!r}, {config}, pipe.scheduler.config)",
+            ")",
+        ]
     elif recipe.sampler is None:
         lines += ["# The file names no sampler: the model's own scheduler is kept."]
     else:

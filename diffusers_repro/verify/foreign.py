@@ -52,12 +52,6 @@ __all__ = [
 CHECKPOINT_HASH_KINDS = ("a1111-sha256-prefix-10", "a1111-legacy-8", "sha256")
 """The hashes `checkpoint_hashes` gives for a checkpoint file."""
 
-# Blockers of a recipe that the regeneration makes itself: the tool's noise covers them.
-_MADE_BY_THE_NOISE = (
-    re.compile(r"^a variation seed is mixed into the starting noise"),
-    re.compile(r"^'Seed resize from' draws the noise at another size"),
-    re.compile(r"^ENSD \d+ re-seeds the sampler's later noise"),
-)
 # Blockers that leave a call to run: the regeneration runs it and names them among the differences.
 _RUN_ANYWAY = (
     re.compile(r"which diffusers reads as plain text"),
@@ -142,10 +136,10 @@ def regeneration_blockers(recipe: Recipe) -> tuple[str, ...]:
     """What stands between ``recipe`` and any diffusers call that could make its image: when not empty, the image is
     not regenerated and the verdict is ``unsupported``.
 
-    A recipe's blockers name everything between it and an exact rerun with plain diffusers. Of those, the ones the
-    tool's noise makes (a variation seed, seed resize, ENSD) are made, and the ones that leave a call to run (prompt
-    weighting read as plain text, a LoRA the pipeline may hold, an eta diffusers has no use for, a resized file) are
-    run and named among the differences; every other one blocks.
+    A recipe's blockers name everything between it and an exact rerun with diffusers (the tools' noise - variation
+    seed, seed resize, ENSD - is made here, so the readers name it among the notes). Of the blockers, the ones that
+    leave a call to run (prompt weighting read as plain text, a LoRA the pipeline may hold, an eta diffusers has no
+    use for, a resized file) are run and named among the differences; every other one blocks.
 
     Example:
 
@@ -180,8 +174,6 @@ def regeneration_blockers(recipe: Recipe) -> tuple[str, ...]:
 
 
 def _kind(blocker: str) -> str:
-    if any(pattern.search(blocker) for pattern in _MADE_BY_THE_NOISE):
-        return "made"
     if any(pattern.search(blocker) for pattern in _RUN_ANYWAY):
         return "run"
     return "blocks"
