@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml constraints.txt
 # k-diffusion (what A1111 and ComfyUI sample with) for the sampler closeness test and benchmark. Installed without its
 # declared dependencies: those (torchvision, wandb, clean-fid, kornia...) pull a CUDA build of torch and are not what
 # its samplers use; torchdiffeq (imported by k_diffusion/sampling.py) needs only torch and scipy, both already pinned.
-# Not in the `test` extra because pip cannot install one requirement without its dependencies from there.
-kdiffusion: install
+# Not in the `test` extra because pip cannot install one requirement without its dependencies from there; `make test`
+# installs it first.
+kdiffusion: $(VENV)/.kdiffusion
+
+$(VENV)/.kdiffusion: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt k-diffusion torchdiffeq
+	touch $@
 
 demo: install
 	$(VENV)/bin/diffusers-repro demo --out outputs/demo
 
-test: install
+test: install kdiffusion
 	$(PY) -m pytest -q
 
 # The hypothesis fuzz tests of the readers and the record schema, with many more cases than the normal suite.
