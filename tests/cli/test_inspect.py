@@ -197,7 +197,13 @@ def _assert_only_our_code(code: str, tree: ast.Module) -> None:
     assert "os" not in names and "__import__" not in names and "eval" not in names and "exec" not in names
     modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert modules <= {"diffusers", "diffusers_repro", "diffusers_repro.interop", "torch"}
+    assert modules <= {
+        "diffusers",
+        "diffusers_repro",
+        "diffusers_repro.generation",
+        "diffusers_repro.interop",
+        "torch",
+    }
     # Comments stay on their own lines: every comment token starts where our generator put one.
     for token in tokenize.generate_tokens(io.StringIO(code).readline):
         if token.type == tokenize.COMMENT:
@@ -272,15 +278,17 @@ def test_as_code_of_an_a1111_file_makes_what_diffusers_makes_with_its_noise(
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_path)
     pipe.set_progress_bar_config(disable=True)
+    # The sampler as A1111 runs it: the model's betas, the scheduler class's own spacing (not the folder's "leading").
+    betas = {key: pipe.scheduler.config[key] for key in ("beta_start", "beta_end", "beta_schedule")}
     if rng:
         # A1111's CPU noise built here from its rules: the seed's first draw, later noise from the same generator.
-        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+        pipe.scheduler = EulerAncestralDiscreteScheduler(**betas)
         latents = torch.randn((1, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(42))
         later = torch.Generator("cpu").manual_seed(42)
         torch.randn((4, 8, 8), generator=later)
         context, generator = torch.no_grad(), [later]
     else:
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+        pipe.scheduler = DPMSolverMultistepScheduler(**betas, use_karras_sigmas=True)
         noise = a1111_noise((1, 4, 8, 8), [42], rng="gpu")
         latents, generator, context = noise.latents, noise.generator, noise.context()
     with context:

@@ -82,7 +82,7 @@ class NoGeneratorPipeline(DiffusionPipeline):
 
 def test_pipeline_without_generator_is_a_clear_type_error_and_not_cached():
     message = (
-        "reproducible(NoGeneratorPipeline) failed: test_any_pipeline.NoGeneratorPipeline.__call__ takes no "
+        "reproducible(NoGeneratorPipeline) failed: test_factory.NoGeneratorPipeline.__call__ takes no "
         "`generator` argument (its parameters are batch_size, num_inference_steps), so ReproducibleMixin cannot seed "
         "it per image; only pipelines whose __call__ accepts generator= can be made reproducible"
     )
