@@ -261,6 +261,7 @@ class _Call:
     noise: Any
     images: int
     index: int | None  # the image of the batch the file is; None: unknown, every image is tried
+    long_prompts: tuple[str, ...] = ()  # prompts past the text encoder's window, which the tools encode in chunks
 
 
 def _denoiser_channels(pipe: Any) -> int:
@@ -357,7 +358,24 @@ def _build_call(pipe: Any, recipe: Recipe, image_size: tuple[int, int] | None) -
     rescale = _number(recipe.extras.get("cfg_rescale_multiplier"))
     if rescale:
         arguments["guidance_rescale"] = rescale
-    return _Call(arguments, _scheduler(pipe, recipe), noise, images, index)
+    return _Call(arguments, _scheduler(pipe, recipe), noise, images, index, _long_prompts(pipe, recipe))
+
+
+def _long_prompts(pipe: Any, recipe: Recipe) -> tuple[str, ...]:
+    """A1111 and ComfyUI encode a prompt longer than CLIP's window in chunks of 75 tokens and join the embeddings;
+    diffusers truncates it. Counted with the pipeline's own tokenizer (the texts are bounded by the readers)."""
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is None or recipe.source not in ("a1111", "comfyui"):
+        return ()
+    window = int(getattr(tokenizer, "model_max_length", 77))
+    found = []
+    for field, text in (("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt)):
+        if text and len(tokenizer(text, truncation=False).input_ids) > window:
+            found.append(
+                f"the {field} is longer than {window - 2} tokens: the tool encoded it in chunks of 75 and joined "
+                "them; diffusers truncates it"
+            )
+    return tuple(found)
 
 
 def _generator(call: _Call, recipe: Recipe) -> Any:
@@ -393,9 +411,16 @@ def _tool_name(recipe: Recipe) -> str:
 
 
 def _differences(
-    recipe: Recipe, noise: Any, checkpoint: Any, matched: int | None, images: int, unknown_index: bool
+    recipe: Recipe,
+    noise: Any,
+    checkpoint: Any,
+    matched: int | None,
+    images: int,
+    unknown_index: bool,
+    long_prompts: tuple[str, ...] = (),
 ) -> list[Difference]:
     differences = _model_differences(recipe, checkpoint)
+    differences += [Difference("prompt", text, "truncated by diffusers") for text in long_prompts]
     if unknown_index and images > 1:
         found = f"image {matched} of {images} matched best" if matched is not None else "no image compared"
         differences.append(Difference("recipe.batch_index", f"unknown (batch of {images})", found))
@@ -517,7 +542,9 @@ def reproduce_recipe(
         max_abs_diff=max_abs_diff,
         psnr=psnr,
         verdict=verdict,
-        differences=_differences(recipe, call.noise, checkpoint, chosen, call.images, unknown_index),
+        differences=_differences(
+            recipe, call.noise, checkpoint, chosen, call.images, unknown_index, call.long_prompts
+        ),
         tolerance=float(tolerance),
         path=image_file.path,
         whole_batch=call.images > 1,

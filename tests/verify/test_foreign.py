@@ -453,3 +453,28 @@ def test_verify_single_file_checkpoint_without_config_says_what_is_needed(capsys
     checkpoint.write_bytes(b"not really a checkpoint")
     code, _, err = _run(capsys, "verify", tmp_path / "images" / "a1111.png", "--model", checkpoint)
     assert code == 2 and "is a single-file checkpoint: loading it offline needs --model-config FOLDER" in err
+
+
+def test_a_prompt_past_clips_window_is_named_among_the_differences(vanilla, sd, tmp_path):
+
+    long = " ".join(["fox"] * 100)  # 100 tokens: A1111 encodes two chunks, diffusers truncates to 75
+    noise, generator = _a1111_image_noise(3)
+    scheduler = EulerDiscreteScheduler(**_model_keys(vanilla))
+    vanilla.scheduler = scheduler
+    (image,) = vanilla(
+        long,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=7.0,
+        width=SIZE,
+        height=SIZE,
+        latents=noise[None],
+        generator=[generator],
+    ).images
+    infotext = _infotext(3, "Euler").replace(PROMPT, long, 1)
+    path = _save_png(image, tmp_path / "long.png", {"parameters": infotext})
+    result = reproduce(path, pipe=sd)
+    # Made here with diffusers (truncated), so bitwise; an A1111 file would differ, and the difference says why.
+    assert result.verdict == "bitwise"
+    prompt = [difference for difference in result.differences if difference.field == "prompt"]
+    assert len(prompt) == 1 and "longer than 75 tokens" in prompt[0].recorded
