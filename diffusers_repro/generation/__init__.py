@@ -48,6 +48,7 @@ EXPORTS = {
     "from_comfyui": "samplers",
     "from_invokeai": "samplers",
     "MODEL_CONFIG_KEYS": "samplers",
+    "SamplerMapping": "samplers",
     "to_a1111": "samplers",
     "tool_scheduler_config": "samplers",
     "make_generators": "seeding",
@@ -76,6 +77,7 @@ if _typing.TYPE_CHECKING:
     from .randomness import draws_nothing_stray_cached, forget_cleanliness, global_rng_seed, seeded_stray_randomness  # noqa: F401
     from .samplers import (  # noqa: F401
         MODEL_CONFIG_KEYS,
+        SamplerMapping,
         config_without_defaults,
         from_a1111,
         from_comfyui,

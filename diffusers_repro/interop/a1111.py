@@ -11,12 +11,13 @@ the prompt lines, ``Negative prompt:`` and the lines after it, and a last line o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from typing import Any
 
 from ..files import ImageFile, parse_infotext
-from ..generation import from_a1111
+from ..generation import SamplerMapping, from_a1111
 from .recipe import (
     MAX_METADATA_CHARS,
     MAX_SEED,
@@ -169,6 +170,53 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
     ('DPMSolverMultistepScheduler', {'use_karras_sigmas': True}, 'gpu')
     ```
     """
+    fields = _checked_fields(text, where)
+    found = _Found()
+    seed = check_int(fields.get("seed"), "'Seed'", 0, MAX_SEED, where)
+    steps = check_int(fields.get("steps"), "'Steps'", 1, MAX_STEPS, where)
+    width, height = _size(fields, fields["_pairs"], where)
+    mapping = _sampler(fields, found)
+    loras = _prompts(fields, where, found)
+    _noise_fields(fields, where, mapping, found)
+    batch_index, batch_size = _batch(fields, where)
+    _other_passes(fields, where, mapping, (width, height), image_size, found)
+    return Recipe(
+        source="a1111",
+        source_version=fields.get("version"),
+        prompt=fields["prompt"],
+        negative_prompt=fields["negative_prompt"],
+        seed=seed,
+        steps=steps,
+        guidance_scale=check_float(fields.get("cfg_scale"), "'CFG scale'", where),
+        width=width,
+        height=height,
+        sampler=fields.get("sampler"),
+        schedule_type=fields.get("schedule_type"),
+        scheduler=mapping.scheduler if mapping else None,
+        scheduler_config=dict(mapping.config) if mapping else {},
+        model=_model(fields, where),
+        loras=loras,
+        clip_skip=_clip_skip(fields, where, found),
+        batch_index=batch_index,
+        batch_size=batch_size,
+        rng=_rng(fields, where, found),
+        extras=found.extras,
+        blockers=tuple(found.blockers),
+        notes=tuple(found.notes),
+    )
+
+
+@dataclasses.dataclass
+class _Found:
+    """What the parts of an infotext add up to besides its plain fields."""
+
+    blockers: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _checked_fields(text: Any, where: str) -> dict[str, Any]:
+    """The infotext's fields (`parse_infotext`), with ``_pairs``: its raw key/value pairs, each key once."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if len(text) > MAX_METADATA_CHARS:
@@ -180,95 +228,102 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
             f"{where}: the A1111 infotext has no parameters line (at least three 'Key: value' pairs such as Steps, "
             "Sampler, Seed after the prompt)"
         )
-    fields = parse_infotext(text)
     for required in ("Steps", "Seed"):
         if required not in pairs:
             raise ForeignMetadataError(f"{where}: the A1111 infotext has no {required!r} field")
-    blockers: list[str] = []
-    notes: list[str] = []
-    extras: dict[str, Any] = {}
-    seed = check_int(fields.get("seed"), "'Seed'", 0, MAX_SEED, where)
-    steps = check_int(fields.get("steps"), "'Steps'", 1, MAX_STEPS, where)
-    cfg = check_float(fields.get("cfg_scale"), "'CFG scale'", where)
-    width, height = _size(fields, pairs, where)
+    return {**parse_infotext(text), "_pairs": pairs}
 
-    sampler = fields.get("sampler")
-    schedule_type = fields.get("schedule_type")
-    scheduler, scheduler_config, mapping = None, {}, None
+
+def _sampler(fields: dict[str, Any], found: _Found) -> SamplerMapping | None:
+    sampler, schedule_type = fields.get("sampler"), fields.get("schedule_type")
     if sampler is None:
-        blockers.append("the infotext names no sampler (A1111 would use its first one)")
-    else:
-        mapping = from_a1111(sampler, schedule_type)
-        scheduler, scheduler_config = mapping.scheduler, dict(mapping.config)
-        blockers.extend(mapping.blockers)
-        notes.extend(mapping.notes)
-        if schedule_type is None and mapping.scheduler is not None:
-            notes.append(
-                "no 'Schedule type': an infotext from before A1111 1.9, read with the sampler's own sigmas (A1111 "
-                "1.9+ "
-                "would read it as 'Automatic')"
-            )
+        found.blockers.append("the infotext names no sampler (A1111 would use its first one)")
+        return None
+    mapping = from_a1111(sampler, schedule_type)
+    found.blockers.extend(mapping.blockers)
+    found.notes.extend(mapping.notes)
+    if schedule_type is None and mapping.scheduler is not None:
+        found.notes.append(
+            "no 'Schedule type': an infotext from before A1111 1.9, read with the sampler's own sigmas (A1111 1.9+ "
+            "would read it as 'Automatic')"
+        )
+    return mapping
 
+
+def _rng(fields: dict[str, Any], where: str, found: _Found) -> str:
     rng_text = fields.get("rng")
     if rng_text is None:
-        rng = "gpu"  # A1111 reads a missing RNG as GPU
-        notes.append("no 'RNG' field: A1111 draws the starting noise on the GPU (torch.Generator('cuda'))")
-    elif rng_text in _RNG:
-        rng = _RNG[rng_text]
-    else:
-        raise ForeignMetadataError(f"{where}: 'RNG' must be CPU, GPU or NV, got {rng_text[:40]!r}")
+        found.notes.append("no 'RNG' field: A1111 draws the starting noise on the GPU (torch.Generator('cuda'))")
+        return "gpu"  # A1111 reads a missing RNG as GPU
+    if rng_text in _RNG:
+        return _RNG[rng_text]
+    raise ForeignMetadataError(f"{where}: 'RNG' must be CPU, GPU or NV, got {rng_text[:40]!r}")
 
-    clip_skip = None
-    if "clip_skip" in fields:
-        a1111_skip = check_int(fields["clip_skip"], "'Clip skip'", 1, 12, where)
-        clip_skip = a1111_skip - 1 if a1111_skip > 1 else None
-        extras["a1111_clip_skip"] = a1111_skip
 
-    model = None
+def _clip_skip(fields: dict[str, Any], where: str, found: _Found) -> int | None:
+    """A1111's ``Clip skip: N`` in diffusers' numbering (``N - 1``; 1 is no skip)."""
+    if "clip_skip" not in fields:
+        return None
+    a1111_skip = check_int(fields["clip_skip"], "'Clip skip'", 1, 12, where)
+    found.extras["a1111_clip_skip"] = a1111_skip
+    return a1111_skip - 1 if a1111_skip > 1 else None
+
+
+def _model(fields: dict[str, Any], where: str) -> dict[str, Any] | None:
     model_hash, model_name = fields.get("model_hash"), fields.get("model")
-    if model_hash is not None or model_name is not None:
-        kind = None
-        if model_hash is not None:
-            if not re.fullmatch(r"[0-9a-fA-F]{8}|[0-9a-fA-F]{10}", model_hash):
-                raise ForeignMetadataError(
-                    f"{where}: 'Model hash' must be 8 or 10 hex digits, got {str(model_hash)[:40]!r}"
-                )
-            kind = _HASH_KINDS[len(model_hash)]
-        model = {"name": model_name, "hash": model_hash and model_hash.lower(), "hash_kind": kind}
+    if model_hash is None and model_name is None:
+        return None
+    kind = None
+    if model_hash is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{8}|[0-9a-fA-F]{10}", model_hash):
+            raise ForeignMetadataError(
+                f"{where}: 'Model hash' must be 8 or 10 hex digits, got {str(model_hash)[:40]!r}"
+            )
+        kind = _HASH_KINDS[len(model_hash)]
+    return {"name": model_name, "hash": model_hash and model_hash.lower(), "hash_kind": kind}
 
+
+def _prompts(fields: dict[str, Any], where: str, found: _Found) -> tuple[dict[str, Any], ...]:
+    """The LoRAs the prompt names, and what in the prompts diffusers reads otherwise."""
     prompt, negative = fields["prompt"], fields["negative_prompt"]
-    hashes = _lora_hashes(fields.get("lora_hashes"), where)
-    loras = _loras(prompt, hashes, where)
+    loras = _loras(prompt, _lora_hashes(fields.get("lora_hashes"), where), where)
     for lora in loras:
-        blockers.append(
+        found.blockers.append(
             f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
         )
-    blockers.extend(prompt_blockers(prompt, "prompt", "a1111"))
-    blockers.extend(prompt_blockers(negative, "negative prompt", "a1111"))
+    found.blockers.extend(prompt_blockers(prompt, "prompt", "a1111"))
+    found.blockers.extend(prompt_blockers(negative, "negative prompt", "a1111"))
     if fields.get("ti_hashes"):
-        blockers.append("textual inversion embeddings are used (TI hashes); a plain diffusers call does not load them")
+        found.blockers.append(
+            "textual inversion embeddings are used (TI hashes); a plain diffusers call does not load them"
+        )
+    return loras
 
-    for key in (
-        "variation_seed",
-        "variation_seed_strength",
-        "seed_resize_from",
-        "eta",
-        "eta_ddim",
-        "ensd",
-        "eta_noise_seed_delta",
-    ):
-        if key in fields:
-            extras[key] = fields[key]
+
+_NOISE_KEYS = (
+    "variation_seed",
+    "variation_seed_strength",
+    "seed_resize_from",
+    "eta",
+    "eta_ddim",
+    "ensd",
+    "eta_noise_seed_delta",
+)
+
+
+def _noise_fields(fields: dict[str, Any], where: str, mapping: SamplerMapping | None, found: _Found) -> None:
+    """Variation seed, seed resize and ENSD: checked, kept in the extras; `a1111_noise` makes them."""
+    found.extras.update({key: fields[key] for key in _NOISE_KEYS if key in fields})
     strength = check_float(fields.get("variation_seed_strength"), "'Variation seed strength'", where, 0, 1)
     if "variation_seed" in fields:
         check_int(fields["variation_seed"], "'Variation seed'", 0, MAX_SEED, where)
         if strength:
-            notes.append(
+            found.notes.append(
                 "a variation seed is mixed into the starting noise (A1111 slerps two draws): a plain diffusers call "
                 "draws one; diffusers_repro.interop.a1111_noise makes A1111's"
             )
     if "seed_resize_from" in fields:
-        notes.append(
+        found.notes.append(
             "'Seed resize from' draws the noise at another size: a plain diffusers call draws it at the image size; "
             "diffusers_repro.interop.a1111_noise makes A1111's"
         )
@@ -276,59 +331,52 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
     if ensd is not None:
         ensd = check_int(ensd, "'ENSD'", 0, MAX_SEED, where)
         if ensd and mapping is not None and (mapping.ancestral or mapping.sde):
-            notes.append(
+            found.notes.append(
                 f"ENSD {ensd} re-seeds the sampler's later noise with seed + {ensd}: a plain diffusers call draws it "
                 "from the image's generator; diffusers_repro.interop.a1111_noise makes A1111's"
             )
-    # A1111 writes "Batch size" and "Batch pos" for batches of two or more: image i of a batch has seed + i.
+
+
+def _batch(fields: dict[str, Any], where: str) -> tuple[int | None, int | None]:
+    """``(Batch pos, Batch size)``: A1111 writes them for batches of two or more; image i has seed + i."""
     batch_size = check_int(fields.get("batch_size"), "'Batch size'", 1, 1 << 20, where)
     batch_index = check_int(fields.get("batch_pos"), "'Batch pos'", 0, (batch_size or 1 << 20) - 1, where)
     if batch_index is not None and batch_size is None:
         raise ForeignMetadataError(f"{where}: the A1111 infotext gives 'Batch pos' without 'Batch size'")
     if batch_size is not None and batch_size > 1 and batch_index is None:
         batch_size = None  # a batch without the image's place in it: regenerated alone
+    return batch_index, batch_size
+
+
+def _other_passes(
+    fields: dict[str, Any],
+    where: str,
+    mapping: SamplerMapping | None,
+    size: tuple[int | None, int | None],
+    image_size: tuple[int, int] | None,
+    found: _Found,
+) -> None:
+    """What ran besides one text-to-image call: an eta on the ancestral noise, hires fix, img2img, a refiner, a
+    resize after generation."""
     eta = check_float(fields.get("eta"), "'Eta'", where)
     if eta is not None and mapping is not None and mapping.ancestral and eta != 1.0:
-        blockers.append(f"Eta {eta:g} scales the ancestral noise; diffusers' ancestral schedulers have no eta")
-
-    if any(key in fields for key in _HIRES):
-        extras.update({key: fields[key] for key in _HIRES if key in fields})
-        blockers.append("hires fix ran a second, upscaled img2img pass; a single diffusers call does not")
+        found.blockers.append(f"Eta {eta:g} scales the ancestral noise; diffusers' ancestral schedulers have no eta")
+    hires = any(key in fields for key in _HIRES)
+    if hires:
+        found.extras.update({key: fields[key] for key in _HIRES if key in fields})
+        found.blockers.append("hires fix ran a second, upscaled img2img pass; a single diffusers call does not")
     if "denoising_strength" in fields:
-        extras["denoising_strength"] = fields["denoising_strength"]
-        if not any(key in fields for key in _HIRES):
-            blockers.append("img2img (Denoising strength without hires fix): the source image is not in the file")
-    if "refiner" in fields:
-        extras.update({key: fields[key] for key in ("refiner", "refiner_switch_at") if key in fields})
-        blockers.append(f"a refiner model ({fields['refiner']!r}) took over part of the steps")
-    if image_size is not None and width is not None and (width, height) != tuple(image_size):
-        if not any(key in fields for key in _HIRES):
-            blockers.append(
-                f"the image is {image_size[0]}x{image_size[1]} but its infotext says {width}x{height} (resized or "
-                "cropped after generation)"
+        found.extras["denoising_strength"] = fields["denoising_strength"]
+        if not hires:
+            found.blockers.append(
+                "img2img (Denoising strength without hires fix): the source image is not in the file"
             )
-
-    return Recipe(
-        source="a1111",
-        source_version=fields.get("version"),
-        prompt=prompt,
-        negative_prompt=negative,
-        seed=seed,
-        steps=steps,
-        guidance_scale=cfg,
-        width=width,
-        height=height,
-        sampler=sampler,
-        schedule_type=schedule_type,
-        scheduler=scheduler,
-        scheduler_config=scheduler_config,
-        model=model,
-        loras=loras,
-        clip_skip=clip_skip,
-        batch_index=batch_index,
-        batch_size=batch_size,
-        rng=rng,
-        extras=extras,
-        blockers=tuple(blockers),
-        notes=tuple(notes),
-    )
+    if "refiner" in fields:
+        found.extras.update({key: fields[key] for key in ("refiner", "refiner_switch_at") if key in fields})
+        found.blockers.append(f"a refiner model ({fields['refiner']!r}) took over part of the steps")
+    width, height = size
+    if image_size is not None and width is not None and (width, height) != tuple(image_size) and not hires:
+        found.blockers.append(
+            f"the image is {image_size[0]}x{image_size[1]} but its infotext says {width}x{height} (resized or "
+            "cropped after generation)"
+        )
