@@ -119,6 +119,10 @@ def _read_checked(path: Path, limits: Any) -> Any:
         return refusal_reason(path, error)
     except OSError as error:  # gone or unreadable since the folder was listed
         return printable(f"cannot read it: {error.strerror or error}")
+    except Exception as error:  # noqa: BLE001 - a reader's slip on one file from anyone refuses that file, not the run
+        if os.environ.get("DIFFUSERS_REPRO_TRACEBACK"):
+            traceback.print_exc()
+        return printable(f"its metadata could not be read: {type(error).__name__}: {refusal_reason(path, error)}")
     return image_file
 
 

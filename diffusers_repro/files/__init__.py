@@ -20,6 +20,8 @@ from ..lazy import lazy_exports
 
 # public name -> the module of this subpackage that defines it (imported on first use)
 EXPORTS = {
+    "INFOTEXT_PAIR": "infotext",
+    "MAX_PARAMETERS_LINE": "infotext",
     "Credentials": "credentials",
     "file_credentials": "credentials",
     "read_credentials": "credentials",

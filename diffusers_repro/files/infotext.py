@@ -18,7 +18,7 @@ from typing import Any
 from ..generation import to_a1111
 from ..records import Provenance
 
-__all__ = ["format_infotext", "parse_infotext"]
+__all__ = ["INFOTEXT_PAIR", "MAX_PARAMETERS_LINE", "format_infotext", "parse_infotext"]
 
 # The components the mixin takes for the denoiser, in its order: the first one recorded gives the Model hash.
 _DENOISER_NAMES = ("unet", "transformer", "prior", "decoder")
@@ -168,8 +168,12 @@ def format_infotext(provenance: Provenance, size: tuple[int, int] | None = None)
     return "\n".join(lines)
 
 
-# One `Key: value` pair of the parameters line: the web UIs' own pattern, a quoted value may hold `,` and `:`.
-_INFOTEXT_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# One `Key: value` pair of the parameters line: the web UIs' own pattern (a quoted value may hold `,` and `:`), with
+# the key and a quoted value bounded, so that a line from anyone takes time linear in its length (the web UIs'
+# unbounded key makes a long line without a colon quadratic: a 40,000-character line took 11 s).
+INFOTEXT_PAIR = re.compile(r'\s*(\w[\w \-/]{0,63}):\s*("(?:\\.|[^\\"]){1,8192}"|[^,]*)(?:,|$)')
+MAX_PARAMETERS_LINE = 1 << 16
+"""Longest parameters line (the last line of an infotext) read as ``Key: value`` pairs: 64 Ki characters."""
 _NEGATIVE_PREFIX = "Negative prompt:"
 _TYPED_FIELDS = {"Steps": ("steps", int), "Seed": ("seed", int), "CFG scale": ("cfg_scale", float)}
 
@@ -210,7 +214,7 @@ def parse_infotext(text: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     lines = text.strip("\n").split("\n") if text.strip() else []
-    pairs = _INFOTEXT_PAIR.findall(lines[-1]) if lines else []
+    pairs = INFOTEXT_PAIR.findall(lines[-1]) if lines and len(lines[-1]) <= MAX_PARAMETERS_LINE else []
     if len(pairs) >= 3:
         lines = lines[:-1]
     else:

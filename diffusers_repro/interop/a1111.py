@@ -16,7 +16,7 @@ import re
 import unicodedata
 from typing import Any
 
-from ..files import ImageFile, parse_infotext
+from ..files import INFOTEXT_PAIR, MAX_PARAMETERS_LINE, ImageFile, parse_infotext
 from ..generation import SamplerMapping, from_a1111
 from .recipe import (
     MAX_METADATA_CHARS,
@@ -28,13 +28,13 @@ from .recipe import (
     check_float,
     check_int,
     prompt_blockers,
+    shown,
 )
 
 __all__ = ["decode_user_comment", "infotext_of", "recipe_from_infotext"]
 
 _UNICODE = b"UNICODE\x00"
 _ASCII = b"ASCII\x00\x00\x00"
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _HASH_KINDS = {10: "a1111-sha256-prefix-10", 8: "a1111-legacy-8"}
 _RNG = {"CPU": "cpu", "GPU": "gpu", "NV": "nv"}
 # Fields read into the recipe itself; every other pair goes to extras under its snake_case key.
@@ -99,7 +99,11 @@ def infotext_of(image_file: ImageFile) -> str | None:
 def _pairs(text: str, where: str) -> dict[str, str]:
     """The ``Key: value`` pairs of the last line, refusing a key written twice with two values."""
     lines = text.strip("\n").split("\n")
-    found = _PAIR.findall(lines[-1]) if lines else []
+    if lines and len(lines[-1]) > MAX_PARAMETERS_LINE:
+        raise ForeignMetadataError(
+            f"{where}: the A1111 parameters line is longer than {MAX_PARAMETERS_LINE} characters"
+        )
+    found = INFOTEXT_PAIR.findall(lines[-1]) if lines else []
     pairs: dict[str, str] = {}
     if len(found) < 3:
         return pairs
@@ -107,7 +111,8 @@ def _pairs(text: str, where: str) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if key in pairs and pairs[key] != value:
             raise ForeignMetadataError(
-                f"{where}: the A1111 infotext gives {key!r} twice with different values ({pairs[key]!r}, {value!r})"
+                f"{where}: the A1111 infotext gives {shown(key)} twice with different values ({shown(pairs[key])}, "
+                f"{shown(value)})"
             )
         pairs[key] = value
     return pairs
@@ -127,7 +132,7 @@ def _lora_hashes(value: Any, where: str) -> dict[str, str]:
 
 def _loras(prompt: str, hashes: dict[str, str], where: str) -> tuple[dict[str, Any], ...]:
     loras = []
-    for match in re.finditer(r"<(?:lora|lyco):([^:>]+)(?::([^:>]*))?[^>]*>", prompt or ""):
+    for match in re.finditer(r"<(?:lora|lyco):([^:<>]+)(?::([^:<>]*))?[^<>]*>", prompt or ""):
         name = match.group(1).strip()
         weight = check_float(match.group(2) or "1", f"the weight of LoRA {name!r} in the prompt", where)
         loras.append({"name": name, "weight": weight, "hash": hashes.get(name)})
@@ -203,6 +208,7 @@ def recipe_from_infotext(text: str, where: str = "<infotext>", image_size: tuple
         extras=found.extras,
         blockers=tuple(found.blockers),
         notes=tuple(found.notes),
+        runs_anyway=tuple(found.runs_anyway),
     )
 
 
@@ -211,6 +217,7 @@ class _Found:
     """What the parts of an infotext add up to besides its plain fields."""
 
     blockers: list[str] = dataclasses.field(default_factory=list)
+    runs_anyway: list[str] = dataclasses.field(default_factory=list)  # the blockers that leave a call to run
     notes: list[str] = dataclasses.field(default_factory=list)
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -287,16 +294,16 @@ def _prompts(fields: dict[str, Any], where: str, found: _Found) -> tuple[dict[st
     """The LoRAs the prompt names, and what in the prompts diffusers reads otherwise."""
     prompt, negative = fields["prompt"], fields["negative_prompt"]
     loras = _loras(prompt, _lora_hashes(fields.get("lora_hashes"), where), where)
-    for lora in loras:
-        found.blockers.append(
-            f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
-        )
-    found.blockers.extend(prompt_blockers(prompt, "prompt", "a1111"))
-    found.blockers.extend(prompt_blockers(negative, "negative prompt", "a1111"))
+    # Each of these leaves a call to run (the regeneration names them among the differences).
+    runs = [
+        f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
+        for lora in loras
+    ]
+    runs += prompt_blockers(prompt, "prompt", "a1111") + prompt_blockers(negative, "negative prompt", "a1111")
     if fields.get("ti_hashes"):
-        found.blockers.append(
-            "textual inversion embeddings are used (TI hashes); a plain diffusers call does not load them"
-        )
+        runs.append("textual inversion embeddings are used (TI hashes); a plain diffusers call does not load them")
+    found.blockers.extend(runs)
+    found.runs_anyway.extend(runs)
     return loras
 
 
@@ -361,6 +368,7 @@ def _other_passes(
     eta = check_float(fields.get("eta"), "'Eta'", where)
     if eta is not None and mapping is not None and mapping.ancestral and eta != 1.0:
         found.blockers.append(f"Eta {eta:g} scales the ancestral noise; diffusers' ancestral schedulers have no eta")
+        found.runs_anyway.append(found.blockers[-1])
     hires = any(key in fields for key in _HIRES)
     if hires:
         found.extras.update({key: fields[key] for key in _HIRES if key in fields})
@@ -380,3 +388,4 @@ def _other_passes(
             f"the image is {image_size[0]}x{image_size[1]} but its infotext says {width}x{height} (resized or "
             "cropped after generation)"
         )
+        found.runs_anyway.append(found.blockers[-1])

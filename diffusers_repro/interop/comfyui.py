@@ -31,6 +31,9 @@ __all__ = ["MAX_NODES", "PROMPT_KEY", "WORKFLOW_KEY", "recipe_from_comfyui"]
 
 PROMPT_KEY = "prompt"
 WORKFLOW_KEY = "workflow"
+MAX_NODE_ID_CHARS = 64
+"""Longest ComfyUI node id read."""
+
 MAX_NODES = 10_000
 """Most nodes a ``prompt`` graph may have."""
 
@@ -77,8 +80,8 @@ class _Graph:
         target = str(value[0])
         if target not in self.nodes:
             raise ForeignMetadataError(
-                f"{self.where}: input {name!r} of ComfyUI node {node_id} links to node {target!r}, which the graph "
-                "does not have"
+                f"{self.where}: input {name!r} of ComfyUI node {node_id} links to node {target[:40]!r}, which the "
+                "graph does not have"
             )
         return target
 
@@ -109,6 +112,9 @@ def _check_graph(graph: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
     nodes = {}
     for node_id, node in graph.items():
         shown = node_id[:40]
+        if len(node_id) > MAX_NODE_ID_CHARS:
+            # ComfyUI numbers its nodes ("3", "12:4"): a long id is only there to make every message long.
+            raise ForeignMetadataError(f"{where}: ComfyUI node id {shown!r}... is longer than {MAX_NODE_ID_CHARS}")
         if not isinstance(node, dict):
             raise ForeignMetadataError(f"{where}: ComfyUI node {shown!r} must be an object, got {type(node).__name__}")
         class_type = node.get("class_type")
@@ -291,19 +297,20 @@ def recipe_from_comfyui(
         else:
             graph.unknown(node_id, "the saved images")
             break
-    blockers = list(graph.blockers)
-    for lora in recipe["loras"]:
-        blockers.append(
-            f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
-        )
-    blockers.extend(prompt_blockers(recipe.get("prompt"), "prompt", "comfyui"))
-    blockers.extend(prompt_blockers(recipe.get("negative_prompt"), "negative prompt", "comfyui"))
+    # Each of these leaves a call to run (the regeneration names them among the differences).
+    runs = [
+        f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
+        for lora in recipe["loras"]
+    ]
+    runs += prompt_blockers(recipe.get("prompt"), "prompt", "comfyui")
+    runs += prompt_blockers(recipe.get("negative_prompt"), "negative prompt", "comfyui")
     width, height = recipe.get("width"), recipe.get("height")
     if image_size is not None and width is not None and height is not None and (width, height) != tuple(image_size):
-        blockers.append(
+        runs.append(
             f"the image is {image_size[0]}x{image_size[1]} but its graph's latent is {width}x{height} (resized after "
             "generation, or a node the reader does not follow)"
         )
+    blockers = [*graph.blockers, *runs]
     if recipe.get("batch_size") and recipe["batch_size"] > 1:
         recipe["notes"].append(
             "ComfyUI draws the whole batch's noise from one generator and does not write which image of the batch "
@@ -330,5 +337,6 @@ def recipe_from_comfyui(
         rng="cpu",
         extras=recipe["extras"],
         blockers=tuple(blockers),
+        runs_anyway=tuple(runs),
         notes=tuple(recipe["notes"]),
     )

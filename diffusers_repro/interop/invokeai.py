@@ -132,10 +132,12 @@ def recipe_from_invokeai(
     if mode is not None and mode not in _TXT2IMG_MODES:
         blockers.append(f"generation_mode {mode[:40]!r}: the source image or canvas is not in the file")
     loras = _loras(data.get("loras"), where)
-    for lora in loras:
-        blockers.append(
-            f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
-        )
+    # These leave a call to run (the regeneration names them among the differences).
+    runs = [
+        f"LoRA {lora['name']!r} is applied; a plain diffusers call does not load it (load_lora_weights)"
+        for lora in loras
+    ]
+    blockers.extend(runs)
     for field in ("controlnets", "ipAdapters", "t2iAdapters"):
         if data.get(field):
             blockers.append(f"{field} were used; a plain text-to-image diffusers call has none")
@@ -150,14 +152,16 @@ def recipe_from_invokeai(
             extras[field] = data[field]
     if extras.get("cfg_rescale_multiplier"):
         notes.append("cfg_rescale_multiplier is diffusers' guidance_rescale")
-    blockers.extend(prompt_blockers(prompt, "prompt", "invokeai"))
-    blockers.extend(prompt_blockers(negative, "negative prompt", "invokeai"))
+    syntax = prompt_blockers(prompt, "prompt", "invokeai") + prompt_blockers(negative, "negative prompt", "invokeai")
+    blockers.extend(syntax)
+    runs.extend(syntax)
     if image_size is not None and width is not None and height is not None and (width, height) != tuple(image_size):
         if not data.get("hrf_enabled"):
             blockers.append(
                 f"the image is {image_size[0]}x{image_size[1]} but its metadata says {width}x{height} (resized after "
                 "generation)"
             )
+            runs.append(blockers[-1])
     return Recipe(
         source="invokeai",
         source_version=check_text(data.get("app_version"), "app_version", where),
@@ -180,5 +184,6 @@ def recipe_from_invokeai(
         rng=rng,
         extras=extras,
         blockers=tuple(blockers),
+        runs_anyway=tuple(runs),
         notes=tuple(notes),
     )

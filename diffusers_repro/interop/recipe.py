@@ -25,6 +25,7 @@ __all__ = [
     "check_text",
     "load_json_object",
     "prompt_blockers",
+    "shown",
 ]
 
 SOURCES = ("diffusers-repro", "a1111", "comfyui", "invokeai")
@@ -67,6 +68,9 @@ class Recipe:
             generator), ``"nv"`` (A1111's NV emulation), ``"cuda"`` (InvokeAI's CUDA generator).
         extras (`dict`): Other fields the tool wrote (variation seed, eta, ENSD, denoising strength, hires, ...).
         blockers (`tuple[str, ...]`): What stands between this recipe and an exact diffusers rerun.
+        runs_anyway (`tuple[str, ...]`): Those of the blockers that leave a call to run (prompt syntax read as plain
+            text, a LoRA, an eta, a resize after generation): a regeneration runs it and names them among the
+            differences. The reader decides, from what it parsed, never from the sentences' text.
         notes (`tuple[str, ...]`): Known small differences that do not block a rerun (sampler implementation
             details).
     """
@@ -93,10 +97,13 @@ class Recipe:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     blockers: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    runs_anyway: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if not set(self.runs_anyway) <= set(self.blockers):
+            raise ValueError("runs_anyway must name blockers of the recipe")
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain JSON values (what ``inspect --json`` prints)."""
@@ -104,6 +111,7 @@ class Recipe:
         data["loras"] = [dict(lora) for lora in self.loras]
         data["blockers"] = list(self.blockers)
         data["notes"] = list(self.notes)
+        data["runs_anyway"] = list(self.runs_anyway)
         return data
 
 
@@ -111,7 +119,8 @@ class Recipe:
 # Checks the readers share
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value from a file as it goes into a message: its repr, cut to 80 characters."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -125,7 +134,7 @@ def check_int(value: Any, field: str, low: int, high: int, where: str, nullable:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ForeignMetadataError(f"{where}: {field} must be an integer from {low} to {high}, got {_shown(value)}")
+        raise ForeignMetadataError(f"{where}: {field} must be an integer from {low} to {high}, got {shown(value)}")
     return value
 
 
@@ -138,8 +147,10 @@ def check_float(value: Any, field: str, where: str, low: float = -1e6, high: flo
             value = float(value.strip()) if len(value) < 64 else value
         except ValueError:
             pass
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        value = math.inf  # a JSON integer of hundreds of digits: no float holds it (and float() would overflow)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ForeignMetadataError(f"{where}: {field} must be a number, got {_shown(value)}")
+        raise ForeignMetadataError(f"{where}: {field} must be a finite number, got {shown(value)}")
     if not low <= value <= high:
         raise ForeignMetadataError(f"{where}: {field} must be a number from {low:g} to {high:g}, got {value!r}")
     return float(value)
@@ -152,6 +163,11 @@ def check_text(value: Any, field: str, where: str, nullable: bool = True) -> str
         raise ForeignMetadataError(f"{where}: {field} must be a string, got {type(value).__name__}")
     if len(value) > MAX_METADATA_CHARS:
         raise ForeignMetadataError(f"{where}: {field} is longer than {MAX_METADATA_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON can spell one): no tokenizer takes it, so it is refused here, before any model loads.
+        raise ForeignMetadataError(f"{where}: {field} holds a lone surrogate, which is not text") from None
     return value
 
 
@@ -188,13 +204,17 @@ def load_json_object(text: Any, field: str, where: str) -> dict[str, Any]:
 
 
 # Prompt syntax that diffusers' plain text encoding reads as words: each tool's own.
+# Every pattern here runs in time linear in the prompt (a prompt is anyone's text, up to MAX_METADATA_CHARS): no
+# pattern has two unbounded runs that can both match the same characters. "[a|b]" and "[a:b:N]" are told apart in
+# Python from the innermost bracket groups, which one linear pattern finds.
+_BRACKET_GROUP = re.compile(r"\[([^\[\]]*)\]")
+_EDIT_STEP = re.compile(r"\s*[\d.]+\s*")
+_ALTERNATION, _EDITING = 'alternation syntax "[a|b]"', 'prompt editing syntax "[a:b:N]"'
 _A1111_SYNTAX = (
-    (re.compile(r"\[[^\[\]]*\|[^\[\]]*\]"), 'alternation syntax "[a|b]"'),
-    (re.compile(r"\[[^\[\]]*:[^\[\]]*:\s*[\d.]+\s*\]|\[[^\[\]]*:\s*[\d.]+\s*\]"), 'prompt editing syntax "[a:b:N]"'),
     (re.compile(r"(?<!\\)[(\[]"), 'prompt weighting "(word:1.2)" / "(word)" / "[word]"'),
     (re.compile(r"\bAND\b"), "composable prompts (AND)"),
     (re.compile(r"\bBREAK\b"), "BREAK (a new 75-token chunk)"),
-    (re.compile(r"<(lora|lyco|hypernet):[^>]*>"), "extra networks in the prompt (<lora:...>)"),
+    (re.compile(r"<(lora|lyco|hypernet):[^<>]*>"), "extra networks in the prompt (<lora:...>)"),
 )
 _COMFYUI_SYNTAX = (
     (re.compile(r"(?<!\\)\("), 'prompt weighting "(word:1.2)"'),
@@ -214,7 +234,14 @@ def prompt_blockers(prompt: str | None, field: str, source: str) -> list[str]:
     plain text, so weights, alternation and editing syntax change the image in the tool and not in diffusers."""
     if not prompt:
         return []
-    found = [name for pattern, name in _SYNTAX[source] if pattern.search(prompt)]
+    found = []
+    if source == "a1111":
+        groups = [match.group(1) for match in _BRACKET_GROUP.finditer(prompt)]
+        if any("|" in group for group in groups):
+            found.append(_ALTERNATION)
+        if any(sep and _EDIT_STEP.fullmatch(step) for _, sep, step in (group.rpartition(":") for group in groups)):
+            found.append(_EDITING)
+    found += [name for pattern, name in _SYNTAX[source] if pattern.search(prompt)]
     tool = {"a1111": "A1111", "comfyui": "ComfyUI", "invokeai": "InvokeAI"}[source]
     return [
         f"the {field} uses {tool}'s {name}, which diffusers reads as plain text (the embeddings differ)"

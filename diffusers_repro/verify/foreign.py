@@ -31,6 +31,7 @@ import hashlib
 import inspect
 import os
 import re
+import stat
 from typing import Any
 
 import torch
@@ -52,14 +53,6 @@ __all__ = [
 CHECKPOINT_HASH_KINDS = ("a1111-sha256-prefix-10", "a1111-legacy-8", "sha256")
 """The hashes `checkpoint_hashes` gives for a checkpoint file."""
 
-# Blockers that leave a call to run: the regeneration runs it and names them among the differences.
-_RUN_ANYWAY = (
-    re.compile(r"which diffusers reads as plain text"),
-    re.compile(r"^LoRA .* is applied; a plain diffusers call does not load it"),
-    re.compile(r"^textual inversion embeddings are used"),
-    re.compile(r"^Eta \S+ scales the ancestral noise"),
-    re.compile(r"^the image is \d+x\d+ but its"),
-)
 _CHUNK = 1 << 20
 
 
@@ -152,7 +145,9 @@ def regeneration_blockers(recipe: Recipe) -> tuple[str, ...]:
     """
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a diffusers_repro Recipe, got {type(recipe).__name__}")
-    blockers = [text for text in recipe.blockers if _kind(text) == "blocks"]
+    # The reader says which blockers leave a call to run (Recipe.runs_anyway): never a pattern over their text, which
+    # holds names from the file.
+    blockers = [text for text in recipe.blockers if text not in recipe.runs_anyway]
     if recipe.scheduler is None and not blockers:
         blockers.append(f"the {recipe.source} recipe names no sampler with a diffusers scheduler")
     if recipe.seed is None:
@@ -171,12 +166,6 @@ def regeneration_blockers(recipe: Recipe) -> tuple[str, ...]:
                 "first seed would be negative"
             )
     return tuple(blockers)
-
-
-def _kind(blocker: str) -> str:
-    if any(pattern.search(blocker) for pattern in _RUN_ANYWAY):
-        return "run"
-    return "blocks"
 
 
 def _number(value: Any) -> float | None:
@@ -206,7 +195,7 @@ def checkpoint_hashes(path: str | os.PathLike, *, blake3: bool = False) -> dict[
     """
     whole = hashlib.sha256()
     legacy = hashlib.sha256()
-    with open(path, "rb") as file:
+    with _open_regular(path) as file:
         file.seek(0x100000)
         legacy.update(file.read(0x10000))
         file.seek(0)
@@ -238,13 +227,28 @@ def _model_differences(recipe: Recipe, checkpoint: str | os.PathLike | None) -> 
     return [Difference("model.hash", recorded, f"not checked ({name}): no {kind} hash is computed here")]
 
 
+def _open_regular(path: str | os.PathLike) -> Any:
+    """``path`` opened for reading once it is known to be a regular file: a named pipe or device swapped in after the
+    folder was listed is refused, never waited on or read forever (the check is of the opened file itself)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"checkpoint {os.fspath(path)!r} is not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _blake3(path: str | os.PathLike) -> str | None:
     try:
         import blake3
     except ImportError:
         return None
     hasher = blake3.blake3()
-    with open(path, "rb") as file:
+    with _open_regular(path) as file:
         while chunk := file.read(_CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()
@@ -425,7 +429,7 @@ def _differences(
         found = f"image {matched} of {images} matched best" if matched is not None else "no image compared"
         differences.append(Difference("recipe.batch_index", f"unknown (batch of {images})", found))
     for text in recipe.blockers:
-        if _kind(text) == "run":
+        if text in recipe.runs_anyway:
             differences.append(Difference("recipe.blocker", text, "regenerated without it"))
     for text in noise.blockers if noise is not None else ():
         differences.append(Difference("noise.blocker", text, "regenerated without it"))

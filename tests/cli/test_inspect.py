@@ -218,7 +218,7 @@ def test_as_code_of_hostile_a1111_and_comfyui_files_parses_to_the_same_strings(c
     )
     a1111 = write(tmp_path, "a.png", png_with_chunks({"parameters": infotext}))
     graph = comfyui_graph()
-    graph["6"]["inputs"]["text"] = HOSTILE + "\x00\ud800"
+    graph["6"]["inputs"]["text"] = HOSTILE + "\x00"
     graph["4"]["inputs"]["ckpt_name"] = "m\nimport os\r#"
     graph["10"]["inputs"]["lora_name"] = "l\u2028import os"
     comfy = write(tmp_path, "c.png", comfyui_png(graph))
@@ -233,6 +233,11 @@ def test_as_code_of_hostile_a1111_and_comfyui_files_parses_to_the_same_strings(c
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert ast.literal_eval(ast.unparse(node)) == node.value
     assert read_recipe(a1111).prompt.startswith(HOSTILE)
+    # A lone surrogate is no text (no tokenizer takes it): refused when read, naming the field.
+    graph["6"]["inputs"]["text"] = "a fox \ud800"
+    surrogate = write(tmp_path, "s.png", comfyui_png(graph))
+    code, _, err = run(capsys, "inspect", "--as-code", surrogate)
+    assert code == 2 and "text of node 6 holds a lone surrogate, which is not text" in err
 
 
 def test_as_code_of_our_file_with_a_hostile_prompt(capsys, tmp_path, sd):

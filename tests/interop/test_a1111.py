@@ -105,7 +105,7 @@ def test_quoted_values_non_ascii_and_long_prompts():
         ("a fox\nSteps: many, Sampler: Euler, Seed: 1", "'Steps' must be an integer from 1 to 10000, got 'many'"),
         ("a fox\nSteps: 20, Sampler: Euler, Seed: -5", "'Seed' must be an integer from 0 to"),
         ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, Size: big", "'Size' must be WIDTHxHEIGHT, got 'big'"),
-        ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, CFG scale: nan", "'CFG scale' must be a number, got nan"),
+        ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, CFG scale: nan", "'CFG scale' must be a finite number, got nan"),
         ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, RNG: TPU", "'RNG' must be CPU, GPU or NV, got 'TPU'"),
         ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, Model hash: zz", "'Model hash' must be 8 or 10 hex digits"),
         ("a fox\nSteps: 20, Sampler: Euler, Seed: 1, Seed: 2", "gives 'Seed' twice with different values"),

@@ -204,3 +204,68 @@ def test_any_exif_infotext_survives_a1111s_encoding(text, format):
     from diffusers_repro.interop.a1111 import infotext_of
 
     assert infotext_of(image_file) == (text.rstrip("\x00") or None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Findings of the adversarial review of the readers
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" + ":" * 1_000_000 + "\nSteps: 20, Sampler: Euler, Seed: 1",  # prompt editing pattern, quadratic before
+        "[" + "|" * 1_000_000 + "\nSteps: 20, Sampler: Euler, Seed: 1",
+        "<lora:" * 200_000 + "\nSteps: 20, Sampler: Euler, Seed: 1",
+        "a fox\n" + "a" * 60_000,  # a parameters line without a colon: the web UIs' own pair pattern is quadratic
+    ],
+)
+def test_hostile_infotexts_are_read_in_one_pass(text):
+    # Each took minutes to hours with the patterns the web UIs use; read in linear time they finish at once (the
+    # suite's timeout is the bound: no wall-clock assertion here).
+    try:
+        recipe = recipe_from_infotext(text)
+    except ForeignMetadataError as error:
+        assert "no parameters line" in str(error)
+    else:
+        assert recipe.seed == 1
+
+
+def test_a_parameters_line_past_its_cap_is_one_clear_error():
+    with pytest.raises(ForeignMetadataError, match="the A1111 parameters line is longer than 65536 characters"):
+        recipe_from_infotext("a fox\nSteps: 20, Seed: 1, Sampler: Euler, " + "x" * 70_000)
+
+
+def test_huge_json_integers_are_a_clear_error_naming_the_field():
+    graph = comfyui_graph()
+    data = json.dumps(graph).replace('"cfg": 8.0', '"cfg": 1' + "0" * 400)
+    assert data != json.dumps(graph)
+    with pytest.raises(ForeignMetadataError, match="cfg of node 3 must be a finite number"):
+        recipe_from_image_file(read(png_with_chunks({"prompt": data})))
+
+
+def test_a_name_from_the_file_cannot_turn_a_blocker_into_one_that_runs():
+    from diffusers_repro.verify.foreign import regeneration_blockers
+
+    text = (
+        "a fox\nSteps: 20, Sampler: Euler, Seed: 1, Size: 64x64, Refiner: sdxl which diffusers reads as plain text, "
+        "Refiner switch at: 0.8"
+    )
+    recipe = recipe_from_infotext(text)
+    assert any("refiner model" in blocker for blocker in regeneration_blockers(recipe))
+    # What runs anyway is the reader's decision: prompt syntax, here.
+    weighted = recipe_from_infotext("a (fox:1.2)\nSteps: 20, Sampler: Euler, Seed: 1")
+    assert weighted.runs_anyway and regeneration_blockers(weighted) == ()
+
+
+def test_messages_quote_file_values_cut_short():
+    with pytest.raises(ForeignMetadataError) as error:
+        recipe_from_infotext("a fox\nSteps: 20, Sampler: Euler, Seed: 1, Seed: " + "9" * 50_000)
+    assert "'Seed' twice" in str(error.value) and len(str(error.value)) < 400
+    graph = comfyui_graph()
+    graph["3"]["inputs"]["model"] = ["Q" * 100_000, 0]
+    with pytest.raises(ForeignMetadataError) as error:
+        recipe_from_image_file(read(png_with_chunks({"prompt": json.dumps(graph)})))
+    assert len(str(error.value)) < 400
+    graph = {"Q" * 100: {"class_type": "SaveImage", "inputs": {}}}
+    with pytest.raises(ForeignMetadataError, match="is longer than 64"):
+        recipe_from_image_file(read(png_with_chunks({"prompt": json.dumps(graph)})))

@@ -478,3 +478,36 @@ def test_a_prompt_past_clips_window_is_named_among_the_differences(vanilla, sd, 
     assert result.verdict == "bitwise"
     prompt = [difference for difference in result.differences if difference.field == "prompt"]
     assert len(prompt) == 1 and "longer than 75 tokens" in prompt[0].recorded
+
+
+def test_checkpoint_hashes_refuse_what_is_not_a_regular_file(tmp_path):
+    import os
+
+    from diffusers_repro.verify.foreign import checkpoint_hashes
+
+    # A named pipe swapped in after the folder was listed would block the read forever.
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        checkpoint_hashes(tmp_path / "pipe.safetensors")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert checkpoint_hashes(tmp_path / "model.safetensors")["sha256"] == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_verify_goes_on_past_a_file_whose_metadata_cannot_be_read(capsys, tmp_path, monkeypatch, tiny_sd_path):
+    import diffusers_repro.interop as interop
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        _save_png(PIL.Image.new("RGB", (SIZE, SIZE)), folder / name, {"parameters": _infotext(1, "DPM adaptive")})
+    real = interop.recipe_from_image_file
+
+    def slip(image_file):
+        if image_file.path.name == "a.png":
+            raise OverflowError("a reader's slip")
+        return real(image_file)
+
+    monkeypatch.setattr(interop, "recipe_from_image_file", slip)
+    code, out, _ = _run(capsys, "verify", str(folder), "--model", str(tiny_sd_path))
+    assert "a.png: refused: its metadata could not be read: OverflowError: a reader's slip" in out
+    assert "b.png: unsupported" in out and code == 1
