@@ -325,6 +325,12 @@ def verify_command(args: argparse.Namespace) -> int:
                     print(printable(f"    time-stamp: {result.credentials.timestamp} (RFC 3161)"))
                 if result.credentials.disclosure:
                     print(printable(f"    ai disclosure: {result.credentials.disclosure}"))
+            if result.bitwise_equal:
+                for field, recorded, current in result.metadata_warnings[:_SHOWN_DIFFERENCES]:
+                    # Reproduces, but other tools show something else: a file edited, or carrying another's graph.
+                    print(
+                        printable(f"    warning: {field}: record {value_text(recorded)}, file {value_text(current)}")
+                    )
             if not result.bitwise_equal:
                 for field, recorded, current in result.differences[:_SHOWN_DIFFERENCES]:
                     print(printable(f"    {field}: {value_text(recorded)} -> {value_text(current)}"))

@@ -32,6 +32,7 @@ from .reproduction import (
     Difference,
     Reproduction,
     compare_pixels,
+    metadata_differences,
     record_differences,
     replay_differences,
 )
@@ -753,6 +754,8 @@ def _explain(
     """The verdict and the differences between the record and its replay that explain it."""
     bitwise_equal = comparison.bitwise_equal
     differences = replay_differences(record, current, image_file, whole_batch=call.whole_batch)
+    if image_file is not None:
+        differences += metadata_differences(record, image_file)
     if credentials is not None and credentials.state == "tampered":
         bitwise_equal = False
         differences.append(Difference("file.credentials", "unchanged since signed", ", ".join(credentials.failures)))

@@ -17,10 +17,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..files import Credentials, ImageFile, to_pil_image
+from ..files import Credentials, ImageFile, parse_infotext, to_pil_image
 from ..records import Provenance, jsonable
 
-__all__ = ["Difference", "Reproduction", "compare_pixels", "record_differences"]
+__all__ = [
+    "METADATA_FIELDS",
+    "Difference",
+    "Reproduction",
+    "compare_pixels",
+    "metadata_differences",
+    "record_differences",
+]
 
 # Call arguments that define the batch: the regeneration makes one image, the batch itself is reported separately.
 BATCH_ARGUMENTS = frozenset({"num_images_per_prompt", "batch_size"})
@@ -105,6 +112,12 @@ class Reproduction:
         """The file was changed after saving: its pixels no longer match the pixel digest written with them, or its
         Content Credentials say it was tampered with."""
         return any(difference.field in ("file.pixel_digest", "file.credentials") for difference in self.differences)
+
+    @property
+    def metadata_warnings(self) -> list[Difference]:
+        """Where what other tools show of the file (its A1111 infotext, another tool's chunk) disagrees with the
+        record: the record reproduces, but A1111, ComfyUI and image sites show these (see `metadata_differences`)."""
+        return [difference for difference in self.differences if difference.field.startswith(METADATA_FIELDS)]
 
     @property
     def summary(self) -> str:
@@ -222,6 +235,53 @@ def _record_fields(record: Provenance) -> dict[str, Any]:
     data = jsonable(record.to_dict())
     data.pop("schema", None)
     return data
+
+
+# The fields other tools show from a file of ours: its A1111 infotext (parsed name -> the record's call argument).
+_INFOTEXT_FIELDS = {
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
+    "steps": "num_inference_steps",
+    "cfg_scale": "guidance_scale",
+    "width": "width",
+    "height": "height",
+}
+# Other tools' own metadata, which a file of ours never carries: their readers prefer it to ours.
+_OTHER_TOOLS = {"prompt": "ComfyUI 'prompt'", "workflow": "ComfyUI 'workflow'", "invokeai_metadata": "InvokeAI"}
+METADATA_FIELDS = ("file.infotext", "file.other_tools")
+"""The `Difference` fields `metadata_differences` gives: what other tools show of a file, not what reproduces."""
+
+
+def metadata_differences(record: Provenance, image_file: ImageFile) -> list[Difference]:
+    """Where what other tools show of a file of ours disagrees with its record: its A1111 infotext (prompt, negative
+    prompt, seed, steps, CFG, size) and other tools' metadata chunks, which the record does not cover. The record is
+    what reproduces; these are what A1111, ComfyUI, InvokeAI and image sites show, so a file whose infotext was
+    edited (or that carries another tool's graph) reproduces bitwise and still shows other things.
+    """
+    differences = []
+    if image_file.infotext is not None:
+        shown = parse_infotext(image_file.infotext)
+        call = record.call_arguments
+        pairs = [(name, call.get(argument), shown.get(name)) for name, argument in _INFOTEXT_FIELDS.items()]
+        pairs.append(("seed", record.seed, shown.get("seed")))
+        for name, recorded, said in pairs:
+            if name in ("prompt", "negative_prompt"):
+                recorded, said = recorded or "", said or ""  # an empty negative prompt is written as none
+            elif said is None or recorded is None:
+                continue
+            if isinstance(recorded, (int, float)) and isinstance(said, (int, float)):
+                equal = math.isclose(float(recorded), float(said), rel_tol=1e-6)
+            else:
+                equal = recorded == said
+            if not equal:
+                differences.append(Difference(f"file.infotext.{name}", recorded, said))
+    if image_file.format == "png":
+        for key, tool in _OTHER_TOOLS.items():
+            if key in image_file.metadata:
+                differences.append(
+                    Difference("file.other_tools", "none", f"{tool} metadata chunk, not covered by the record")
+                )
+    return differences
 
 
 def record_differences(recorded: Provenance, current: Provenance) -> list[Difference]:

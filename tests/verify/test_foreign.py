@@ -511,3 +511,29 @@ def test_verify_goes_on_past_a_file_whose_metadata_cannot_be_read(capsys, tmp_pa
     code, out, _ = _run(capsys, "verify", str(folder), "--model", str(tiny_sd_path))
     assert "a.png: refused: its metadata could not be read: OverflowError: a reader's slip" in out
     assert "b.png: unsupported" in out and code == 1
+
+
+def test_a_file_of_ours_whose_infotext_or_other_chunks_disagree_reproduces_with_a_warning(capsys, sd, tmp_path):
+    # What other tools show of a file is its infotext (and their own chunks, which they prefer): an edited infotext
+    # reproduces bitwise from the record, and verify says what the file shows instead.
+    from diffusers_repro.files import read_image
+
+    path = sd("a fox", seed=3, num_inference_steps=2, height=SIZE, width=SIZE).save(tmp_path / "ours")[0]
+    ours = read_image(path)
+    chunks = dict(ours.metadata)
+    chunks["parameters"] = (
+        chunks["parameters"].replace("a fox", "a photo of the president", 1).replace("Seed: 3", "Seed: 999", 1)
+    )
+    chunks["prompt"] = json.dumps(comfyui_graph())
+    edited = _save_png(ours.image, tmp_path / "edited.png", chunks)
+    result = reproduce(edited, pipe=sd)
+    assert result.verdict == "bitwise"
+    assert [(d.field, d.recorded, d.current) for d in result.metadata_warnings] == [
+        ("file.infotext.prompt", "a fox", "a photo of the president"),
+        ("file.infotext.seed", 3, 999),
+        ("file.other_tools", "none", "ComfyUI 'prompt' metadata chunk, not covered by the record"),
+    ]
+    assert reproduce(path, pipe=sd).metadata_warnings == []
+    code, out, _ = _run(capsys, "verify", edited)
+    assert code == 0
+    assert "    warning: file.infotext.seed: record 3, file 999" in out.splitlines()
