@@ -50,6 +50,13 @@ class _Graph:
     def node(self, node_id: str) -> dict[str, Any]:
         return self.nodes[node_id]
 
+    def visit(self, node_id: str, seen: set[str]) -> str:
+        """The class of ``node_id``, the next node of a walk along links; a node seen before is a link cycle."""
+        if node_id in seen:
+            raise ForeignMetadataError(f"{self.where}: the ComfyUI 'prompt' graph has a link cycle through {node_id}")
+        seen.add(node_id)
+        return self.nodes[node_id]["class_type"]
+
     def input(self, node_id: str, name: str) -> Any:
         inputs = self.nodes[node_id]["inputs"]
         if name not in inputs:
@@ -143,10 +150,7 @@ def _save_node(graph: _Graph) -> str:
 def _follow_model(graph: _Graph, node_id: str, recipe: dict[str, Any], seen: set[str]) -> None:
     """From a sampler's ``model`` input back to the checkpoint: LoRAs on the way."""
     while True:
-        if node_id in seen:
-            raise ForeignMetadataError(f"{graph.where}: the ComfyUI 'prompt' graph has a link cycle through {node_id}")
-        seen.add(node_id)
-        class_type = graph.node(node_id)["class_type"]
+        class_type = graph.visit(node_id, seen)
         if class_type == "LoraLoader":
             name = check_text(graph.value(node_id, "lora_name"), f"lora_name of node {node_id}", graph.where)
             weight = check_float(
@@ -285,10 +289,7 @@ def recipe_from_comfyui(
     save = _save_node(graph)
     node_id, seen = graph.linked(save, "images"), {save}
     while True:
-        if node_id in seen:
-            raise ForeignMetadataError(f"{where}: the ComfyUI 'prompt' graph has a link cycle through {node_id}")
-        seen.add(node_id)
-        class_type = graph.node(node_id)["class_type"]
+        class_type = graph.visit(node_id, seen)
         if class_type == "VAEDecode":
             node_id = graph.linked(node_id, "samples")
         elif class_type in _SAMPLER_NODES:

@@ -459,18 +459,8 @@ def test_a_prompt_past_clips_window_is_named_among_the_differences(vanilla, sd, 
 
     long = " ".join(["fox"] * 100)  # 100 tokens: A1111 encodes two chunks, diffusers truncates to 75
     noise, generator = _a1111_image_noise(3)
-    scheduler = EulerDiscreteScheduler(**_model_keys(vanilla))
-    vanilla.scheduler = scheduler
-    (image,) = vanilla(
-        long,
-        negative_prompt=NEGATIVE,
-        num_inference_steps=STEPS,
-        guidance_scale=7.0,
-        width=SIZE,
-        height=SIZE,
-        latents=noise[None],
-        generator=[generator],
-    ).images
+    euler = EulerDiscreteScheduler(**_model_keys(vanilla))
+    (image,) = _original(vanilla, euler, noise[None], [generator], prompt=long)
     infotext = _infotext(3, "Euler").replace(PROMPT, long, 1)
     path = _save_png(image, tmp_path / "long.png", {"parameters": infotext})
     result = reproduce(path, pipe=sd)
