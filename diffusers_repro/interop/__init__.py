@@ -8,7 +8,8 @@ The sampler-name table they share with our own infotext is `diffusers_repro.gene
   it does not know is named in a blocker.
 - ``invokeai.py``: InvokeAI's ``invokeai_metadata`` (and ``invokeai_graph``) chunk as a recipe.
 - ``noise.py``: the noise each tool would have made (A1111's seed + i, variation seed, seed resize, RNG CPU/GPU/NV,
-  ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image CPU or GPU noise and its start), as ``latents`` and generators a diffusers call takes.
+  ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image CPU or GPU noise and its start), as ``latents`` and
+  generators a diffusers call takes.
 - ``clip_skip.py``: A1111's "Clip skip": the skipped CLIP layer for the prompt and the negative prompt.
 - ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and the checks the readers share.
 - ``code.py``: `recipe_code` and `record_code`: a runnable Python script that makes a file's image with diffusers

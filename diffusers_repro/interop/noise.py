@@ -641,7 +641,10 @@ def invokeai_noise(
     image_shape = (1, channels, height, width)
     numel = channels * height * width
     if rand_device == "cpu":
-        draws = [torch.randn(image_shape, generator=torch.Generator("cpu").manual_seed(s), dtype=dtype) for s in seed_list]
+        draws = [
+            torch.randn(image_shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+            for seed in seed_list
+        ]
     else:
         what = "InvokeAI's GPU noise (rand_device: cuda)"
         draws = [_cuda_philox(seed, numel, geometry, what).randn(image_shape, dtype=dtype) for seed in seed_list]
@@ -674,9 +677,7 @@ def _neighbours(values: torch.Tensor, steps: int) -> torch.Tensor:
     return (values.view(integer) + steps).view(values.dtype)
 
 
-def invokeai_start(
-    noise: torch.Tensor, scheduler: Any, num_inference_steps: int
-) -> tuple[torch.Tensor, int]:
+def invokeai_start(noise: torch.Tensor, scheduler: Any, num_inference_steps: int) -> tuple[torch.Tensor, int]:
     """The ``latents=`` that make a diffusers pipeline start where InvokeAI starts, and how many values cannot.
 
     InvokeAI's denoise starts from ``scheduler.add_noise(zeros, noise, first timestep)`` (its

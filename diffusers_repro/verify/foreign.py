@@ -381,9 +381,7 @@ def _build_call(pipe: Any, recipe: Recipe, image_size: tuple[int, int] | None) -
                 f"multiplies by init_noise_sigma = {float(scheduler.init_noise_sigma):.6g}, which no float times "
                 "them gives)",
             )
-    return _Call(
-        arguments, scheduler, noise, images, index, _long_prompts(pipe, recipe), latents=latents, notes=notes
-    )
+    return _Call(arguments, scheduler, noise, images, index, _long_prompts(pipe, recipe), latents=latents, notes=notes)
 
 
 def _denoiser_dtype(pipe: Any) -> torch.dtype:

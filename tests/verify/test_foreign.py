@@ -237,11 +237,13 @@ def test_comfyui_batch_of_3_with_unknown_index_says_which_image_matched(vanilla,
 
 
 def _invokeai_original(pipe, scheduler_class, extras, seed, rand_device="cpu"):
-    """An image as InvokeAI makes it, on vanilla diffusers: its get_scheduler (its keys over the model's whole scheduler
-    config), its noise node (a fresh generator of the seed: the CPU's, or torch's CUDA generator as PhiloxGenerator
-    computes it), its denoise's start ``add_noise(zeros, noise, first timestep)`` and its schedulers' generator seeded
-    ``seed ^ 0xFFFFFFFF`` on the denoising device (a GPU: the file does not say, and regeneration assumes one)."""
-    scheduler = scheduler_class.from_config({**pipe.scheduler.config, **extras})
+    """An image as InvokeAI makes it, on vanilla diffusers: its get_scheduler (its keys over the model's whole
+    scheduler config, as loaded from the model's folder), its noise node (a fresh generator of the seed: the CPU's, or
+    torch's CUDA generator as PhiloxGenerator computes it), its denoise's start ``add_noise(zeros, noise, first
+    timestep)`` and its schedulers' generator seeded ``seed ^ 0xFFFFFFFF`` on the denoising device (a GPU: the file
+    does not say, and regeneration assumes one)."""
+    model_config = DDIMScheduler.from_pretrained(pipe.name_or_path, subfolder="scheduler").config
+    scheduler = scheduler_class.from_config({**model_config, **extras})
     if rand_device == "cpu":
         noise = torch.randn((1, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(seed))
     else:
@@ -461,6 +463,29 @@ def test_verify_model_regenerates_other_tools_files_and_counts_unsupported_apart
     }
     image = json.loads(out.splitlines()[0])
     assert image["source"] == "a1111" and image["recipe"]["sampler"] == "Euler" and image["verdict"] == "bitwise"
+
+
+def test_verify_model_regenerates_invokeai_gpu_noise_and_refuses_large_gpu_noise_without_a_geometry(
+    capsys, vanilla, tiny_sd_path, tmp_path
+):
+    folder = tmp_path / "invokeai"
+    folder.mkdir()
+    image = _invokeai_original(vanilla, DPMSolverMultistepScheduler, {"use_karras_sigmas": True}, 77, "cuda")
+    _invokeai_file(image, folder / "gpu.png", scheduler="dpmpp_2m_k", seed=77, rand_device="cuda")
+    # 832 x 832: 43,264 latent values per image, laid out by the GPU's geometry, which the file does not say.
+    data = invokeai_metadata(width=832, height=832, steps=STEPS, scheduler="euler", seed=5, rand_device="cuda")
+    _save_png(PIL.Image.new("RGB", (832, 832)), folder / "large.png", {"invokeai_metadata": json.dumps(data)})
+    code, out, err = _run(capsys, "verify", folder, "--model", tiny_sd_path)
+    assert code == 1, err
+    lines = out.splitlines()
+    assert f"{folder / 'gpu.png'}: bitwise (invokeai recipe)" in lines
+    assert any(
+        line.startswith(f"{folder / 'large.png'}: refused:")
+        and "InvokeAI's GPU noise (rand_device: cuda) draws 43264 values per image with torch's CUDA generator" in line
+        and "pass geometry=" in line
+        for line in lines
+    ), out
+    assert lines[-1].startswith("2 images: 1 bitwise, 0 close, 0 different, 1 refused; FAILED: 1 refused")
 
 
 def test_verify_models_finds_a_diffusers_folder_by_name_and_never_follows_links_out(
