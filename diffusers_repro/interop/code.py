@@ -243,9 +243,10 @@ def recipe_code(recipe: Recipe) -> str:
     """A runnable Python script that makes ``recipe``'s image with vanilla diffusers and the tool's own noise.
 
     The model is `MODEL_PLACEHOLDER` (other tools name a checkpoint, not a diffusers folder): replace it. The
-    scheduler is the recipe's mapped class and config; the starting latents and the later noise's generators come
-    from `a1111_noise`, `comfyui_noise` or `invokeai_noise`; a clip skip goes through `a1111_prompt_embeds` (both
-    prompts, as the tools skip it). The recipe's blockers and notes are comments at the top.
+    scheduler is the recipe's mapped class and config (InvokeAI's: its keys over the model's config); the starting
+    latents and the later noise's generators come from `a1111_noise`, `comfyui_noise` or `invokeai_noise` (started
+    with `invokeai_start`); a clip skip goes through `a1111_prompt_embeds` (both prompts, as the tools skip it). The
+    recipe's blockers and notes are comments at the top.
 
     Args:
         recipe (`Recipe`): Another tool's recipe (``source`` ``"a1111"``, ``"comfyui"`` or ``"invokeai"``).

@@ -10,8 +10,10 @@ for a file without a record of ours:
    verdict ``unsupported`` without running anything; the others (prompt weighting read as plain text, a LoRA) are
    run anyway and named among the differences; those the tool's noise covers (variation seed, seed resize, ENSD) are
    made;
-3. **build the call**: the mapped scheduler (`tool_scheduler_config`: the model's betas, the sampler's own spacing),
-   the tool's noise (`diffusers_repro.interop.noise`) shaped by the pipeline (latent channels, VAE scale factor), the
+3. **build the call**: the mapped scheduler (`tool_scheduler_config`: the model's betas, the sampler's own spacing;
+   InvokeAI's: its keys over the model's whole config, as it builds them), the tool's noise
+   (`diffusers_repro.interop.noise`, InvokeAI's in the pipeline's dtype and started at its ``add_noise`` start:
+   `invokeai_start`) shaped by the pipeline (latent channels, VAE scale factor), the
    prompts (through A1111's clip skip, which skips the layer for the negative prompt too, when the recipe skips one);
 4. **regenerate** the batch the tool made (A1111's ``Batch size``, ComfyUI's latent batch) in one call, as the tool
    did: kernels block differently for other batch sizes;

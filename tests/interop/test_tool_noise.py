@@ -429,6 +429,18 @@ def test_invokeai_gpu_noise_past_the_geometry_threshold_needs_the_geometry():
     assert not torch.equal(noise.latents, other)  # the layout past the threshold is the GPU's
 
 
+def test_invokeai_cpu_noise_past_the_geometry_threshold_needs_the_geometry_only_to_draw_later_noise():
+    # The schedulers' generator is a CUDA one on a GPU; only the ancestral ones draw from it.
+    noise = invokeai_noise((1, 4, 104, 104), 9)
+    assert torch.equal(noise.latents, invokeai_get_noise(9, 4, 832, 832, torch.float32))
+    with noise.context(), pytest.raises(ValueError, match="a CUDA randn of 43264 values is laid out by the GPU"):
+        torch.randn((1, 4, 104, 104), generator=noise.generator[0])
+    with_geometry = invokeai_noise((1, 4, 104, 104), 9, geometry="40x1024")
+    with with_geometry.context():
+        drawn = torch.randn((1, 4, 104, 104), generator=with_geometry.generator[0])
+    assert torch.equal(drawn, PhiloxGenerator(9 ^ 0xFFFFFFFF, 40, 1024).randn((1, 4, 104, 104)))
+
+
 def _invokeai_start_by_hand(scheduler_class, noise, steps, **config):
     """latents_from_embeddings: add_noise(zeros, noise, first timestep), written out for two schedulers' formulas."""
     scheduler = scheduler_class(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **config)
