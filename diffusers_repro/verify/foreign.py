@@ -376,8 +376,12 @@ def _build_call(pipe: Any, recipe: Recipe, image_size: tuple[int, int] | None) -
     latents, notes = noise.latents.to(dtype), ()
     if recipe.source == "invokeai":
         latents, inexact = invokeai_start(latents, scheduler, recipe.steps)
+        notes = (
+            f"InvokeAI draws its noise in its model's dtype (float16 on a GPU unless set otherwise), which the file "
+            f"does not say: drawn here in the pipeline's, {latents.dtype}",
+        )
         if inexact:
-            notes = (
+            notes += (
                 f"InvokeAI starts from scheduler.add_noise(zeros, noise, first timestep); {inexact} of "
                 f"{latents.numel()} starting values are one unit in the last place from it here (the pipeline "
                 f"multiplies by init_noise_sigma = {float(scheduler.init_noise_sigma):.6g}, which no float times "

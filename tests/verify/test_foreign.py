@@ -288,6 +288,12 @@ def test_invokeai_is_bitwise(vanilla, sd, tmp_path, name, scheduler_class, extra
     assert result.verdict == "bitwise", result.summary
     assert result.source == "invokeai" and result.recipe.rng == rand_device
     assert not any("unit in the last place" in difference.recorded for difference in result.differences)
+    assert (
+        "note",
+        "InvokeAI draws its noise in its model's dtype (float16 on a GPU unless set otherwise), which the "
+        "file does not say: drawn here in the pipeline's, torch.float32",
+        "",
+    ) in result.differences
 
 
 INVOKEAI_EULER_TOLERANCE = 1 / 255
