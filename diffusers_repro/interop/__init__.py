@@ -8,7 +8,8 @@ The sampler-name table they share with our own infotext is `diffusers_repro.gene
   it does not know is named in a blocker.
 - ``invokeai.py``: InvokeAI's ``invokeai_metadata`` (and ``invokeai_graph``) chunk as a recipe.
 - ``noise.py``: the noise each tool would have made (A1111's seed + i, variation seed, seed resize, RNG CPU/GPU/NV,
-  ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image noise), as ``latents`` and generators a diffusers call takes.
+  ENSD; ComfyUI's whole-batch noise; InvokeAI's per-image CPU or GPU noise and its start), as ``latents`` and
+  generators a diffusers call takes.
 - ``clip_skip.py``: A1111's "Clip skip": the skipped CLIP layer for the prompt and the negative prompt.
 - ``recipe.py``: `Recipe`, the one recipe of any file, `ForeignMetadataError`, and the checks the readers share.
 - ``code.py``: `recipe_code` and `record_code`: a runnable Python script that makes a file's image with diffusers
@@ -32,6 +33,7 @@ EXPORTS = {
     "a1111_noise": "noise",
     "comfyui_noise": "noise",
     "invokeai_noise": "noise",
+    "invokeai_start": "noise",
     "ToolNoise": "noise",
     "foreign_source": "read",
     "metadata_source": "read",
@@ -47,6 +49,6 @@ __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
 if _typing.TYPE_CHECKING:
     from .clip_skip import a1111_prompt_embeds  # noqa: F401
     from .code import recipe_code, record_code  # noqa: F401
-    from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise  # noqa: F401
+    from .noise import ToolNoise, a1111_noise, comfyui_noise, invokeai_noise, invokeai_start  # noqa: F401
     from .read import foreign_source, metadata_source, read_recipe, recipe_from_image_file, recipe_from_record  # noqa: F401
     from .recipe import ForeignMetadataError, Recipe  # noqa: F401

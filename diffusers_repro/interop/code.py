@@ -199,7 +199,8 @@ def _noise_lines(recipe: Recipe, images: int) -> tuple[str | None, list[str], li
         return "a1111_noise", lines, blockers
     if recipe.source == "comfyui":
         lines = [
-            "# sampler_device: where ComfyUI sampled ('cuda', or 'cpu'); its ancestral noise is drawn there.",
+            "# sampler_device: where ComfyUI sampled ('cuda', or 'cpu'); its ancestral noise is drawn there (on a",
+            "# GPU, a batch of more than 40,960 latent values also needs geometry='<multiprocessors>x<threads>').",
             *_call(
                 "noise = comfyui_noise",
                 [("shape", shape), ("seed", str(seed)), ("batch_size", str(images))]
@@ -207,15 +208,34 @@ def _noise_lines(recipe: Recipe, images: int) -> tuple[str | None, list[str], li
             ),
         ]
         return "comfyui_noise", lines, blockers
-    if recipe.rng == "cuda":
-        blockers.append(
-            "InvokeAI drew this image's starting noise on the GPU (rand_device: cuda); invokeai_noise makes its CPU "
-            "noise only"
-        )
+    rand_device = "cuda" if recipe.rng == "cuda" else "cpu"
     lines = [
-        "# InvokeAI draws in its model's dtype (float16 on a GPU by default): pass dtype=torch.float16 if it did.",
-        *_call("noise = invokeai_noise", [("shape", shape), ("seeds", f"[{seed}]"), ("denoise_device", "'cuda'")]),
+        "# InvokeAI draws in its model's dtype (float16 on a GPU by default): the pipeline's dtype here.",
+        "# denoise_device: where InvokeAI denoised ('cuda', or 'cpu'); its schedulers' later noise is drawn there.",
     ]
+    if rand_device == "cuda":
+        lines.append(
+            "# rand_device cuda: latents of more than 40,960 values per image (SDXL at 1024x1024) also need the GPU's "
+            "geometry='<multiprocessors>x<threads>' (or a name such as 'A100')."
+        )
+    lines += _call(
+        "noise = invokeai_noise",
+        [
+            ("shape", shape),
+            ("seeds", f"[{seed}]"),
+            ("dtype", "pipe.unet.dtype"),
+            ("rand_device", repr(rand_device)),
+            ("denoise_device", "'cuda'"),
+        ],
+    )
+    steps = int(recipe.steps) if recipe.steps is not None else None
+    if steps is not None:
+        lines += [
+            "# InvokeAI starts from pipe.scheduler.add_noise(zeros, noise, first timestep): these latents make the",
+            "# pipeline's latents x init_noise_sigma start there (Euler-type schedulers with 'leading' spacing: but",
+            "# for a few values, one unit in the last place off).",
+            f"latents, _ = invokeai_start(noise.latents, pipe.scheduler, {steps})",
+        ]
     return "invokeai_noise", lines, blockers
 
 
@@ -223,9 +243,10 @@ def recipe_code(recipe: Recipe) -> str:
     """A runnable Python script that makes ``recipe``'s image with vanilla diffusers and the tool's own noise.
 
     The model is `MODEL_PLACEHOLDER` (other tools name a checkpoint, not a diffusers folder): replace it. The
-    scheduler is the recipe's mapped class and config; the starting latents and the later noise's generators come
-    from `a1111_noise`, `comfyui_noise` or `invokeai_noise`; a clip skip goes through `a1111_prompt_embeds` (both
-    prompts, as the tools skip it). The recipe's blockers and notes are comments at the top.
+    scheduler is the recipe's mapped class and config (InvokeAI's: its keys over the model's config); the starting
+    latents and the later noise's generators come from `a1111_noise`, `comfyui_noise` or `invokeai_noise` (started
+    with `invokeai_start`); a clip skip goes through `a1111_prompt_embeds` (both prompts, as the tools skip it). The
+    recipe's blockers and notes are comments at the top.
 
     Args:
         recipe (`Recipe`): Another tool's recipe (``source`` ``"a1111"``, ``"comfyui"`` or ``"invokeai"``).
@@ -269,9 +290,12 @@ def recipe_code(recipe: Recipe) -> str:
     ]
     lines += _bullets("Notes:", recipe.notes)
     imports = sorted({pipeline, *([scheduler] if scheduler else [])})
-    interop = sorted({*([noise_import] if noise_import else []), *(["a1111_prompt_embeds"] if clip_skip else [])})
+    starts = ["invokeai_start"] if noise_import == "invokeai_noise" and recipe.steps is not None else []
+    interop = sorted(
+        {*([noise_import] if noise_import else []), *starts, *(["a1111_prompt_embeds"] if clip_skip else [])}
+    )
     lines += ["", f"from diffusers import {', '.join(imports)}", ""]
-    if scheduler:
+    if scheduler and recipe.source != "invokeai":
         lines += ["from diffusers_repro.generation import tool_scheduler_config"]
     if interop:
         lines += [f"from diffusers_repro.interop import {', '.join(interop)}"]
@@ -280,7 +304,11 @@ def recipe_code(recipe: Recipe) -> str:
     lines += _model_comment(recipe)
     lines += [f"model = {MODEL_PLACEHOLDER!r}  # a diffusers folder or Hub id: replace it"]
     lines += [f"pipe = {pipeline}.from_pretrained(model)"]
-    if scheduler:
+    if scheduler and recipe.source == "invokeai":
+        # InvokeAI's own rule: its keys over the model's whole scheduler config (spacing and offset kept).
+        config = python_literal(dict(recipe.scheduler_config))
+        lines += [f"pipe.scheduler = {scheduler}.from_config({{**pipe.scheduler.config, **{config}}})"]
+    elif scheduler:
         config = python_literal(dict(recipe.scheduler_config))
         # The model's betas, the sampler's method and steps (not the model's own spacing or offset).
         lines += [
@@ -347,7 +375,13 @@ def _call_lines(recipe: Recipe, noise_lines: list[str], clip_skip: int | None, i
     if images > 1:
         arguments.append(("num_images_per_prompt", str(int(images))))
     if noise_lines:
-        arguments += [("latents", "noise.latents"), ("generator", "noise.generator")]
+        # In the denoiser's dtype, as the tools draw or cast it (the pipeline moves latents given to it, never casts).
+        latents = (
+            "latents"
+            if any(line.startswith("latents, _ = ") for line in noise_lines)
+            else "noise.latents.to(pipe.unet.dtype)"
+        )
+        arguments += [("latents", latents), ("generator", "noise.generator")]
         lines += ["with noise.context():", *_call("images = pipe", arguments, indent="    ")[:-1], "    ).images"]
     else:
         lines += [*_call("images = pipe", arguments)[:-1], ").images"]

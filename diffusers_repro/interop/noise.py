@@ -13,8 +13,10 @@ Each function here rebuilds what one tool drew, read from that tool's own source
 - ComfyUI (`comfyui_noise`, ``comfy/sample.py`` ``prepare_noise``): the whole batch from one CPU generator seeded once;
   ancestral samplers draw batch-shaped noise from one generator on the sampling device, seeded ``seed`` (``seed + 1``
   on the CPU).
-- InvokeAI (`invokeai_noise`, ``invokeai/app/invocations/noise.py``): one CPU generator per image (``use_cpu``); the
-  schedulers' later noise from one generator on the denoising device seeded ``seed ^ 0xFFFFFFFF``.
+- InvokeAI (`invokeai_noise`, ``invokeai/app/invocations/noise.py``): one generator per image, on the CPU (``use_cpu``)
+  or torch's CUDA generator (``rand_device: cuda``); the schedulers' later noise from one generator on the denoising
+  device seeded ``seed ^ 0xFFFFFFFF``; the start ``scheduler.add_noise(zeros, noise, first timestep)`` as the latents
+  a diffusers pipeline takes (`invokeai_start`).
 
 Every function returns a `ToolNoise`; what cannot be made equal is said in its ``blockers``.
 """
@@ -54,6 +56,7 @@ __all__ = [
     "a1111_nv_randn",
     "comfyui_noise",
     "invokeai_noise",
+    "invokeai_start",
 ]
 
 MAX_NOISE_BATCH = 64
@@ -580,29 +583,42 @@ def invokeai_noise(
     seeds: int | Sequence[int],
     *,
     dtype: torch.dtype = torch.float32,
+    rand_device: str = "cpu",
     denoise_device: str = "cuda",
     geometry: CudaGeometry | str | None = None,
 ) -> ToolNoise:
-    """The noise InvokeAI made with ``use_cpu`` noise (``rand_device: cpu``): one CPU generator per image.
+    """The noise InvokeAI's noise node made (``rand_device: cpu`` or ``cuda``), and its schedulers' generator.
 
-    InvokeAI's noise node draws ``(1, C, H, W)`` from a CPU generator of the seed in its model dtype (float16 on a
-    GPU by default: a half-precision CPU draw, not float32 values rounded). Its denoise passes schedulers that take one
-    a generator seeded ``seed ^ 0xFFFFFFFF`` on the denoising device.
+    InvokeAI's ``get_noise`` seeds a fresh generator with the image's seed, on the CPU (``use_cpu``, ``rand_device:
+    cpu``) or on the device it runs on (``rand_device: cuda``: ``torch.Generator("cuda")``), and draws ``(1, C, H, W)``
+    in its model dtype (float16 on a GPU by default). A half-precision CPU draw is not float32 values rounded; a
+    half-precision CUDA draw is (torch's CUDA ``randn`` computes every value in float32), so the CUDA noise is
+    `~diffusers_repro.PhiloxGenerator`'s. Its denoise passes schedulers that take one a generator seeded
+    ``seed ^ 0xFFFFFFFF`` on the denoising device. The start is not ``noise x init_noise_sigma``: see
+    `invokeai_start`.
 
     Args:
         shape (`tuple[int]`): ``(images, channels, height // 8, width // 8)``.
         seeds (`int` or `list[int]`): Each image's seed (an int for a single image or the same seed for all).
-        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): The dtype InvokeAI drew in.
-        denoise_device (`str`, *optional*, defaults to ``"cuda"``): Where InvokeAI denoised: ``"cuda"`` or ``"cpu"``.
-        geometry (`CudaGeometry` or `str`, *optional*): The GPU's geometry, for large CUDA draws.
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`): The dtype InvokeAI drew in (its model's).
+        rand_device (`str`, *optional*, defaults to ``"cpu"``): ``rand_device`` of the metadata: ``"cpu"`` or
+            ``"cuda"``.
+        denoise_device (`str`, *optional*, defaults to ``"cuda"``): Where InvokeAI denoised: ``"cuda"`` or ``"cpu"``
+            (``"cuda"`` whenever ``rand_device`` is: InvokeAI draws GPU noise on the device it runs on).
+        geometry (`CudaGeometry` or `str`, *optional*): The GPU's geometry, needed for CUDA draws of more than
+            `~diffusers_repro.cuda_rng.GEOMETRY_FREE_LIMIT` values per image (SDXL at 1024 x 1024).
 
     Example:
 
     ```py
     >>> import torch
+    >>> from diffusers_repro import PhiloxGenerator
     >>> from diffusers_repro.interop.noise import invokeai_noise
     >>> noise = invokeai_noise((1, 4, 8, 8), 5, denoise_device="cpu")
     >>> torch.equal(noise.latents, torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(5)))
+    True
+    >>> gpu = invokeai_noise((1, 4, 8, 8), 5, dtype=torch.float16, rand_device="cuda")
+    >>> torch.equal(gpu.latents, PhiloxGenerator(5).randn((1, 4, 8, 8)).to(torch.float16))
     True
     ```
     """
@@ -612,25 +628,99 @@ def invokeai_noise(
     else:
         seed_list = _check_seed_list(seeds, "seeds", images, INVOKEAI_SEED_MAX)
     dtype = _check_dtype(dtype)
+    if rand_device not in _COMFYUI_DEVICES:
+        raise ValueError(f"rand_device must be 'cpu' or 'cuda' (InvokeAI's rand_device), got {rand_device!r}")
     if denoise_device not in _COMFYUI_DEVICES:
         raise ValueError(f"denoise_device must be 'cuda' or 'cpu' (where InvokeAI denoised), got {denoise_device!r}")
+    if rand_device == "cuda" and denoise_device != "cuda":
+        raise ValueError(
+            "denoise_device must be 'cuda' when rand_device is 'cuda': InvokeAI draws GPU noise on the device it "
+            f"denoises on, got denoise_device={denoise_device!r}"
+        )
     geometry = _check_geometry(geometry)
     image_shape = (1, channels, height, width)
-    latents = torch.cat(
-        [torch.randn(image_shape, generator=torch.Generator("cpu").manual_seed(s), dtype=dtype) for s in seed_list]
-    )
+    numel = channels * height * width
+    if rand_device == "cpu":
+        draws = [
+            torch.randn(image_shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+            for seed in seed_list
+        ]
+    else:
+        what = "InvokeAI's GPU noise (rand_device: cuda)"
+        draws = [_cuda_philox(seed, numel, geometry, what).randn(image_shape, dtype=dtype) for seed in seed_list]
+    latents = torch.cat(draws)
     later_seeds = [seed ^ 0xFFFFFFFF for seed in seed_list]
     notes = [
-        "InvokeAI starts from scheduler.add_noise(zeros, noise, first timestep), not noise x init_noise_sigma: the "
-        "same for Euler-type schedulers with linspace or trailing spacing, another scale for DDIM-type ones"
+        "InvokeAI starts from scheduler.add_noise(zeros, noise, first timestep), not noise x init_noise_sigma "
+        "(invokeai_start gives the latents that make the pipeline start there)"
     ]
     rng, used_geometry = "cpu", None
     if denoise_device == "cpu":
         generators: list[torch.Generator] = [torch.Generator("cpu").manual_seed(seed) for seed in later_seeds]
     else:
-        numel = channels * height * width
-        generators = [
-            EmulatedCudaGenerator(_cuda_philox(seed, numel, geometry, "InvokeAI's scheduler")) for seed in later_seeds
-        ]
+        # Made without the geometry check: most schedulers never draw from it (a draw that needs the geometry it
+        # lacks raises then, naming it).
+        generators = [EmulatedCudaGenerator(PhiloxGenerator.with_geometry(seed, geometry)) for seed in later_seeds]
         rng, used_geometry = "cuda", geometry
+    if rand_device == "cuda":
+        notes.append(
+            "rand_device: cuda is torch's CUDA generator, emulated on the CPU within 1e-6 of a GPU's values (float16 "
+            "draws are those values rounded); on a CUDA GPU of that geometry torch's own generator gives its bits"
+        )
     return ToolNoise(latents, generators, (), tuple(notes), rng, used_geometry)
+
+
+def _neighbours(values: torch.Tensor, steps: int) -> torch.Tensor:
+    """The floats ``steps`` representable values away from ``values`` (through their integer bits: away from zero
+    for a positive step)."""
+    integer = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}[values.dtype]
+    return (values.view(integer) + steps).view(values.dtype)
+
+
+def invokeai_start(noise: torch.Tensor, scheduler: Any, num_inference_steps: int) -> tuple[torch.Tensor, int]:
+    """The ``latents=`` that make a diffusers pipeline start where InvokeAI starts, and how many values cannot.
+
+    InvokeAI's denoise starts from ``scheduler.add_noise(zeros, noise, first timestep)`` (its
+    ``latents_from_embeddings``; ``init_noise_sigma`` is not used); a diffusers pipeline starts from ``latents x
+    scheduler.init_noise_sigma``. This returns the latents whose product with ``init_noise_sigma`` is InvokeAI's start:
+    exactly ``add_noise``'s values where ``init_noise_sigma`` is 1 (DDIM, DDPM, PNDM, DPM++ 2M/2S/3M, UniPC, DEIS,
+    LCM, TCD) or the first sigma (Euler-type schedulers with ``linspace`` or ``trailing`` spacing). Euler-type
+    schedulers with ``leading`` spacing (SD 1.5's and SDXL's own config, which InvokeAI keeps) scale by
+    ``sqrt(sigma_max**2 + 1)`` instead: no float times it is some of the start's values, which are then one unit in
+    the last place away (counted in the second value returned).
+
+    Args:
+        noise (`torch.Tensor`): The starting noise, in the dtype the pipeline runs its denoiser in.
+        scheduler (`SchedulerMixin`): The scheduler the call runs (not changed: a copy sets the timesteps).
+        num_inference_steps (`int`): The call's steps.
+
+    Returns:
+        `tuple[torch.Tensor, int]`: the latents to pass, and the number of their values whose product with
+        ``init_noise_sigma`` is not InvokeAI's start (each is one unit in the last place off).
+
+    Example:
+
+    ```py
+    >>> import torch
+    >>> from diffusers import DDIMScheduler
+    >>> from diffusers_repro.interop.noise import invokeai_start
+    >>> latents, inexact = invokeai_start(torch.ones(1, 4, 8, 8), DDIMScheduler(), 20)
+    >>> round(float(latents[0, 0, 0, 0]), 4), inexact
+    (0.9999, 0)
+    ```
+    """
+    if not isinstance(noise, torch.Tensor) or noise.dtype not in _NOISE_DTYPES:
+        raise TypeError(f"noise must be a float32, float16 or bfloat16 tensor, got {noise!r:.80}")
+    steps = _check_int(num_inference_steps, "num_inference_steps", 1, 10_000)
+    copy = type(scheduler).from_config(scheduler.config)
+    copy.set_timesteps(steps, device=noise.device)
+    first = copy.timesteps[:1].expand(noise.shape[0])
+    start = copy.add_noise(torch.zeros_like(noise), noise, first)
+    factor = copy.init_noise_sigma
+    guess = start / factor
+    chosen, found = guess, (guess * factor) == start
+    for step in (1, -1, 2, -2):
+        candidate = _neighbours(guess, step)
+        hit = ((candidate * factor) == start) & ~found
+        chosen, found = torch.where(hit, candidate, chosen), found | hit
+    return chosen, int((~found).sum())

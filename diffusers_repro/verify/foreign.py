@@ -10,8 +10,10 @@ for a file without a record of ours:
    verdict ``unsupported`` without running anything; the others (prompt weighting read as plain text, a LoRA) are
    run anyway and named among the differences; those the tool's noise covers (variation seed, seed resize, ENSD) are
    made;
-3. **build the call**: the mapped scheduler (`tool_scheduler_config`: the model's betas, the sampler's own spacing),
-   the tool's noise (`diffusers_repro.interop.noise`) shaped by the pipeline (latent channels, VAE scale factor), the
+3. **build the call**: the mapped scheduler (`tool_scheduler_config`: the model's betas, the sampler's own spacing;
+   InvokeAI's: its keys over the model's whole config, as it builds them), the tool's noise
+   (`diffusers_repro.interop.noise`, InvokeAI's in the pipeline's dtype and started at its ``add_noise`` start:
+   `invokeai_start`) shaped by the pipeline (latent channels, VAE scale factor), the
    prompts (through A1111's clip skip, which skips the layer for the negative prompt too, when the recipe skips one);
 4. **regenerate** the batch the tool made (A1111's ``Batch size``, ComfyUI's latent batch) in one call, as the tool
    did: kernels block differently for other batch sizes;
@@ -37,7 +39,7 @@ from typing import Any
 import torch
 
 from ..files import ImageFile
-from ..interop import Recipe, a1111_noise, a1111_prompt_embeds, comfyui_noise, invokeai_noise
+from ..interop import Recipe, a1111_noise, a1111_prompt_embeds, comfyui_noise, invokeai_noise, invokeai_start
 from .limits import DEFAULT_LIMITS, LimitExceededError, ReplayLimits
 from .reproduction import Difference, Reproduction, compare_pixels
 
@@ -154,10 +156,6 @@ def regeneration_blockers(recipe: Recipe) -> tuple[str, ...]:
         blockers.append(f"the {recipe.source} recipe gives no seed, so its starting noise cannot be drawn again")
     if recipe.steps is None:
         blockers.append(f"the {recipe.source} recipe gives no number of steps")
-    if recipe.source == "invokeai" and recipe.rng == "cuda":
-        blockers.append(
-            "InvokeAI drew the starting noise on the GPU (rand_device: cuda); only its CPU noise is made here"
-        )
     if recipe.source == "a1111" and recipe.batch_index is not None and recipe.seed is not None:
         strength = _number(recipe.extras.get("variation_seed_strength")) or 0.0
         if strength == 0 and recipe.seed < recipe.batch_index:
@@ -266,6 +264,8 @@ class _Call:
     images: int
     index: int | None  # the image of the batch the file is; None: unknown, every image is tried
     long_prompts: tuple[str, ...] = ()  # prompts past the text encoder's window, which the tools encode in chunks
+    latents: torch.Tensor | None = None  # the starting latents when they are not the noise (InvokeAI's start)
+    notes: tuple[str, ...] = ()  # how the call's start differs from the tool's, measured
 
 
 def _denoiser_channels(pipe: Any) -> int:
@@ -291,7 +291,14 @@ def _scheduler(pipe: Any, recipe: Recipe) -> Any:
         and cls.__name__ == recipe.scheduler
     ):
         raise ValueError(f"{recipe.scheduler!r} is not a scheduler class of diffusers {diffusers.__version__}")
-    config = tool_scheduler_config(recipe.scheduler, recipe.scheduler_config, pipe.scheduler.config)
+    if recipe.source == "invokeai":
+        # InvokeAI's get_scheduler: from_config of its own keys over the model's whole scheduler config (spacing and
+        # offset kept), where from_config drops the keys the model's config took from its class defaults.
+        config = {**pipe.scheduler.config, **recipe.scheduler_config}
+        defaults = set(config.get("_use_default_values") or ())
+        config = {key: value for key, value in config.items() if key not in defaults}
+    else:
+        config = tool_scheduler_config(recipe.scheduler, recipe.scheduler_config, pipe.scheduler.config)
     accepted = inspect.signature(cls.__init__).parameters
     return cls.from_config({key: value for key, value in config.items() if key in accepted})
 
@@ -304,7 +311,7 @@ def _resize_from(value: Any) -> tuple[int, int] | None:
     return (width, height) if width > 0 and height > 0 else None
 
 
-def _noise(recipe: Recipe, shape: tuple[int, int, int, int]) -> tuple[Any, int | None]:
+def _noise(recipe: Recipe, shape: tuple[int, int, int, int], dtype: torch.dtype) -> tuple[Any, int | None]:
     """The tool's noise for the batch the call makes, and the index of the file's image in it (None: unknown)."""
     images = shape[0]
     if recipe.source == "a1111":
@@ -332,7 +339,9 @@ def _noise(recipe: Recipe, shape: tuple[int, int, int, int]) -> tuple[Any, int |
         noise = comfyui_noise(shape, recipe.seed, sampler=recipe.sampler)
         return noise, (recipe.batch_index if images > 1 else 0)
     if recipe.source == "invokeai":
-        return invokeai_noise(shape, recipe.seed), 0
+        # InvokeAI draws in the dtype it runs its model in: here, the pipeline's.
+        noise_dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float32
+        return invokeai_noise(shape, recipe.seed, dtype=noise_dtype, rand_device=recipe.rng or "cpu"), 0
     raise ValueError(f"recipe.source must be 'a1111', 'comfyui' or 'invokeai', got {recipe.source!r}")
 
 
@@ -341,7 +350,8 @@ def _build_call(pipe: Any, recipe: Recipe, image_size: tuple[int, int] | None) -
     scale = int(getattr(pipe, "vae_scale_factor", 8))
     images = recipe_images(recipe)
     shape = (images, _denoiser_channels(pipe), height // scale, width // scale)
-    noise, index = _noise(recipe, shape)
+    dtype = _denoiser_dtype(pipe)
+    noise, index = _noise(recipe, shape, dtype)
     arguments: dict[str, Any] = {
         "num_inference_steps": recipe.steps,
         "width": width,
@@ -362,7 +372,28 @@ def _build_call(pipe: Any, recipe: Recipe, image_size: tuple[int, int] | None) -
     rescale = _number(recipe.extras.get("cfg_rescale_multiplier"))
     if rescale:
         arguments["guidance_rescale"] = rescale
-    return _Call(arguments, _scheduler(pipe, recipe), noise, images, index, _long_prompts(pipe, recipe))
+    scheduler = _scheduler(pipe, recipe)
+    latents, notes = noise.latents.to(dtype), ()
+    if recipe.source == "invokeai":
+        latents, inexact = invokeai_start(latents, scheduler, recipe.steps)
+        notes = (
+            f"InvokeAI draws its noise in its model's dtype (float16 on a GPU unless set otherwise), which the file "
+            f"does not say: drawn here in the pipeline's, {latents.dtype}",
+        )
+        if inexact:
+            notes += (
+                f"InvokeAI starts from scheduler.add_noise(zeros, noise, first timestep); {inexact} of "
+                f"{latents.numel()} starting values are one unit in the last place from it here (the pipeline "
+                f"multiplies by init_noise_sigma = {float(scheduler.init_noise_sigma):.6g}, which no float times "
+                "them gives)",
+            )
+    return _Call(arguments, scheduler, noise, images, index, _long_prompts(pipe, recipe), latents=latents, notes=notes)
+
+
+def _denoiser_dtype(pipe: Any) -> torch.dtype:
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    dtype = getattr(denoiser, "dtype", torch.float32)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
 def _long_prompts(pipe: Any, recipe: Recipe) -> tuple[str, ...]:
@@ -393,8 +424,7 @@ def _generator(call: _Call, recipe: Recipe) -> Any:
 def _regenerate(pipe: Any, call: _Call, recipe: Recipe) -> tuple[list[Any], list[Any] | None]:
     """Runs the call with the tool's scheduler on the pipeline (its own is put back): the images and, for a Repro
     pipeline, their records."""
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    latents = call.noise.latents.to(getattr(denoiser, "dtype", torch.float32))
+    latents = call.latents
     previous = pipe.scheduler
     pipe.scheduler = call.scheduler
     try:
@@ -422,6 +452,7 @@ def _differences(
     images: int,
     unknown_index: bool,
     long_prompts: tuple[str, ...] = (),
+    call_notes: tuple[str, ...] = (),
 ) -> list[Difference]:
     differences = _model_differences(recipe, checkpoint)
     differences += [Difference("prompt", text, "truncated by diffusers") for text in long_prompts]
@@ -442,7 +473,7 @@ def _differences(
                 f"diffusers' {recipe.scheduler} {recipe.scheduler_config or ''}".rstrip(),
             )
         )
-    for text in recipe.notes + (noise.notes if noise is not None else ()):
+    for text in recipe.notes + (noise.notes if noise is not None else ()) + call_notes:
         differences.append(Difference("note", text, ""))
     return differences
 
@@ -547,7 +578,7 @@ def reproduce_recipe(
         psnr=psnr,
         verdict=verdict,
         differences=_differences(
-            recipe, call.noise, checkpoint, chosen, call.images, unknown_index, call.long_prompts
+            recipe, call.noise, checkpoint, chosen, call.images, unknown_index, call.long_prompts, call.notes
         ),
         tolerance=float(tolerance),
         path=image_file.path,

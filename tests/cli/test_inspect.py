@@ -27,6 +27,7 @@ from diffusers_repro.cli import main
 from diffusers_repro.files import file_credentials, read_image
 from diffusers_repro.interop import read_recipe
 from diffusers_repro.interop.code import MODEL_PLACEHOLDER
+from diffusers_repro.verify import reproduce
 
 A1111_INFOTEXT = (
     "a fox (red:1.2), <lora:fox:0.7>\n"
@@ -309,6 +310,67 @@ def test_as_code_of_an_a1111_file_makes_what_diffusers_makes_with_its_noise(
         ).images
     assert len(made) == 1
     np.testing.assert_array_equal(np.asarray(made[0]), np.asarray(expected[0]))
+
+
+@pytest.mark.parametrize(("batch_size", "sampler", "clip_skip"), [(1, "dpmpp_2m", -1), (3, "euler_ancestral", -2)])
+def test_as_code_of_a_comfyui_file_makes_what_verify_regenerates(
+    capsys, tmp_path, monkeypatch, tiny_sd_path, sd, batch_size, sampler, clip_skip
+):
+    # A batch of 1 says which image the file is; a batch of 3 does not (verify tries each, the script makes all).
+    graph = comfyui_graph(lora=False, clip_skip=clip_skip, batch_size=batch_size)
+    graph["5"]["inputs"].update(width=32, height=32)
+    graph["3"]["inputs"].update(seed=7, steps=2, cfg=6.0, sampler_name=sampler, scheduler="normal")
+    path = write(tmp_path, "ComfyUI_00001_.png", comfyui_png(graph, size=(32, 32)))
+    result = reproduce(path, pipe=sd)
+    code, out, _ = run(capsys, "inspect", "--as-code", path)
+    assert code == 0
+    made = _exec_snippet(out, tiny_sd_path, monkeypatch, tmp_path)["images"]
+    assert len(made) == batch_size and (tmp_path / f"regenerated-{batch_size - 1}.png").exists()
+    index = result.matched_batch_index if batch_size > 1 else 0
+    np.testing.assert_array_equal(np.asarray(made[index]), np.asarray(result.image))
+    if batch_size > 1:
+        # The other images of the batch are verify's too: a file holding one of them matches it bitwise.
+        other = (index + 1) % batch_size
+        made[other].save(tmp_path / "ComfyUI_00002_.png", pnginfo=_comfyui_info(graph))
+        again = reproduce(tmp_path / "ComfyUI_00002_.png", pipe=sd)
+        assert again.verdict == "bitwise" and again.matched_batch_index == other
+
+
+def _comfyui_info(graph):
+    import PIL.PngImagePlugin
+
+    info = PIL.PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps(graph))
+    return info
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "rand_device"), [("euler", "cpu"), ("dpmpp_2m_k", "cpu"), ("ddim", "cuda"), ("euler_a", "cuda")]
+)
+def test_as_code_of_an_invokeai_file_makes_what_verify_regenerates(
+    capsys, tmp_path, monkeypatch, tiny_sd_path, sd, scheduler, rand_device
+):
+    data = invokeai_metadata(width=32, height=32, steps=2, scheduler=scheduler, rand_device=rand_device, seed=99)
+    path = write(tmp_path, "invokeai.png", invokeai_png(data, size=(32, 32)))
+    code, out, _ = run(capsys, "inspect", "--as-code", path)
+    assert code == 0
+    assert f"    rand_device={rand_device!r}," in out and "Blockers: what stands between" in out
+    assert "none known." in out
+    made = _exec_snippet(out, tiny_sd_path, monkeypatch, tmp_path)["images"]
+    result = reproduce(path, pipe=sd)
+    assert result.image is not None
+    np.testing.assert_array_equal(np.asarray(made[0]), np.asarray(result.image))
+    # A file holding those pixels regenerates bitwise: verify and the script make InvokeAI's image the same way.
+    made[0].save(tmp_path / "again.png", pnginfo=_invokeai_info(data))
+    assert reproduce(tmp_path / "again.png", pipe=sd).verdict == "bitwise"
+
+
+def _invokeai_info(data):
+    import PIL.PngImagePlugin
+
+    info = PIL.PngImagePlugin.PngInfo()
+    info.add_text("invokeai_metadata", json.dumps(data))
+    return info
 
 
 def test_as_code_of_our_file_remakes_its_pixels(capsys, tmp_path, monkeypatch, sd):

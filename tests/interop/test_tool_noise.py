@@ -4,7 +4,8 @@ References, as read (not copied):
 - AUTOMATIC1111 v1.10.1 ``modules/rng.py`` (``ImageRNG.first``/``next``, ``slerp``), ``modules/rng_philox.py`` (NV),
   ``modules/processing.py`` (``all_seeds``/``all_subseeds``), ``modules/sd_samplers_common.py`` (``TorchHijack``).
 - ComfyUI ``comfy/sample.py`` (``prepare_noise``), ``comfy/k_diffusion/sampling.py`` (``default_noise_sampler``).
-- InvokeAI ``invokeai/app/invocations/noise.py`` (``get_noise``) and its denoise's ``seed ^ 0xFFFFFFFF`` generator.
+- InvokeAI ``invokeai/app/invocations/noise.py`` (``get_noise``), its denoise's ``seed ^ 0xFFFFFFFF`` generator and
+  ``latents_from_embeddings``' start (``scheduler.add_noise(zeros, noise, first timestep)``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
 from diffusers.schedulers import scheduling_euler_ancestral_discrete as euler_a_module
 
 from diffusers_repro.generation.cuda_rng import CudaGeometry, PhiloxGenerator
@@ -24,6 +25,7 @@ from diffusers_repro.interop.noise import (
     a1111_nv_randn,
     comfyui_noise,
     invokeai_noise,
+    invokeai_start,
 )
 
 SHAPE = (4, 8, 8)  # one image's latents (C, H/8, W/8)
@@ -383,9 +385,15 @@ def test_comfyui_sde_sampler_blocker():
 # InvokeAI
 
 
-def invokeai_get_noise(seed, channels, height_px, width_px, dtype):
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn([1, channels, height_px // 8, width_px // 8], dtype=dtype, device="cpu", generator=generator)
+def invokeai_get_noise(seed, channels, height_px, width_px, dtype, use_cpu=True, geometry=None):
+    """get_noise: a fresh generator of the seed on the CPU (use_cpu) or the device (here torch's CUDA generator, as
+    PhiloxGenerator computes it), one (1, C, H, W) draw in the model's dtype, moved to the CPU."""
+    shape = [1, channels, height_px // 8, width_px // 8]
+    if use_cpu:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn(shape, dtype=dtype, device="cpu", generator=generator)
+    # torch's CUDA randn draws float32 normals for float16 and bfloat16 too, and rounds them.
+    return PhiloxGenerator.with_geometry(seed, geometry).randn(shape).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -397,6 +405,75 @@ def test_invokeai_cpu_noise(dtype):
     if dtype == torch.float16:
         # A half-precision CPU draw, not float32 values rounded.
         assert not torch.equal(expected, invokeai_get_noise(3, 4, 64, 64, torch.float32).to(dtype).repeat(2, 1, 1, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_invokeai_gpu_noise(dtype):
+    noise = invokeai_noise((2, *SHAPE), [3, 4000000000], dtype=dtype, rand_device="cuda")
+    expected = torch.cat([invokeai_get_noise(seed, 4, 64, 64, dtype, use_cpu=False) for seed in (3, 4000000000)])
+    assert noise.latents.dtype == dtype and noise.rng == "cuda"
+    assert torch.equal(noise.latents, expected)
+    assert not torch.equal(noise.latents, invokeai_noise((2, *SHAPE), [3, 4000000000], dtype=dtype).latents)
+    assert any("rand_device: cuda is torch's CUDA generator" in note for note in noise.notes)
+
+
+def test_invokeai_gpu_noise_past_the_geometry_threshold_needs_the_geometry():
+    shape = (1, 4, 104, 104)  # 43,264 values per image (832 x 832 pixels): above the 40,960 every GPU lays out alike
+    with pytest.raises(ValueError, match=re.escape("InvokeAI's GPU noise (rand_device: cuda) draws 43264 values")):
+        invokeai_noise(shape, 9, rand_device="cuda")
+    geometry = CudaGeometry(40, 1024)
+    noise = invokeai_noise(shape, 9, rand_device="cuda", geometry="40x1024")
+    assert torch.equal(noise.latents, invokeai_get_noise(9, 4, 832, 832, torch.float32, False, geometry))
+    assert noise.geometry == geometry
+    other = invokeai_noise(shape, 9, rand_device="cuda", geometry="108x2048").latents
+    assert not torch.equal(noise.latents, other)  # the layout past the threshold is the GPU's
+
+
+def test_invokeai_cpu_noise_past_the_geometry_threshold_needs_the_geometry_only_to_draw_later_noise():
+    # The schedulers' generator is a CUDA one on a GPU; only the ancestral ones draw from it.
+    noise = invokeai_noise((1, 4, 104, 104), 9)
+    assert torch.equal(noise.latents, invokeai_get_noise(9, 4, 832, 832, torch.float32))
+    with noise.context(), pytest.raises(ValueError, match="a CUDA randn of 43264 values is laid out by the GPU"):
+        torch.randn((1, 4, 104, 104), generator=noise.generator[0])
+    with_geometry = invokeai_noise((1, 4, 104, 104), 9, geometry="40x1024")
+    with with_geometry.context():
+        drawn = torch.randn((1, 4, 104, 104), generator=with_geometry.generator[0])
+    assert torch.equal(drawn, PhiloxGenerator(9 ^ 0xFFFFFFFF, 40, 1024).randn((1, 4, 104, 104)))
+
+
+def _invokeai_start_by_hand(scheduler_class, noise, steps, **config):
+    """latents_from_embeddings: add_noise(zeros, noise, first timestep), written out for two schedulers' formulas."""
+    scheduler = scheduler_class(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, **config)
+    scheduler.set_timesteps(steps)
+    first = int(scheduler.timesteps[0])
+    if scheduler_class is DDIMScheduler:  # sqrt(alpha_bar) * 0 + sqrt(1 - alpha_bar) * noise
+        return (1 - scheduler.alphas_cumprod[first]) ** 0.5 * noise, scheduler
+    return noise * scheduler.sigmas[0], scheduler  # Euler: x + noise * sigma
+
+
+@pytest.mark.parametrize(
+    ("scheduler_class", "config", "exact"),
+    [
+        (DDIMScheduler, {"steps_offset": 1}, True),  # init_noise_sigma 1
+        (EulerDiscreteScheduler, {}, True),  # linspace: init_noise_sigma is the first sigma
+        (EulerDiscreteScheduler, {"timestep_spacing": "leading", "steps_offset": 1}, False),  # sqrt(sigma_max^2 + 1)
+    ],
+)
+def test_invokeai_start(scheduler_class, config, exact):
+    noise = torch.randn((1, 4, 32, 32), generator=torch.Generator().manual_seed(4))
+    start, scheduler = _invokeai_start_by_hand(scheduler_class, noise, 7, **config)
+    latents, inexact = invokeai_start(noise, scheduler, 7)
+    made = latents * scheduler.init_noise_sigma  # what the pipeline's prepare_latents starts from
+    assert scheduler.timesteps is not None and len(scheduler.timesteps) == 7  # the scheduler given is left as it was
+    assert int((made != start).sum()) == inexact
+    if exact:
+        assert inexact == 0 and torch.equal(made, start)
+    else:
+        # Measured: 404 of 4,096 values (9.9%) have no float that init_noise_sigma (6.646) times gives them; each is
+        # the nearest product, one unit in the last place off (relative 7.2e-8 at most).
+        assert inexact == 404
+        assert float(((made - start).abs() / start.abs()).max()) < 1.2e-7
+        assert scheduler.init_noise_sigma > scheduler.sigmas[0]
 
 
 def test_invokeai_later_noise(monkeypatch):
@@ -458,6 +535,26 @@ def test_invokeai_later_noise(monkeypatch):
             "seeds must be between 0 and 4294967295, got 4294967296",
         ),
         (lambda: invokeai_noise((1, 4, 8, 8), 1, dtype=torch.int64), ValueError, "dtype must be torch.float32"),
+        (
+            lambda: invokeai_noise((1, 4, 8, 8), 1, rand_device="mps"),
+            ValueError,
+            "rand_device must be 'cpu' or 'cuda' (InvokeAI's rand_device), got 'mps'",
+        ),
+        (
+            lambda: invokeai_noise((1, 4, 8, 8), 1, rand_device="cuda", denoise_device="cpu"),
+            ValueError,
+            "denoise_device must be 'cuda' when rand_device is 'cuda'",
+        ),
+        (
+            lambda: invokeai_start(torch.zeros(1, 4, 8, 8, dtype=torch.int32), DDIMScheduler(), 2),
+            TypeError,
+            "noise must be a float32, float16 or bfloat16 tensor",
+        ),
+        (
+            lambda: invokeai_start(torch.zeros(1, 4, 8, 8), DDIMScheduler(), 0),
+            ValueError,
+            "num_inference_steps must be between 1 and 10000, got 0",
+        ),
     ],
 )
 def test_bad_values_are_named(call, error, message):

@@ -20,12 +20,14 @@ import pytest
 import torch
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
 )
 
+from diffusers_repro.generation import CudaRandnMode, EmulatedCudaGenerator, PhiloxGenerator
 from diffusers_repro.interop import ForeignMetadataError
 from diffusers_repro.verify import LimitExceededError, ReproductionError, reproduce
 
@@ -234,11 +236,30 @@ def test_comfyui_batch_of_3_with_unknown_index_says_which_image_matched(vanilla,
     assert ("recipe.batch_index", "unknown (batch of 3)", "image 1 of 3 matched best") in result.differences
 
 
-def test_invokeai_is_bitwise(vanilla, sd, tmp_path):
-    # InvokeAI's noise node with use_cpu: a CPU generator of the seed draws (1, C, H, W).
-    noise = torch.randn((1, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(1234567))
-    scheduler = EulerDiscreteScheduler(**_model_keys(vanilla))
-    (image,) = _original(vanilla, scheduler, noise, [torch.Generator("cpu").manual_seed(0)], prompt="a fox ünïcödé 狐")
+def _invokeai_original(pipe, scheduler_class, extras, seed, rand_device="cpu"):
+    """An image as InvokeAI makes it, on vanilla diffusers: its get_scheduler (its keys over the model's whole
+    scheduler config, as loaded from the model's folder), its noise node (a fresh generator of the seed: the CPU's, or
+    torch's CUDA generator as PhiloxGenerator computes it), its denoise's start ``add_noise(zeros, noise, first
+    timestep)`` and its schedulers' generator seeded ``seed ^ 0xFFFFFFFF`` on the denoising device (a GPU: the file
+    does not say, and regeneration assumes one)."""
+    model_config = DDIMScheduler.from_pretrained(pipe.name_or_path, subfolder="scheduler").config
+    scheduler = scheduler_class.from_config({**model_config, **extras})
+    if rand_device == "cpu":
+        noise = torch.randn((1, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(seed))
+    else:
+        noise = PhiloxGenerator(seed).randn((1, 4, 4, 4))
+    later = EmulatedCudaGenerator(PhiloxGenerator(seed ^ 0xFFFFFFFF))
+    scheduler.set_timesteps(STEPS)
+    start = scheduler.add_noise(torch.zeros_like(noise), noise, scheduler.timesteps[:1])
+    if scheduler.init_noise_sigma != 1.0:
+        # The pipeline multiplies its latents by init_noise_sigma; InvokeAI starts from add_noise's values as they are.
+        scheduler = type("InvokeAIStart", (scheduler_class,), {"init_noise_sigma": 1.0}).from_config(scheduler.config)
+    with CudaRandnMode():
+        (image,) = _original(pipe, scheduler, start, later, prompt="a fox ünïcödé 狐")
+    return image
+
+
+def _invokeai_file(image, path, **changes):
     data = invokeai_metadata(
         positive_prompt="a fox ünïcödé 狐",
         negative_prompt=NEGATIVE,
@@ -246,13 +267,50 @@ def test_invokeai_is_bitwise(vanilla, sd, tmp_path):
         height=SIZE,
         steps=STEPS,
         cfg_scale=7.0,
-        scheduler="euler",
-        seed=1234567,
+        **changes,
     )
-    path = _save_png(image, tmp_path / "invokeai.png", {"invokeai_metadata": json.dumps(data)})
+    return _save_png(image, path, {"invokeai_metadata": json.dumps(data)})
+
+
+@pytest.mark.parametrize(
+    ("name", "scheduler_class", "extras"),
+    [
+        ("ddim", DDIMScheduler, {}),
+        ("dpmpp_2m", DPMSolverMultistepScheduler, {"use_karras_sigmas": False}),
+        ("ddpm", DDPMScheduler, {}),  # draws later noise from the seed ^ 0xFFFFFFFF generator
+    ],
+)
+@pytest.mark.parametrize("rand_device", ["cpu", "cuda"])
+def test_invokeai_is_bitwise(vanilla, sd, tmp_path, name, scheduler_class, extras, rand_device):
+    image = _invokeai_original(vanilla, scheduler_class, extras, 1234567, rand_device)
+    path = _invokeai_file(image, tmp_path / "invokeai.png", scheduler=name, seed=1234567, rand_device=rand_device)
     result = reproduce(path, pipe=sd)
     assert result.verdict == "bitwise", result.summary
-    assert result.source == "invokeai"
+    assert result.source == "invokeai" and result.recipe.rng == rand_device
+    assert not any("unit in the last place" in difference.recorded for difference in result.differences)
+    assert (
+        "note",
+        "InvokeAI draws its noise in its model's dtype (float16 on a GPU unless set otherwise), which the "
+        "file does not say: drawn here in the pipeline's, torch.float32",
+        "",
+    ) in result.differences
+
+
+INVOKEAI_EULER_TOLERANCE = 1 / 255
+"""Euler-type schedulers on a model whose scheduler config says "leading" spacing (the tiny model's): diffusers starts
+from latents x sqrt(sigma_max**2 + 1), and 6 to 9 of the tiny image's 64 starting values (Euler, seeds 1234567, 1, 2,
+3) have no float that makes InvokeAI's add_noise start; each is one unit in the last place off. Measured on the tiny
+model, 3 steps: the pixels were equal for all 4 seeds (without the start, latents x init_noise_sigma: 9/255 off)."""
+
+
+def test_invokeai_euler_on_leading_spacing_is_close_and_says_why(vanilla, sd, tmp_path):
+    image = _invokeai_original(vanilla, EulerDiscreteScheduler, {"use_karras_sigmas": False}, 1234567)
+    path = _invokeai_file(image, tmp_path / "invokeai.png", scheduler="euler", seed=1234567)
+    result = reproduce(path, pipe=sd, tolerance=INVOKEAI_EULER_TOLERANCE)
+    assert result.verdict in ("bitwise", "close"), result.summary
+    assert result.max_abs_diff <= INVOKEAI_EULER_TOLERANCE
+    notes = [difference.recorded for difference in result.differences if difference.field == "note"]
+    assert any("8 of 64 starting values are one unit in the last place from it here" in note for note in notes), notes
 
 
 def test_a_vanilla_pipeline_regenerates_too(vanilla, tmp_path):
@@ -411,6 +469,29 @@ def test_verify_model_regenerates_other_tools_files_and_counts_unsupported_apart
     }
     image = json.loads(out.splitlines()[0])
     assert image["source"] == "a1111" and image["recipe"]["sampler"] == "Euler" and image["verdict"] == "bitwise"
+
+
+def test_verify_model_regenerates_invokeai_gpu_noise_and_refuses_large_gpu_noise_without_a_geometry(
+    capsys, vanilla, tiny_sd_path, tmp_path
+):
+    folder = tmp_path / "invokeai"
+    folder.mkdir()
+    image = _invokeai_original(vanilla, DPMSolverMultistepScheduler, {"use_karras_sigmas": True}, 77, "cuda")
+    _invokeai_file(image, folder / "gpu.png", scheduler="dpmpp_2m_k", seed=77, rand_device="cuda")
+    # 832 x 832: 43,264 latent values per image, laid out by the GPU's geometry, which the file does not say.
+    data = invokeai_metadata(width=832, height=832, steps=STEPS, scheduler="euler", seed=5, rand_device="cuda")
+    _save_png(PIL.Image.new("RGB", (832, 832)), folder / "large.png", {"invokeai_metadata": json.dumps(data)})
+    code, out, err = _run(capsys, "verify", folder, "--model", tiny_sd_path)
+    assert code == 1, err
+    lines = out.splitlines()
+    assert f"{folder / 'gpu.png'}: bitwise (invokeai recipe)" in lines
+    assert any(
+        line.startswith(f"{folder / 'large.png'}: refused:")
+        and "InvokeAI's GPU noise (rand_device: cuda) draws 43264 values per image with torch's CUDA generator" in line
+        and "pass geometry=" in line
+        for line in lines
+    ), out
+    assert lines[-1].startswith("2 images: 1 bitwise, 0 close, 0 different, 1 refused; FAILED: 1 refused")
 
 
 def test_verify_models_finds_a_diffusers_folder_by_name_and_never_follows_links_out(
